@@ -1,0 +1,26 @@
+"""lstm_c: batched LSTM forward and backward passes on the CPU.
+
+Cython kernels with OpenMP loops and BLAS from SciPy; PyTorch's gate order
+(i, f, g, o) and parameter layout. `lstm_c.reference` is the plain-NumPy
+oracle with the same functional API.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from lstm_c._lstm import openmp_enabled
+from lstm_c._types import LSTMGrads
+from lstm_c.functional import LSTMCache, lstm_backward, lstm_forward
+
+try:
+    __version__ = version("lstm_c")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "LSTMCache",
+    "LSTMGrads",
+    "lstm_backward",
+    "lstm_forward",
+    "openmp_enabled",
+    "__version__",
+]

@@ -1,0 +1,246 @@
+"""Checks and normalises the arguments of the functional API.
+
+Shared by the compiled path (`lstm_c.functional`) and the NumPy reference
+(`lstm_c.reference`) so that both accept and refuse exactly the same inputs.
+Every error names the argument, what it got and what was expected.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# SciPy's BLAS takes 32-bit integers for sizes and leading dimensions.
+BLAS_INT_MAX = 2**31 - 1
+
+
+class ForwardArgs(NamedTuple):
+    """Validated forward arguments; every array is C-contiguous in `dtype`."""
+
+    x: np.ndarray  # (T, B, I), or (B, T, I) when batch_first
+    w_ih: np.ndarray  # (4H, I)
+    w_hh: np.ndarray  # (4H, H)
+    bias: np.ndarray  # (4H,): b_ih + b_hh, zeros when both are None
+    h0: np.ndarray  # (B, H)
+    c0: np.ndarray  # (B, H)
+    lengths: np.ndarray  # (B,) intp, each in [0, T]
+    batch_first: bool
+    steps: int  # T
+    batch: int  # B
+    input_size: int  # I
+    hidden_size: int  # H
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.x.dtype
+
+    @property
+    def y_shape(self) -> tuple[int, int, int]:
+        if self.batch_first:
+            return (self.batch, self.steps, self.hidden_size)
+        return (self.steps, self.batch, self.hidden_size)
+
+
+def common_dtype(**arrays: Any) -> np.dtype:
+    """The float dtype to compute in, from the arguments that carry a dtype.
+
+    Arrays of float32 or float64 decide it and must agree; integer and bool
+    arrays, and array-likes without a dtype (lists, scalars), follow it.
+    Without any float array the result is float64.
+    """
+    floats: dict[str, np.dtype] = {}
+    for name, value in arrays.items():
+        if value is None or not hasattr(value, "dtype"):
+            continue
+        dtype = np.dtype(value.dtype)
+        _check_real(name, dtype)
+        if dtype.kind == "f":
+            if dtype not in SUPPORTED_DTYPES:
+                raise TypeError(
+                    f"{name} has dtype {dtype}; lstm_c computes in float32 or float64, "
+                    f"convert it with .astype(numpy.float32) or .astype(numpy.float64)"
+                )
+            floats[name] = dtype
+    if len(set(floats.values())) > 1:
+        listed = ", ".join(f"{name} is {dtype}" for name, dtype in floats.items())
+        raise TypeError(f"mixed float dtypes ({listed}); convert them to one dtype")
+    return next(iter(floats.values()), np.dtype(np.float64))
+
+
+def _check_real(name: str, dtype: np.dtype) -> None:
+    if dtype.kind not in "fiub":
+        raise TypeError(f"{name} must hold real numbers, got dtype {dtype}")
+
+
+def as_float_array(
+    name: str, value: Any, dtype: np.dtype, shape: tuple[int, ...], layout: str
+) -> np.ndarray:
+    """`value` as a C-contiguous array of `dtype`; its shape must equal `shape`.
+
+    `layout` names the axes, e.g. "(batch, hidden_size)", for the message.
+    Contiguous arrays of the right dtype are returned as they are, not copied.
+    """
+    array = np.asarray(value)
+    _check_real(name, array.dtype)
+    if array.ndim != len(shape):
+        raise ValueError(
+            f"{name} must be {len(shape)}-D {layout} = {shape}, got {array.ndim}-D shape {array.shape}"
+        )
+    if array.shape != shape:
+        raise ValueError(f"{name} must have shape {layout} = {shape}, got {array.shape}")
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def check_forward(
+    x: Any,
+    w_ih: Any,
+    w_hh: Any,
+    b_ih: Any,
+    b_hh: Any,
+    h0: Any,
+    c0: Any,
+    lengths: Any,
+    batch_first: bool,
+) -> ForwardArgs:
+    """Validate the forward arguments and lay them out for computing."""
+    dtype = common_dtype(x=x, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, h0=h0, c0=c0)
+    layout = "(batch, seq_len, input_size)" if batch_first else "(seq_len, batch, input_size)"
+
+    x_arr = np.asarray(x)
+    _check_real("x", x_arr.dtype)
+    if x_arr.ndim != 3:
+        raise ValueError(f"x must be 3-D {layout}, got {x_arr.ndim}-D shape {x_arr.shape}")
+    if batch_first:
+        batch, steps, input_size = x_arr.shape
+    else:
+        steps, batch, input_size = x_arr.shape
+    x_arr = np.ascontiguousarray(x_arr, dtype=dtype)
+
+    w_ih_arr = np.asarray(w_ih)
+    _check_real("w_ih", w_ih_arr.dtype)
+    if w_ih_arr.ndim != 2:
+        raise ValueError(
+            f"w_ih must be 2-D (4*hidden_size, input_size), got {w_ih_arr.ndim}-D shape {w_ih_arr.shape}"
+        )
+    rows, cols = w_ih_arr.shape
+    if rows == 0 or rows % 4:
+        raise ValueError(
+            f"w_ih must have 4*hidden_size rows (gates i, f, g, o) with hidden_size >= 1, "
+            f"got shape {w_ih_arr.shape}"
+        )
+    if cols != input_size:
+        raise ValueError(
+            f"w_ih has shape {w_ih_arr.shape}: its {cols} columns must equal x's input_size "
+            f"{input_size} (x has shape {x_arr.shape})"
+        )
+    hidden_size = rows // 4
+    four_h = 4 * hidden_size
+    w_ih_arr = np.ascontiguousarray(w_ih_arr, dtype=dtype)
+    w_hh_arr = as_float_array(
+        "w_hh", w_hh, dtype, (four_h, hidden_size), "(4*hidden_size, hidden_size)"
+    )
+
+    bias = np.zeros(four_h, dtype=dtype)
+    for name, value in (("b_ih", b_ih), ("b_hh", b_hh)):
+        if value is not None:
+            bias = bias + as_float_array(name, value, dtype, (four_h,), "(4*hidden_size,)")
+
+    state_layout = "(batch, hidden_size)"
+    state_shape = (batch, hidden_size)
+    h0_arr = (
+        np.zeros(state_shape, dtype)
+        if h0 is None
+        else as_float_array("h0", h0, dtype, state_shape, state_layout)
+    )
+    c0_arr = (
+        np.zeros(state_shape, dtype)
+        if c0 is None
+        else as_float_array("c0", c0, dtype, state_shape, state_layout)
+    )
+
+    lengths_arr = check_lengths(lengths, steps, batch)
+    check_blas_sizes(steps * batch, four_h, input_size)
+    return ForwardArgs(
+        x_arr, w_ih_arr, w_hh_arr, bias, h0_arr, c0_arr, lengths_arr,
+        bool(batch_first), steps, batch, input_size, hidden_size,
+    )
+
+
+def check_lengths(lengths: Any, steps: int, batch: int) -> np.ndarray:
+    """`lengths` as an intp array of `batch` values in [0, steps] (all `steps` if None)."""
+    if lengths is None:
+        return np.full(batch, steps, dtype=np.intp)
+    array = np.asarray(lengths)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be integers, got dtype {array.dtype}")
+    if array.shape != (batch,):
+        raise ValueError(f"lengths must have shape (batch,) = ({batch},), got {array.shape}")
+    if batch and (array.min() < 0 or array.max() > steps):
+        raise ValueError(
+            f"lengths must lie in [0, seq_len] = [0, {steps}], got values from "
+            f"{array.min()} to {array.max()}"
+        )
+    return np.ascontiguousarray(array, dtype=np.intp)
+
+
+def check_blas_sizes(rows: int, *cols: int) -> None:
+    """Refuse sizes that SciPy's 32-bit BLAS integers cannot address."""
+    for size in (rows, *cols):
+        if size > BLAS_INT_MAX:
+            raise ValueError(
+                f"a matrix dimension of {size} exceeds the 32-bit BLAS limit {BLAS_INT_MAX} "
+                f"(seq_len*batch = {rows}); split the batch or the sequence"
+            )
+
+
+def check_output_grad(
+    name: str, value: Any, dtype: np.dtype, shape: tuple[int, ...], layout: str
+) -> np.ndarray | None:
+    """A gradient of an output (dy, dh_n, dc_n): None stays None (meaning zeros)."""
+    if value is None:
+        return None
+    common_dtype(**{name: value, "the forward inputs": np.empty(0, dtype)})
+    return as_float_array(name, value, dtype, shape, layout)
+
+
+def check_num_threads(num_threads: Any) -> int | None:
+    """None or a positive int."""
+    if num_threads is None:
+        return None
+    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)):
+        raise TypeError(f"num_threads must be a positive int or None, got {num_threads!r}")
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    return int(num_threads)
+
+
+def check_backward_grads(
+    dy: Any, dh_n: Any, dc_n: Any, forward: ForwardArgs
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """dy, dh_n and dc_n checked against the forward call they belong to."""
+    y_layout = (
+        "(batch, seq_len, hidden_size)" if forward.batch_first else "(seq_len, batch, hidden_size)"
+    )
+    state_shape = (forward.batch, forward.hidden_size)
+    return (
+        check_output_grad("dy", dy, forward.dtype, forward.y_shape, y_layout),
+        check_output_grad("dh_n", dh_n, forward.dtype, state_shape, "(batch, hidden_size)"),
+        check_output_grad("dc_n", dc_n, forward.dtype, state_shape, "(batch, hidden_size)"),
+    )
+
+
+def check_cache(cache: Any, cache_type: type, producer: str) -> None:
+    """`cache` must be what `producer` returned in training mode."""
+    if cache is None:
+        raise ValueError(
+            f"cache is None: {producer} returns a cache only with training=True; "
+            f"call it with training=True before the backward pass"
+        )
+    if not isinstance(cache, cache_type):
+        raise TypeError(
+            f"cache must be the {cache_type.__name__} returned by {producer}, "
+            f"got {type(cache).__name__}"
+        )

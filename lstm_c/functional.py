@@ -1,0 +1,196 @@
+"""The functional API: one LSTM layer and direction, forward and backward, in the compiled kernels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from lstm_c import _lstm, _threads
+from lstm_c._types import LSTMGrads
+from lstm_c._validation import (
+    ForwardArgs,
+    check_backward_grads,
+    check_cache,
+    check_forward,
+    check_num_threads,
+)
+
+
+class LSTMCache:
+    """What `lstm_backward` needs from a training-mode `lstm_forward`.
+
+    Holds references to the inputs (not copies) and, per position, the gate
+    activations i, f, g, o (4H), the cell state entering the step (H) and the
+    hidden state entering the step (H): about T·B·6H numbers. Treat it as
+    opaque; the inputs must not be changed in place before the backward pass.
+    """
+
+    __slots__ = ("args", "reverse", "act", "c_prev", "h_prev")
+
+    def __init__(
+        self, args: ForwardArgs, reverse: bool, act: np.ndarray, c_prev: np.ndarray, h_prev: np.ndarray
+    ) -> None:
+        self.args = args
+        self.reverse = reverse
+        self.act = act
+        self.c_prev = c_prev
+        self.h_prev = h_prev
+
+    def __repr__(self) -> str:
+        a = self.args
+        return (
+            f"LSTMCache(seq_len={a.steps}, batch={a.batch}, input_size={a.input_size}, "
+            f"hidden_size={a.hidden_size}, dtype={a.dtype}, reverse={self.reverse}, "
+            f"batch_first={a.batch_first})"
+        )
+
+
+def lstm_forward(
+    x: Any,
+    w_ih: Any,
+    w_hh: Any,
+    b_ih: Any = None,
+    b_hh: Any = None,
+    h0: Any = None,
+    c0: Any = None,
+    *,
+    lengths: Any = None,
+    reverse: bool = False,
+    batch_first: bool = False,
+    training: bool = True,
+    num_threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, LSTMCache | None]:
+    """Run an LSTM layer (one direction) over a batch of sequences.
+
+    Gates follow PyTorch's order i, f, g, o::
+
+        gates = x_t W_ih^T + h_{t-1} W_hh^T + b_ih + b_hh
+        c_t = f * c_{t-1} + i * g,   h_t = o * tanh(c_t)
+
+    Parameters
+    ----------
+    x : array_like, (T, B, I), or (B, T, I) when `batch_first`
+        Input sequences. float32 or float64 decides the dtype of everything.
+    w_ih : array_like, (4H, I)
+        Input-to-hidden weights, gates stacked i, f, g, o.
+    w_hh : array_like, (4H, H)
+        Hidden-to-hidden weights.
+    b_ih, b_hh : array_like, (4H,), optional
+        Biases; None means zero.
+    h0, c0 : array_like, (B, H), optional
+        Initial hidden and cell state; None means zeros.
+    lengths : array_like of int, (B,), optional
+        Valid steps per row, each in [0, T]. Row b runs over t < lengths[b]
+        and its state then freezes; y is 0 past it. None means all T.
+    reverse : bool
+        Run each row from its last valid step back to t = 0.
+    batch_first : bool
+        x and y are (B, T, ·) instead of (T, B, ·).
+    training : bool
+        Keep what the backward pass needs; False returns ``cache=None``.
+    num_threads : int, optional
+        Threads for this call (OpenMP and BLAS); None uses OpenMP's default
+        (OMP_NUM_THREADS) and leaves BLAS as configured.
+
+    Returns
+    -------
+    y : ndarray, x's layout with H features: (T, B, H) or (B, T, H)
+    h_n, c_n : ndarray, (B, H)
+        The state after each row's last valid step (h0, c0 for length 0).
+    cache : LSTMCache or None
+        Input of `lstm_backward`; None when ``training=False``.
+    """
+    args = check_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, batch_first)
+    num_threads = check_num_threads(num_threads)
+    dtype, rows, hidden = args.dtype, args.steps * args.batch, args.hidden_size
+
+    y = np.empty(args.y_shape, dtype)
+    h = args.h0.copy()
+    c = args.c0.copy()
+    gates = np.empty((rows, 4 * hidden), dtype)
+    h_prev = np.empty((rows, hidden), dtype) if training else None
+    c_prev = np.empty((rows, hidden), dtype) if training else None
+    with _threads.blas_limit(num_threads):
+        _lstm.forward(
+            args.x.reshape(rows, args.input_size), args.w_ih, args.w_hh, args.bias, h, c,
+            args.lengths, bool(reverse), args.batch_first, args.steps,
+            gates, y.reshape(rows, hidden), h_prev, c_prev,
+            np.empty((args.batch, 4 * hidden), dtype), _threads.resolve(num_threads),
+        )
+    cache = LSTMCache(args, bool(reverse), gates, c_prev, h_prev) if training else None
+    return y, h, c, cache
+
+
+def _finite_padding(args: ForwardArgs) -> np.ndarray:
+    """x, or a copy with its padding zeroed when the padding holds NaN or inf.
+
+    The dW_ih GEMM runs over all positions with zero gate gradients past each
+    row's length; 0 * NaN would still poison it, and padding must not matter.
+    """
+    x = args.x
+    if args.steps == 0 or args.lengths.min(initial=args.steps) == args.steps:
+        return x
+    padding = np.arange(args.steps)[:, None] >= args.lengths[None, :]  # (T, B)
+    if args.batch_first:
+        padding = padding.T
+    if np.isfinite(x[padding]).all():
+        return x
+    x = x.copy()
+    x[padding] = 0
+    return x
+
+
+def lstm_backward(
+    cache: LSTMCache,
+    dy: Any = None,
+    dh_n: Any = None,
+    dc_n: Any = None,
+    *,
+    num_threads: int | None = None,
+) -> LSTMGrads:
+    """Gradients of a scalar loss through the `lstm_forward` call that made `cache`.
+
+    Parameters
+    ----------
+    cache : LSTMCache
+        From `lstm_forward(..., training=True)`; it may be used more than once.
+    dy : array_like, y's shape, optional
+        Gradient of the loss with respect to y; values past a row's length
+        are ignored. None means zeros.
+    dh_n, dc_n : array_like, (B, H), optional
+        Gradients with respect to h_n and c_n; None means zeros.
+    num_threads : int, optional
+        As in `lstm_forward`.
+
+    Returns
+    -------
+    LSTMGrads
+        dx (x's shape), dh0, dc0 (B, H), dw_ih (4H, I), dw_hh (4H, H) and
+        db (4H,), the gradient of b_ih and equally of b_hh; all in x's dtype.
+    """
+    check_cache(cache, LSTMCache, "lstm_c.lstm_forward")
+    args = cache.args
+    dy, dh_n, dc_n = check_backward_grads(dy, dh_n, dc_n, args)
+    num_threads = check_num_threads(num_threads)
+    dtype, rows = args.dtype, args.steps * args.batch
+    batch, hidden, inputs = args.batch, args.hidden_size, args.input_size
+
+    dx = np.empty(args.x.shape, dtype)
+    dh0 = np.empty((batch, hidden), dtype)
+    dc0 = np.zeros((batch, hidden), dtype) if dc_n is None else dc_n.copy()
+    dw_ih = np.empty((4 * hidden, inputs), dtype)
+    dw_hh = np.empty((4 * hidden, hidden), dtype)
+    db = np.empty(4 * hidden, dtype)
+    with _threads.blas_limit(num_threads):
+        _lstm.backward(
+            _finite_padding(args).reshape(rows, inputs), args.w_ih, args.w_hh,
+            cache.act, cache.c_prev, cache.h_prev,
+            args.lengths, cache.reverse, args.batch_first, args.steps,
+            None if dy is None else dy.reshape(rows, hidden),
+            np.zeros((batch, hidden), dtype) if dh_n is None else dh_n,
+            dx.reshape(rows, inputs), dh0, dc0, dw_ih, dw_hh, db,
+            np.empty((rows, 4 * hidden), dtype), np.zeros((batch, 4 * hidden), dtype),
+            _threads.resolve(num_threads),
+        )
+    return LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, db)

@@ -1,0 +1,325 @@
+"""Plain-NumPy LSTM: the oracle for the tests and the baseline for the benchmarks.
+
+Same signatures and conventions as the compiled functional API
+(:mod:`lstm_c.functional`), written to be simple and obviously correct rather
+than fast: one Python loop over time steps, NumPy matrix products, no tricks.
+
+Conventions (PyTorch's): gates in order i, f, g, o; ``w_ih`` is (4H, I),
+``w_hh`` is (4H, H)::
+
+    gates = x_t W_ih^T + h_{t-1} W_hh^T + b_ih + b_hh
+    i, f, o = sigmoid(.),  g = tanh(.)
+    c_t = f * c_{t-1} + i * g
+    h_t = o * tanh(c_t)
+
+Variable lengths: row ``b`` runs over ``t < lengths[b]`` and its state then
+freezes; ``y`` is exactly 0 past a row's length. With ``reverse=True`` each
+row runs from its own last valid step ``lengths[b] - 1`` down to 0. Nothing
+has to be sorted or packed by the caller.
+
+Sigmoid is :func:`scipy.special.expit` and tanh is :func:`numpy.tanh`, so huge
+pre-activations saturate exactly to 0/1/-1 without warnings, and NaN propagates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.special import expit
+
+from ._types import LSTMGrads
+from ._validation import (
+    ForwardArgs,
+    check_backward_grads,
+    check_cache,
+    check_forward,
+    check_num_threads,
+)
+
+__all__ = ["ReferenceCache", "lstm_forward", "lstm_backward"]
+
+_PRODUCER = "lstm_c.reference.lstm_forward"
+
+
+class ReferenceCache:
+    """What :func:`lstm_forward` keeps (``training=True``) for :func:`lstm_backward`.
+
+    All per-step arrays are indexed by the step ``s`` (processing order), not by
+    the time index; ``time_index[s, b]`` gives the time index row ``b`` processed
+    at step ``s`` (meaningful only where ``valid[s, b]``).
+
+    Attributes
+    ----------
+    args : ForwardArgs
+        The validated forward arguments (weights are used by the backward pass:
+        do not modify them in place between forward and backward).
+    reverse : bool
+        Direction of the forward pass.
+    valid : ndarray of bool, (T, B)
+        ``valid[s, b]`` is ``s < lengths[b]``.
+    time_index : ndarray of intp, (T, B)
+        Time index of row ``b`` at step ``s`` (clipped to 0 where not valid).
+    x_steps : ndarray, (T, B, I)
+        The input seen at each step (zeros where not valid).
+    gates : ndarray, (T, B, 4H)
+        Gate activations i, f, g, o (after sigmoid/tanh).
+    h_prev, c_prev : ndarray, (T, B, H)
+        State entering each step.
+    tanh_c : ndarray, (T, B, H)
+        ``tanh(c_t)`` of the cell state produced at each step.
+    """
+
+    __slots__ = (
+        "args",
+        "reverse",
+        "valid",
+        "time_index",
+        "x_steps",
+        "gates",
+        "h_prev",
+        "c_prev",
+        "tanh_c",
+    )
+
+    def __init__(
+        self,
+        args: ForwardArgs,
+        reverse: bool,
+        valid: np.ndarray,
+        time_index: np.ndarray,
+        x_steps: np.ndarray,
+        gates: np.ndarray,
+        h_prev: np.ndarray,
+        c_prev: np.ndarray,
+        tanh_c: np.ndarray,
+    ) -> None:
+        self.args = args
+        self.reverse = reverse
+        self.valid = valid
+        self.time_index = time_index
+        self.x_steps = x_steps
+        self.gates = gates
+        self.h_prev = h_prev
+        self.c_prev = c_prev
+        self.tanh_c = tanh_c
+
+    def __repr__(self) -> str:
+        a = self.args
+        return (
+            f"ReferenceCache(seq_len={a.steps}, batch={a.batch}, input_size={a.input_size}, "
+            f"hidden_size={a.hidden_size}, dtype={a.dtype}, reverse={self.reverse}, "
+            f"batch_first={a.batch_first})"
+        )
+
+
+def _step_indices(lengths: np.ndarray, steps: int, reverse: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Valid masks and time indices, both (T, B), for every step and row."""
+    s = np.arange(steps, dtype=np.intp)[:, None]  # (T, 1)
+    valid = s < lengths[None, :]  # (T, B)
+    t = lengths[None, :] - 1 - s if reverse else np.broadcast_to(s, valid.shape)
+    time_index = np.where(valid, t, 0).astype(np.intp)
+    return valid, time_index
+
+
+def lstm_forward(
+    x: Any,
+    w_ih: Any,
+    w_hh: Any,
+    b_ih: Any = None,
+    b_hh: Any = None,
+    h0: Any = None,
+    c0: Any = None,
+    *,
+    lengths: Any = None,
+    reverse: bool = False,
+    batch_first: bool = False,
+    training: bool = True,
+    num_threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, ReferenceCache | None]:
+    """One LSTM layer in one direction, in plain NumPy.
+
+    Parameters
+    ----------
+    x : array_like, (T, B, I), or (B, T, I) when ``batch_first``
+        Input sequence, float32 or float64 (integers follow the other arrays).
+    w_ih : array_like, (4H, I)
+        Input-to-hidden weights, gates in order i, f, g, o.
+    w_hh : array_like, (4H, H)
+        Hidden-to-hidden weights, gates in order i, f, g, o.
+    b_ih, b_hh : array_like, (4H,), optional
+        Biases; None means zeros. Only their sum matters.
+    h0, c0 : array_like, (B, H), optional
+        Initial hidden and cell state; None means zeros.
+    lengths : array_like of int, (B,), optional
+        Valid length of each row, each in [0, T]; None means all T.
+    reverse : bool
+        Run each row from its last valid step ``lengths[b] - 1`` down to 0.
+    batch_first : bool
+        ``x`` and ``y`` are (B, T, .) instead of (T, B, .).
+    training : bool
+        Return a cache for :func:`lstm_backward`; with False the cache is None.
+    num_threads : int, optional
+        Validated and ignored (the reference is single-threaded NumPy).
+
+    Returns
+    -------
+    y : ndarray, (T, B, H), or (B, T, H) when ``batch_first``
+        Hidden state at every time step (C-contiguous); exactly 0 past a
+        row's length. ``y[t]`` is the h produced while processing time ``t``,
+        also with ``reverse``.
+    h_n, c_n : ndarray, (B, H)
+        State after each row's last valid step (``h0``, ``c0`` for length 0).
+    cache : ReferenceCache or None
+        What the backward pass needs; None when ``training`` is False.
+    """
+    check_num_threads(num_threads)
+    args = check_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, batch_first)
+    reverse = bool(reverse)
+    T, B, I, H = args.steps, args.batch, args.input_size, args.hidden_size
+    dtype = args.dtype
+
+    x_tm = args.x.swapaxes(0, 1) if args.batch_first else args.x  # (T, B, I)
+    valid, time_index = _step_indices(args.lengths, T, reverse)
+    rows = np.arange(B)
+
+    y_tm = np.zeros((T, B, H), dtype=dtype)
+    h = args.h0.copy()
+    c = args.c0.copy()
+    if training:
+        x_steps = np.zeros((T, B, I), dtype=dtype)
+        gates_all = np.zeros((T, B, 4 * H), dtype=dtype)
+        h_prev = np.zeros((T, B, H), dtype=dtype)
+        c_prev = np.zeros((T, B, H), dtype=dtype)
+        tanh_c_all = np.zeros((T, B, H), dtype=dtype)
+
+    for s in range(T):
+        v = valid[s]  # (B,)
+        vv = v[:, None]
+        t_b = time_index[s]  # (B,)
+        # Rows past their length see zeros, so padding (even NaN/inf) never matters.
+        x_s = np.where(vv, x_tm[t_b, rows], 0).astype(dtype, copy=False)  # (B, I)
+
+        z = x_s @ args.w_ih.T + h @ args.w_hh.T + args.bias  # (B, 4H)
+        i = expit(z[:, 0 * H : 1 * H])
+        f = expit(z[:, 1 * H : 2 * H])
+        g = np.tanh(z[:, 2 * H : 3 * H])
+        o = expit(z[:, 3 * H : 4 * H])
+        c_new = f * c + i * g
+        tanh_c = np.tanh(c_new)
+        h_new = o * tanh_c
+
+        if training:
+            x_steps[s] = x_s
+            gates_all[s] = np.concatenate([i, f, g, o], axis=1)
+            h_prev[s] = h
+            c_prev[s] = c
+            tanh_c_all[s] = tanh_c
+
+        y_tm[t_b[v], rows[v]] = h_new[v]
+        h = np.where(vv, h_new, h).astype(dtype, copy=False)
+        c = np.where(vv, c_new, c).astype(dtype, copy=False)
+
+    y = np.ascontiguousarray(y_tm.swapaxes(0, 1)) if args.batch_first else y_tm
+    cache = None
+    if training:
+        cache = ReferenceCache(
+            args, reverse, valid, time_index, x_steps, gates_all, h_prev, c_prev, tanh_c_all
+        )
+    return y, h, c, cache
+
+
+def lstm_backward(
+    cache: ReferenceCache,
+    dy: Any = None,
+    dh_n: Any = None,
+    dc_n: Any = None,
+    *,
+    num_threads: int | None = None,
+) -> LSTMGrads:
+    """Backpropagation through time for :func:`lstm_forward`, in plain NumPy.
+
+    Parameters
+    ----------
+    cache : ReferenceCache
+        Returned by :func:`lstm_forward` with ``training=True``.
+    dy : array_like, y's shape: (T, B, H), or (B, T, H) when ``batch_first``, optional
+        Gradient of the loss with respect to ``y``; None means zeros. Entries
+        past a row's length are ignored.
+    dh_n, dc_n : array_like, (B, H), optional
+        Gradients with respect to ``h_n`` and ``c_n``; None means zeros. They
+        enter at each row's last valid step.
+    num_threads : int, optional
+        Validated and ignored.
+
+    Returns
+    -------
+    LSTMGrads
+        ``dx`` (x's shape; 0 past a row's length), ``dh0`` (B, H), ``dc0`` (B, H),
+        ``dw_ih`` (4H, I), ``dw_hh`` (4H, H), ``db`` (4H,) -- the gradient of
+        ``b_ih`` and equally of ``b_hh``. All in x's dtype. Rows of length 0
+        get ``dh0 = dh_n`` and ``dc0 = dc_n``.
+    """
+    check_num_threads(num_threads)
+    check_cache(cache, ReferenceCache, _PRODUCER)
+    args = cache.args
+    dy_arr, dh_arr, dc_arr = check_backward_grads(dy, dh_n, dc_n, args)
+    T, B, I, H = args.steps, args.batch, args.input_size, args.hidden_size
+    dtype = args.dtype
+    rows = np.arange(B)
+
+    if dy_arr is None:
+        dy_tm = np.zeros((T, B, H), dtype=dtype)
+    else:
+        dy_tm = dy_arr.swapaxes(0, 1) if args.batch_first else dy_arr
+    dh = np.zeros((B, H), dtype=dtype) if dh_arr is None else dh_arr.copy()
+    dc = np.zeros((B, H), dtype=dtype) if dc_arr is None else dc_arr.copy()
+
+    dx_tm = np.zeros((T, B, I), dtype=dtype)
+    dw_ih = np.zeros((4 * H, I), dtype=dtype)
+    dw_hh = np.zeros((4 * H, H), dtype=dtype)
+    db = np.zeros(4 * H, dtype=dtype)
+
+    for s in range(T - 1, -1, -1):
+        v = cache.valid[s]
+        vv = v[:, None]
+        t_b = cache.time_index[s]
+        gates = cache.gates[s]
+        i = gates[:, 0 * H : 1 * H]
+        f = gates[:, 1 * H : 2 * H]
+        g = gates[:, 2 * H : 3 * H]
+        o = gates[:, 3 * H : 4 * H]
+        tanh_c = cache.tanh_c[s]
+
+        # Gradient reaching h_t: from later steps plus from y at this row's time index.
+        dh_t = dh + np.where(vv, dy_tm[t_b, rows], 0)
+        do = dh_t * tanh_c
+        dc_t = dc + dh_t * o * (1 - tanh_c * tanh_c)
+        di = dc_t * g
+        df = dc_t * cache.c_prev[s]
+        dg = dc_t * i
+        dc_prev = dc_t * f
+
+        dz = np.concatenate(
+            [di * i * (1 - i), df * f * (1 - f), dg * (1 - g * g), do * o * (1 - o)], axis=1
+        )
+        dz = np.where(vv, dz, 0).astype(dtype, copy=False)  # rows past their length: no step
+
+        dw_ih += dz.T @ cache.x_steps[s]
+        dw_hh += dz.T @ cache.h_prev[s]
+        db += dz.sum(axis=0)
+        dx_s = dz @ args.w_ih
+        dx_tm[t_b[v], rows[v]] = dx_s[v]
+
+        dh = np.where(vv, dz @ args.w_hh, dh).astype(dtype, copy=False)
+        dc = np.where(vv, dc_prev, dc).astype(dtype, copy=False)
+
+    dx = np.ascontiguousarray(dx_tm.swapaxes(0, 1)) if args.batch_first else dx_tm
+    return LSTMGrads(
+        dx=dx.astype(dtype, copy=False),
+        dh0=dh.astype(dtype, copy=False),
+        dc0=dc.astype(dtype, copy=False),
+        dw_ih=dw_ih,
+        dw_hh=dw_hh,
+        db=db,
+    )

@@ -1,0 +1,57 @@
+"""The seed documents' worked example, run through the compiled kernels and the CLI."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import lstm_c
+from lstm_c._demo import SEED_B_IH, SEED_W_HH, SEED_W_IH, seed_memories
+
+
+def test_one_step_from_the_seed_state():
+    y, h, c, _ = lstm_c.lstm_forward([[[1.0]]], SEED_W_IH, SEED_W_HH, SEED_B_IH, None, [[1.0]], [[2.0]])
+    assert c[0, 0] == pytest.approx(2.95, abs=0.005)
+    assert h[0, 0] == pytest.approx(0.99, abs=0.005)
+    assert y[0, 0, 0] == h[0, 0]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_company_a_and_b_in_one_batch(dtype):
+    x = np.array([[0, 0.5, 0.25, 1], [1, 0.5, 0.25, 1]], dtype).T[:, :, None]
+    w = [a.astype(dtype) for a in (SEED_W_IH, SEED_W_HH, SEED_B_IH)]
+    y, h_n, c_n, _ = lstm_c.lstm_forward(x, *w)
+    assert y[-1, 0, 0] == pytest.approx(0.0, abs=0.01)  # company A: day 5 is 0
+    assert y[-1, 1, 0] == pytest.approx(0.97, abs=0.005)  # company B: day 5 is 1
+    # Day 1 memories, from a one-step run.
+    _, h1, c1, _ = lstm_c.lstm_forward(x[:1], *w)
+    assert c1[:, 0] == pytest.approx([-0.20, 0.50], abs=0.005)
+    assert h1[:, 0] == pytest.approx([-0.13, 0.28], abs=0.005)
+
+
+def test_stepping_day_by_day_equals_one_call():
+    h, c = seed_memories()
+    x = np.array([[0, 0.5, 0.25, 1], [1, 0.5, 0.25, 1]]).T[:, :, None]
+    y, h_n, c_n, _ = lstm_c.lstm_forward(x, SEED_W_IH, SEED_W_HH, SEED_B_IH)
+    np.testing.assert_allclose(h, y[:, :, 0], rtol=1e-14)
+    np.testing.assert_allclose(c[-1], c_n[:, 0], rtol=1e-14)
+
+
+def run_cli(args, cwd):
+    # Run outside the source tree: `python -m` puts the working directory on sys.path.
+    return subprocess.run([sys.executable, "-m", "lstm_c", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_demo_command_prints_the_memories_and_predictions(tmp_path):
+    done = run_cli(["demo"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "prediction for day 5: 0.01 (target 0.0)" in done.stdout
+    assert "prediction for day 5: 0.97 (target 1.0)" in done.stdout
+    assert "-0.2012" in done.stdout and "0.4995" in done.stdout  # day-1 long-term memories
+
+
+def test_cli_without_a_command_fails_with_usage(tmp_path):
+    done = run_cli([], tmp_path)
+    assert done.returncode == 2
+    assert "usage" in done.stderr
