@@ -13,10 +13,13 @@ class LSTMGrads(NamedTuple):
     Attributes
     ----------
     dx : ndarray, x's shape: (T, B, I), or (B, T, I) with batch_first.
-    dh0, dc0 : ndarray (B, H): gradients of the initial state.
+    dh0 : ndarray (B, P): gradient of h0 (P = proj_size, else H).
+    dc0 : ndarray (B, H): gradient of c0.
     dw_ih : ndarray (4H, I).
-    dw_hh : ndarray (4H, H).
+    dw_hh : ndarray (4H, P).
     db : ndarray (4H,): the gradient of b_ih and equally of b_hh.
+    dw_hr : ndarray (P, H), or None without a projection.
+    dpeephole : ndarray (3, H), or None without peepholes.
     """
 
     dx: np.ndarray
@@ -25,3 +28,5 @@ class LSTMGrads(NamedTuple):
     dw_ih: np.ndarray
     dw_hh: np.ndarray
     db: np.ndarray
+    dw_hr: np.ndarray | None = None
+    dpeephole: np.ndarray | None = None

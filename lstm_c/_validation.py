@@ -22,9 +22,11 @@ class ForwardArgs(NamedTuple):
 
     x: np.ndarray  # (T, B, I), or (B, T, I) when batch_first
     w_ih: np.ndarray  # (4H, I)
-    w_hh: np.ndarray  # (4H, H)
+    w_hh: np.ndarray  # (4H, P)
     bias: np.ndarray  # (4H,): b_ih + b_hh, zeros when both are None
-    h0: np.ndarray  # (B, H)
+    w_hr: np.ndarray | None  # (P, H) projection, or None (then P = H)
+    peephole: np.ndarray | None  # (3, H), gates i, f, o, or None
+    h0: np.ndarray  # (B, P)
     c0: np.ndarray  # (B, H)
     lengths: np.ndarray  # (B,) intp, each in [0, T]
     batch_first: bool
@@ -32,6 +34,7 @@ class ForwardArgs(NamedTuple):
     batch: int  # B
     input_size: int  # I
     hidden_size: int  # H
+    output_size: int  # P: the projection's size, else H
 
     @property
     def dtype(self) -> np.dtype:
@@ -40,8 +43,8 @@ class ForwardArgs(NamedTuple):
     @property
     def y_shape(self) -> tuple[int, int, int]:
         if self.batch_first:
-            return (self.batch, self.steps, self.hidden_size)
-        return (self.steps, self.batch, self.hidden_size)
+            return (self.batch, self.steps, self.output_size)
+        return (self.steps, self.batch, self.output_size)
 
 
 def common_dtype(**arrays: Any) -> np.dtype:
@@ -104,9 +107,13 @@ def check_forward(
     c0: Any,
     lengths: Any,
     batch_first: bool,
+    w_hr: Any = None,
+    peephole: Any = None,
 ) -> ForwardArgs:
     """Validate the forward arguments and lay them out for computing."""
-    dtype = common_dtype(x=x, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, h0=h0, c0=c0)
+    dtype = common_dtype(
+        x=x, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, h0=h0, c0=c0, w_hr=w_hr, peephole=peephole
+    )
     layout = "(batch, seq_len, input_size)" if batch_first else "(seq_len, batch, input_size)"
 
     x_arr = np.asarray(x)
@@ -139,8 +146,27 @@ def check_forward(
     hidden_size = rows // 4
     four_h = 4 * hidden_size
     w_ih_arr = np.ascontiguousarray(w_ih_arr, dtype=dtype)
+
+    w_hr_arr = None
+    output_size = hidden_size
+    if w_hr is not None:
+        w_hr_arr = np.asarray(w_hr)
+        _check_real("w_hr", w_hr_arr.dtype)
+        if w_hr_arr.ndim != 2 or w_hr_arr.shape[0] == 0 or w_hr_arr.shape[1] != hidden_size:
+            raise ValueError(
+                f"w_hr must have shape (proj_size, hidden_size) = (P, {hidden_size}) with P >= 1, "
+                f"got shape {w_hr_arr.shape}"
+            )
+        output_size = w_hr_arr.shape[0]
+        w_hr_arr = np.ascontiguousarray(w_hr_arr, dtype=dtype)
+    out_name = "proj_size" if w_hr is not None else "hidden_size"
     w_hh_arr = as_float_array(
-        "w_hh", w_hh, dtype, (four_h, hidden_size), "(4*hidden_size, hidden_size)"
+        "w_hh", w_hh, dtype, (four_h, output_size), f"(4*hidden_size, {out_name})"
+    )
+    peephole_arr = (
+        None
+        if peephole is None
+        else as_float_array("peephole", peephole, dtype, (3, hidden_size), "(3, hidden_size)")
     )
 
     bias = np.zeros(four_h, dtype=dtype)
@@ -148,24 +174,22 @@ def check_forward(
         if value is not None:
             bias = bias + as_float_array(name, value, dtype, (four_h,), "(4*hidden_size,)")
 
-    state_layout = "(batch, hidden_size)"
-    state_shape = (batch, hidden_size)
     h0_arr = (
-        np.zeros(state_shape, dtype)
+        np.zeros((batch, output_size), dtype)
         if h0 is None
-        else as_float_array("h0", h0, dtype, state_shape, state_layout)
+        else as_float_array("h0", h0, dtype, (batch, output_size), f"(batch, {out_name})")
     )
     c0_arr = (
-        np.zeros(state_shape, dtype)
+        np.zeros((batch, hidden_size), dtype)
         if c0 is None
-        else as_float_array("c0", c0, dtype, state_shape, state_layout)
+        else as_float_array("c0", c0, dtype, (batch, hidden_size), "(batch, hidden_size)")
     )
 
     lengths_arr = check_lengths(lengths, steps, batch)
-    check_blas_sizes(steps * batch, four_h, input_size)
+    check_blas_sizes(steps * batch, four_h, input_size, output_size)
     return ForwardArgs(
-        x_arr, w_ih_arr, w_hh_arr, bias, h0_arr, c0_arr, lengths_arr,
-        bool(batch_first), steps, batch, input_size, hidden_size,
+        x_arr, w_ih_arr, w_hh_arr, bias, w_hr_arr, peephole_arr, h0_arr, c0_arr, lengths_arr,
+        bool(batch_first), steps, batch, input_size, hidden_size, output_size,
     )
 
 
@@ -221,14 +245,19 @@ def check_backward_grads(
     dy: Any, dh_n: Any, dc_n: Any, forward: ForwardArgs
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """dy, dh_n and dc_n checked against the forward call they belong to."""
+    out_name = "proj_size" if forward.w_hr is not None else "hidden_size"
     y_layout = (
-        "(batch, seq_len, hidden_size)" if forward.batch_first else "(seq_len, batch, hidden_size)"
+        f"(batch, seq_len, {out_name})" if forward.batch_first else f"(seq_len, batch, {out_name})"
     )
-    state_shape = (forward.batch, forward.hidden_size)
+    dtype, batch = forward.dtype, forward.batch
     return (
-        check_output_grad("dy", dy, forward.dtype, forward.y_shape, y_layout),
-        check_output_grad("dh_n", dh_n, forward.dtype, state_shape, "(batch, hidden_size)"),
-        check_output_grad("dc_n", dc_n, forward.dtype, state_shape, "(batch, hidden_size)"),
+        check_output_grad("dy", dy, dtype, forward.y_shape, y_layout),
+        check_output_grad(
+            "dh_n", dh_n, dtype, (batch, forward.output_size), f"(batch, {out_name})"
+        ),
+        check_output_grad(
+            "dc_n", dc_n, dtype, (batch, forward.hidden_size), "(batch, hidden_size)"
+        ),
     )
 
 

@@ -22,20 +22,28 @@ class LSTMCache:
 
     Holds references to the inputs (not copies) and, per position, the gate
     activations i, f, g, o (4H), the cell state entering the step (H) and the
-    hidden state entering the step (H): about T·B·6H numbers. Treat it as
+    hidden state entering the step (H, or P with a projection): about T·B·6H
+    numbers; a projection adds the cell outputs before it (H). Treat it as
     opaque; the inputs must not be changed in place before the backward pass.
     """
 
-    __slots__ = ("args", "reverse", "act", "c_prev", "h_prev")
+    __slots__ = ("args", "reverse", "act", "c_prev", "h_prev", "m")
 
     def __init__(
-        self, args: ForwardArgs, reverse: bool, act: np.ndarray, c_prev: np.ndarray, h_prev: np.ndarray
+        self,
+        args: ForwardArgs,
+        reverse: bool,
+        act: np.ndarray,
+        c_prev: np.ndarray,
+        h_prev: np.ndarray,
+        m: np.ndarray | None,
     ) -> None:
         self.args = args
         self.reverse = reverse
         self.act = act
         self.c_prev = c_prev
         self.h_prev = h_prev
+        self.m = m
 
     def __repr__(self) -> str:
         a = self.args
@@ -55,6 +63,8 @@ def lstm_forward(
     h0: Any = None,
     c0: Any = None,
     *,
+    w_hr: Any = None,
+    peephole: Any = None,
     lengths: Any = None,
     reverse: bool = False,
     batch_first: bool = False,
@@ -68,18 +78,28 @@ def lstm_forward(
         gates = x_t W_ih^T + h_{t-1} W_hh^T + b_ih + b_hh
         c_t = f * c_{t-1} + i * g,   h_t = o * tanh(c_t)
 
+    With a projection (LSTMP, PyTorch's ``proj_size``) h_t = (o * tanh(c_t)) W_hr^T
+    has P features. With peepholes i and f also see p_i * c_{t-1} and p_f * c_{t-1},
+    and o sees p_o * c_t (the ONNX/oneDNN definition).
+
     Parameters
     ----------
     x : array_like, (T, B, I), or (B, T, I) when `batch_first`
         Input sequences. float32 or float64 decides the dtype of everything.
     w_ih : array_like, (4H, I)
         Input-to-hidden weights, gates stacked i, f, g, o.
-    w_hh : array_like, (4H, H)
-        Hidden-to-hidden weights.
+    w_hh : array_like, (4H, P)
+        Hidden-to-hidden weights; P = H without a projection.
     b_ih, b_hh : array_like, (4H,), optional
         Biases; None means zero.
-    h0, c0 : array_like, (B, H), optional
-        Initial hidden and cell state; None means zeros.
+    h0 : array_like, (B, P), optional
+        Initial hidden state; None means zeros.
+    c0 : array_like, (B, H), optional
+        Initial cell state; None means zeros.
+    w_hr : array_like, (P, H), optional
+        Projection of the hidden state (LSTMP); None means none.
+    peephole : array_like, (3, H), optional
+        Peephole weights for gates i, f, o; None means none.
     lengths : array_like of int, (B,), optional
         Valid steps per row, each in [0, T]. Row b runs over t < lengths[b]
         and its state then freezes; y is 0 past it. None means all T.
@@ -95,30 +115,41 @@ def lstm_forward(
 
     Returns
     -------
-    y : ndarray, x's layout with H features: (T, B, H) or (B, T, H)
-    h_n, c_n : ndarray, (B, H)
+    y : ndarray, x's layout with P features: (T, B, P) or (B, T, P)
+    h_n : ndarray, (B, P)
+    c_n : ndarray, (B, H)
         The state after each row's last valid step (h0, c0 for length 0).
     cache : LSTMCache or None
         Input of `lstm_backward`; None when ``training=False``.
     """
-    args = check_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, batch_first)
+    args = check_forward(
+        x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, batch_first, w_hr=w_hr, peephole=peephole
+    )
     num_threads = check_num_threads(num_threads)
-    dtype, rows, hidden = args.dtype, args.steps * args.batch, args.hidden_size
+    dtype, rows, batch = args.dtype, args.steps * args.batch, args.batch
+    hidden, out = args.hidden_size, args.output_size
+    projected = args.w_hr is not None
+
+    def scratch(shape: tuple[int, int], needed: bool = True) -> np.ndarray | None:
+        return np.empty(shape, dtype) if needed else None
 
     y = np.empty(args.y_shape, dtype)
     h = args.h0.copy()
     c = args.c0.copy()
     gates = np.empty((rows, 4 * hidden), dtype)
-    h_prev = np.empty((rows, hidden), dtype) if training else None
-    c_prev = np.empty((rows, hidden), dtype) if training else None
+    h_prev = scratch((rows, out), training)
+    c_prev = scratch((rows, hidden), training)
+    m = scratch((rows, hidden), training and projected)
     with _threads.blas_limit(num_threads):
         _lstm.forward(
-            args.x.reshape(rows, args.input_size), args.w_ih, args.w_hh, args.bias, h, c,
+            args.x.reshape(rows, args.input_size), args.w_ih, args.w_hh, args.bias,
+            args.w_hr, args.peephole, h, c,
             args.lengths, bool(reverse), args.batch_first, args.steps,
-            gates, y.reshape(rows, hidden), h_prev, c_prev,
-            np.empty((args.batch, 4 * hidden), dtype), _threads.resolve(num_threads),
+            gates, y.reshape(rows, out), h_prev, c_prev, m,
+            scratch((batch, 4 * hidden)), scratch((batch, hidden), projected),
+            scratch((batch, out), projected), _threads.resolve(num_threads),
         )
-    cache = LSTMCache(args, bool(reverse), gates, c_prev, h_prev) if training else None
+    cache = LSTMCache(args, bool(reverse), gates, c_prev, h_prev, m) if training else None
     return y, h, c, cache
 
 
@@ -158,39 +189,49 @@ def lstm_backward(
     dy : array_like, y's shape, optional
         Gradient of the loss with respect to y; values past a row's length
         are ignored. None means zeros.
-    dh_n, dc_n : array_like, (B, H), optional
-        Gradients with respect to h_n and c_n; None means zeros.
+    dh_n : array_like, (B, P), optional
+        Gradient with respect to h_n; None means zeros.
+    dc_n : array_like, (B, H), optional
+        Gradient with respect to c_n; None means zeros.
     num_threads : int, optional
         As in `lstm_forward`.
 
     Returns
     -------
     LSTMGrads
-        dx (x's shape), dh0, dc0 (B, H), dw_ih (4H, I), dw_hh (4H, H) and
-        db (4H,), the gradient of b_ih and equally of b_hh; all in x's dtype.
+        dx (x's shape), dh0 (B, P), dc0 (B, H), dw_ih (4H, I), dw_hh (4H, P),
+        db (4H,) -- the gradient of b_ih and equally of b_hh --, dw_hr (P, H)
+        and dpeephole (3, H), the last two None when unused; all in x's dtype.
     """
     check_cache(cache, LSTMCache, "lstm_c.lstm_forward")
     args = cache.args
     dy, dh_n, dc_n = check_backward_grads(dy, dh_n, dc_n, args)
     num_threads = check_num_threads(num_threads)
     dtype, rows = args.dtype, args.steps * args.batch
-    batch, hidden, inputs = args.batch, args.hidden_size, args.input_size
+    batch, hidden, out, inputs = args.batch, args.hidden_size, args.output_size, args.input_size
+    projected = args.w_hr is not None
+
+    def scratch(shape: tuple[int, ...], needed: bool = True) -> np.ndarray | None:
+        return np.empty(shape, dtype) if needed else None
 
     dx = np.empty(args.x.shape, dtype)
-    dh0 = np.empty((batch, hidden), dtype)
+    dh0 = np.empty((batch, out), dtype)
     dc0 = np.zeros((batch, hidden), dtype) if dc_n is None else dc_n.copy()
     dw_ih = np.empty((4 * hidden, inputs), dtype)
-    dw_hh = np.empty((4 * hidden, hidden), dtype)
+    dw_hh = np.empty((4 * hidden, out), dtype)
     db = np.empty(4 * hidden, dtype)
+    dw_hr = scratch((out, hidden), projected)
+    dpeephole = scratch((3, hidden), args.peephole is not None)
     with _threads.blas_limit(num_threads):
         _lstm.backward(
             _finite_padding(args).reshape(rows, inputs), args.w_ih, args.w_hh,
-            cache.act, cache.c_prev, cache.h_prev,
+            args.w_hr, args.peephole, cache.act, cache.c_prev, cache.h_prev, cache.m,
             args.lengths, cache.reverse, args.batch_first, args.steps,
-            None if dy is None else dy.reshape(rows, hidden),
-            np.zeros((batch, hidden), dtype) if dh_n is None else dh_n,
-            dx.reshape(rows, inputs), dh0, dc0, dw_ih, dw_hh, db,
-            np.empty((rows, 4 * hidden), dtype), np.zeros((batch, 4 * hidden), dtype),
-            _threads.resolve(num_threads),
+            None if dy is None else dy.reshape(rows, out),
+            np.zeros((batch, out), dtype) if dh_n is None else dh_n,
+            dx.reshape(rows, inputs), dh0, dc0, dw_ih, dw_hh, db, dw_hr, dpeephole,
+            scratch((rows, 4 * hidden)), np.zeros((batch, 4 * hidden), dtype),
+            scratch((rows, out), projected), scratch((batch, out), projected),
+            scratch((batch, hidden), projected), _threads.resolve(num_threads),
         )
-    return LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, db)
+    return LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr, dpeephole)

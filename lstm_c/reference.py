@@ -12,6 +12,10 @@ Conventions (PyTorch's): gates in order i, f, g, o; ``w_ih`` is (4H, I),
     c_t = f * c_{t-1} + i * g
     h_t = o * tanh(c_t)
 
+With a projection ``w_hr`` (P, H), ``h_t = (o * tanh(c_t)) W_hr^T`` (PyTorch's
+``proj_size``). With peepholes ``peephole`` (3, H) in order (i, f, o), i and f
+add ``p_i * c_{t-1}`` and ``p_f * c_{t-1}`` and o adds ``p_o * c_t``.
+
 Variable lengths: row ``b`` runs over ``t < lengths[b]`` and its state then
 freezes; ``y`` is exactly 0 past a row's length. With ``reverse=True`` each
 row runs from its own last valid step ``lengths[b] - 1`` down to 0. Nothing
@@ -64,10 +68,14 @@ class ReferenceCache:
         The input seen at each step (zeros where not valid).
     gates : ndarray, (T, B, 4H)
         Gate activations i, f, g, o (after sigmoid/tanh).
-    h_prev, c_prev : ndarray, (T, B, H)
-        State entering each step.
-    tanh_c : ndarray, (T, B, H)
-        ``tanh(c_t)`` of the cell state produced at each step.
+    h_prev : ndarray, (T, B, P)
+        Hidden state entering each step.
+    c_prev : ndarray, (T, B, H)
+        Cell state entering each step.
+    c_new : ndarray, (T, B, H)
+        Cell state ``c_t`` produced at each step.
+    m : ndarray, (T, B, H)
+        Cell output ``o * tanh(c_t)`` at each step (before any projection).
     """
 
     __slots__ = (
@@ -79,7 +87,8 @@ class ReferenceCache:
         "gates",
         "h_prev",
         "c_prev",
-        "tanh_c",
+        "c_new",
+        "m",
     )
 
     def __init__(
@@ -92,7 +101,8 @@ class ReferenceCache:
         gates: np.ndarray,
         h_prev: np.ndarray,
         c_prev: np.ndarray,
-        tanh_c: np.ndarray,
+        c_new: np.ndarray,
+        m: np.ndarray,
     ) -> None:
         self.args = args
         self.reverse = reverse
@@ -102,7 +112,8 @@ class ReferenceCache:
         self.gates = gates
         self.h_prev = h_prev
         self.c_prev = c_prev
-        self.tanh_c = tanh_c
+        self.c_new = c_new
+        self.m = m
 
     def __repr__(self) -> str:
         a = self.args
@@ -131,6 +142,8 @@ def lstm_forward(
     h0: Any = None,
     c0: Any = None,
     *,
+    w_hr: Any = None,
+    peephole: Any = None,
     lengths: Any = None,
     reverse: bool = False,
     batch_first: bool = False,
@@ -145,12 +158,19 @@ def lstm_forward(
         Input sequence, float32 or float64 (integers follow the other arrays).
     w_ih : array_like, (4H, I)
         Input-to-hidden weights, gates in order i, f, g, o.
-    w_hh : array_like, (4H, H)
-        Hidden-to-hidden weights, gates in order i, f, g, o.
+    w_hh : array_like, (4H, P)
+        Hidden-to-hidden weights, gates in order i, f, g, o; P = H without a
+        projection.
     b_ih, b_hh : array_like, (4H,), optional
         Biases; None means zeros. Only their sum matters.
-    h0, c0 : array_like, (B, H), optional
-        Initial hidden and cell state; None means zeros.
+    h0 : array_like, (B, P), optional
+        Initial hidden state; None means zeros.
+    c0 : array_like, (B, H), optional
+        Initial cell state; None means zeros.
+    w_hr : array_like, (P, H), optional
+        Projection of the hidden state; None means none.
+    peephole : array_like, (3, H), optional
+        Peephole weights for gates i, f, o; None means none.
     lengths : array_like of int, (B,), optional
         Valid length of each row, each in [0, T]; None means all T.
     reverse : bool
@@ -164,34 +184,39 @@ def lstm_forward(
 
     Returns
     -------
-    y : ndarray, (T, B, H), or (B, T, H) when ``batch_first``
+    y : ndarray, (T, B, P), or (B, T, P) when ``batch_first``
         Hidden state at every time step (C-contiguous); exactly 0 past a
         row's length. ``y[t]`` is the h produced while processing time ``t``,
         also with ``reverse``.
-    h_n, c_n : ndarray, (B, H)
+    h_n : ndarray, (B, P)
+    c_n : ndarray, (B, H)
         State after each row's last valid step (``h0``, ``c0`` for length 0).
     cache : ReferenceCache or None
         What the backward pass needs; None when ``training`` is False.
     """
     check_num_threads(num_threads)
-    args = check_forward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, batch_first)
+    args = check_forward(
+        x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, batch_first, w_hr=w_hr, peephole=peephole
+    )
     reverse = bool(reverse)
-    T, B, I, H = args.steps, args.batch, args.input_size, args.hidden_size
+    T, B, I, H, P = args.steps, args.batch, args.input_size, args.hidden_size, args.output_size
     dtype = args.dtype
+    peep = args.peephole if args.peephole is not None else np.zeros((3, H), dtype)
 
     x_tm = args.x.swapaxes(0, 1) if args.batch_first else args.x  # (T, B, I)
     valid, time_index = _step_indices(args.lengths, T, reverse)
     rows = np.arange(B)
 
-    y_tm = np.zeros((T, B, H), dtype=dtype)
+    y_tm = np.zeros((T, B, P), dtype=dtype)
     h = args.h0.copy()
     c = args.c0.copy()
     if training:
         x_steps = np.zeros((T, B, I), dtype=dtype)
         gates_all = np.zeros((T, B, 4 * H), dtype=dtype)
-        h_prev = np.zeros((T, B, H), dtype=dtype)
+        h_prev = np.zeros((T, B, P), dtype=dtype)
         c_prev = np.zeros((T, B, H), dtype=dtype)
-        tanh_c_all = np.zeros((T, B, H), dtype=dtype)
+        c_new_all = np.zeros((T, B, H), dtype=dtype)
+        m_all = np.zeros((T, B, H), dtype=dtype)
 
     for s in range(T):
         v = valid[s]  # (B,)
@@ -201,20 +226,21 @@ def lstm_forward(
         x_s = np.where(vv, x_tm[t_b, rows], 0).astype(dtype, copy=False)  # (B, I)
 
         z = x_s @ args.w_ih.T + h @ args.w_hh.T + args.bias  # (B, 4H)
-        i = expit(z[:, 0 * H : 1 * H])
-        f = expit(z[:, 1 * H : 2 * H])
+        i = expit(z[:, 0 * H : 1 * H] + peep[0] * c)
+        f = expit(z[:, 1 * H : 2 * H] + peep[1] * c)
         g = np.tanh(z[:, 2 * H : 3 * H])
-        o = expit(z[:, 3 * H : 4 * H])
         c_new = f * c + i * g
-        tanh_c = np.tanh(c_new)
-        h_new = o * tanh_c
+        o = expit(z[:, 3 * H : 4 * H] + peep[2] * c_new)
+        m = o * np.tanh(c_new)
+        h_new = m @ args.w_hr.T if args.w_hr is not None else m
 
         if training:
             x_steps[s] = x_s
             gates_all[s] = np.concatenate([i, f, g, o], axis=1)
             h_prev[s] = h
             c_prev[s] = c
-            tanh_c_all[s] = tanh_c
+            c_new_all[s] = c_new
+            m_all[s] = m
 
         y_tm[t_b[v], rows[v]] = h_new[v]
         h = np.where(vv, h_new, h).astype(dtype, copy=False)
@@ -224,7 +250,7 @@ def lstm_forward(
     cache = None
     if training:
         cache = ReferenceCache(
-            args, reverse, valid, time_index, x_steps, gates_all, h_prev, c_prev, tanh_c_all
+            args, reverse, valid, time_index, x_steps, gates_all, h_prev, c_prev, c_new_all, m_all
         )
     return y, h, c, cache
 
@@ -243,10 +269,11 @@ def lstm_backward(
     ----------
     cache : ReferenceCache
         Returned by :func:`lstm_forward` with ``training=True``.
-    dy : array_like, y's shape: (T, B, H), or (B, T, H) when ``batch_first``, optional
+    dy : array_like, y's shape: (T, B, P), or (B, T, P) when ``batch_first``, optional
         Gradient of the loss with respect to ``y``; None means zeros. Entries
         past a row's length are ignored.
-    dh_n, dc_n : array_like, (B, H), optional
+    dh_n : array_like, (B, P), optional
+    dc_n : array_like, (B, H), optional
         Gradients with respect to ``h_n`` and ``c_n``; None means zeros. They
         enter at each row's last valid step.
     num_threads : int, optional
@@ -255,30 +282,34 @@ def lstm_backward(
     Returns
     -------
     LSTMGrads
-        ``dx`` (x's shape; 0 past a row's length), ``dh0`` (B, H), ``dc0`` (B, H),
-        ``dw_ih`` (4H, I), ``dw_hh`` (4H, H), ``db`` (4H,) -- the gradient of
-        ``b_ih`` and equally of ``b_hh``. All in x's dtype. Rows of length 0
-        get ``dh0 = dh_n`` and ``dc0 = dc_n``.
+        ``dx`` (x's shape; 0 past a row's length), ``dh0`` (B, P), ``dc0`` (B, H),
+        ``dw_ih`` (4H, I), ``dw_hh`` (4H, P), ``db`` (4H,) -- the gradient of
+        ``b_ih`` and equally of ``b_hh`` --, ``dw_hr`` (P, H) and ``dpeephole``
+        (3, H), None when unused. All in x's dtype. Rows of length 0 get
+        ``dh0 = dh_n`` and ``dc0 = dc_n``.
     """
     check_num_threads(num_threads)
     check_cache(cache, ReferenceCache, _PRODUCER)
     args = cache.args
     dy_arr, dh_arr, dc_arr = check_backward_grads(dy, dh_n, dc_n, args)
-    T, B, I, H = args.steps, args.batch, args.input_size, args.hidden_size
+    T, B, I, H, P = args.steps, args.batch, args.input_size, args.hidden_size, args.output_size
     dtype = args.dtype
     rows = np.arange(B)
+    peep = args.peephole if args.peephole is not None else np.zeros((3, H), dtype)
 
     if dy_arr is None:
-        dy_tm = np.zeros((T, B, H), dtype=dtype)
+        dy_tm = np.zeros((T, B, P), dtype=dtype)
     else:
         dy_tm = dy_arr.swapaxes(0, 1) if args.batch_first else dy_arr
-    dh = np.zeros((B, H), dtype=dtype) if dh_arr is None else dh_arr.copy()
+    dh = np.zeros((B, P), dtype=dtype) if dh_arr is None else dh_arr.copy()
     dc = np.zeros((B, H), dtype=dtype) if dc_arr is None else dc_arr.copy()
 
     dx_tm = np.zeros((T, B, I), dtype=dtype)
     dw_ih = np.zeros((4 * H, I), dtype=dtype)
-    dw_hh = np.zeros((4 * H, H), dtype=dtype)
+    dw_hh = np.zeros((4 * H, P), dtype=dtype)
     db = np.zeros(4 * H, dtype=dtype)
+    dw_hr = np.zeros((P, H), dtype=dtype)
+    dpeep = np.zeros((3, H), dtype=dtype)
 
     for s in range(T - 1, -1, -1):
         v = cache.valid[s]
@@ -289,25 +320,32 @@ def lstm_backward(
         f = gates[:, 1 * H : 2 * H]
         g = gates[:, 2 * H : 3 * H]
         o = gates[:, 3 * H : 4 * H]
-        tanh_c = cache.tanh_c[s]
+        c_prev = cache.c_prev[s]
+        c_new = cache.c_new[s]
+        tanh_c = np.tanh(c_new)
 
         # Gradient reaching h_t: from later steps plus from y at this row's time index.
         dh_t = dh + np.where(vv, dy_tm[t_b, rows], 0)
-        do = dh_t * tanh_c
-        dc_t = dc + dh_t * o * (1 - tanh_c * tanh_c)
-        di = dc_t * g
-        df = dc_t * cache.c_prev[s]
-        dg = dc_t * i
-        dc_prev = dc_t * f
+        dh_t = np.where(vv, dh_t, 0)  # rows past their length: no step
+        if args.w_hr is not None:
+            dw_hr += dh_t.T @ cache.m[s]
+            dm = dh_t @ args.w_hr
+        else:
+            dm = dh_t
+        dao = dm * tanh_c * o * (1 - o)
+        dc_t = dc + dm * o * (1 - tanh_c * tanh_c) + dao * peep[2]
+        dai = dc_t * g * i * (1 - i)
+        daf = dc_t * c_prev * f * (1 - f)
+        dag = dc_t * i * (1 - g * g)
+        dc_prev = dc_t * f + dai * peep[0] + daf * peep[1]
 
-        dz = np.concatenate(
-            [di * i * (1 - i), df * f * (1 - f), dg * (1 - g * g), do * o * (1 - o)], axis=1
-        )
-        dz = np.where(vv, dz, 0).astype(dtype, copy=False)  # rows past their length: no step
+        dz = np.concatenate([dai, daf, dag, dao], axis=1)
+        dz = np.where(vv, dz, 0).astype(dtype, copy=False)
 
         dw_ih += dz.T @ cache.x_steps[s]
         dw_hh += dz.T @ cache.h_prev[s]
         db += dz.sum(axis=0)
+        dpeep += np.stack([(dai * c_prev)[v].sum(0), (daf * c_prev)[v].sum(0), (dao * c_new)[v].sum(0)])
         dx_s = dz @ args.w_ih
         dx_tm[t_b[v], rows[v]] = dx_s[v]
 
@@ -322,4 +360,6 @@ def lstm_backward(
         dw_ih=dw_ih,
         dw_hh=dw_hh,
         db=db,
+        dw_hr=dw_hr if args.w_hr is not None else None,
+        dpeephole=dpeep.astype(dtype, copy=False) if args.peephole is not None else None,
     )

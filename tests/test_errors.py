@@ -43,6 +43,10 @@ FORWARD_CASES = {
     "string_w_hh": (dict(w_hh=np.full((4 * H, H), "a")), TypeError, ["w_hh", "real"]),
     "float16": (dict(x=np.zeros((T, B, I), np.float16)), TypeError, ["x", "float16", "float32 or float64"]),
     "mixed_dtypes": (dict(w_hh=np.zeros((4 * H, H), np.float32)), TypeError, ["mixed", "x is float64", "w_hh is float32"]),
+    "w_hr_columns": (dict(w_hr=np.zeros((3, H + 1))), ValueError, ["w_hr", "(proj_size, hidden_size)", "(3, 7)"]),
+    "w_hh_not_projected": (dict(w_hr=np.zeros((3, H))), ValueError, ["w_hh", "proj_size", "(24, 3)", "(24, 6)"]),
+    "peephole_shape": (dict(peephole=np.zeros((4, H))), ValueError, ["peephole", "(3, 6)", "(4, 6)"]),
+    "peephole_mixed": (dict(peephole=np.zeros((3, H), np.float32)), TypeError, ["mixed", "peephole is float32"]),
     "num_threads_zero": (dict(num_threads=0), ValueError, ["num_threads", ">= 1"]),
     "num_threads_float": (dict(num_threads=2.0), TypeError, ["num_threads"]),
 }
@@ -54,7 +58,7 @@ def test_forward_rejects_bad_input(api, case):
     change, error, words = FORWARD_CASES[case]
     change = dict(change)
     args = good()
-    options = {k: change.pop(k) for k in ("lengths", "num_threads") if k in change}
+    options = {k: change.pop(k) for k in ("lengths", "num_threads", "w_hr", "peephole") if k in change}
     args.update(change)
     with pytest.raises(error) as info:
         api.lstm_forward(**args, **options)

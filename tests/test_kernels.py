@@ -12,18 +12,27 @@ from lstm_c import reference
 TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=1e-4, atol=1e-5)}
 
 
-def make_problem(rng, T, B, I, H, dtype, *, batch_first=False, bias=True, state=True):
-    """Random inputs for one layer, scaled so activations are not saturated."""
+def make_problem(rng, T, B, I, H, dtype, *, batch_first=False, bias=True, state=True, P=0,
+                 peephole=False):
+    """Random inputs for one layer, scaled so activations are not saturated.
+
+    P > 0 adds a projection w_hr (P, H); peephole adds peephole weights (3, H).
+    """
     x_shape = (B, T, I) if batch_first else (T, B, I)
+    out = P or H
     p = dict(
         x=rng.standard_normal(x_shape),
         w_ih=rng.standard_normal((4 * H, I)) / np.sqrt(max(I, 1)),
-        w_hh=rng.standard_normal((4 * H, H)) / np.sqrt(H),
+        w_hh=rng.standard_normal((4 * H, out)) / np.sqrt(out),
         b_ih=rng.standard_normal(4 * H) * 0.5 if bias else None,
         b_hh=rng.standard_normal(4 * H) * 0.5 if bias else None,
-        h0=rng.standard_normal((B, H)) * 0.5 if state else None,
+        h0=rng.standard_normal((B, out)) * 0.5 if state else None,
         c0=rng.standard_normal((B, H)) if state else None,
     )
+    if P:
+        p["w_hr"] = rng.standard_normal((P, H)) / np.sqrt(H)
+    if peephole:
+        p["peephole"] = rng.standard_normal((3, H)) * 0.5
     return {k: (None if v is None else v.astype(dtype)) for k, v in p.items()}
 
 
@@ -31,11 +40,10 @@ def run_both(problem, rng, **options):
     """Forward and backward through both implementations with the same output gradients."""
     ours = lstm_c.lstm_forward(**problem, **options)
     theirs = reference.lstm_forward(**problem, **options)
-    y = ours[0]
-    B, H = ours[1].shape
+    y, h_n, c_n = ours[:3]
     dy = rng.standard_normal(y.shape).astype(y.dtype)
-    dh_n = rng.standard_normal((B, H)).astype(y.dtype)
-    dc_n = rng.standard_normal((B, H)).astype(y.dtype)
+    dh_n = rng.standard_normal(h_n.shape).astype(y.dtype)
+    dc_n = rng.standard_normal(c_n.shape).astype(y.dtype)
     grads = lstm_c.lstm_backward(ours[3], dy, dh_n, dc_n)
     ref_grads = reference.lstm_backward(theirs[3], dy, dh_n, dc_n)
     return ours[:3], theirs[:3], grads, ref_grads
@@ -43,6 +51,9 @@ def run_both(problem, rng, **options):
 
 def assert_all_close(ours, theirs, dtype):
     for name, a, b in zip(getattr(ours, "_fields", range(len(ours))), ours, theirs):
+        if a is None or b is None:
+            assert a is None and b is None, name
+            continue
         assert a.dtype == dtype, name
         assert a.shape == b.shape, name
         np.testing.assert_allclose(a, b, **TOL[dtype], err_msg=str(name))
@@ -62,6 +73,12 @@ CASES = {
     "h_not_multiple_of_8": dict(T=3, B=2, I=3, H=13),
     "several_chunks": dict(T=4, B=3, I=10, H=130, lengths=[4, 2, 3]),
     "parallel_sized": dict(T=3, B=40, I=16, H=64, lengths=np.arange(40) % 4),
+    "projection": dict(T=5, B=3, I=4, H=9, P=4),
+    "projection_reverse_lengths": dict(T=6, B=4, I=3, H=7, P=3, reverse=True, lengths=[6, 0, 2, 5]),
+    "projection_batch_first_wide": dict(T=4, B=3, I=3, H=70, P=66, batch_first=True, lengths=[4, 1, 3]),
+    "peephole": dict(T=5, B=3, I=4, H=6, peephole=True),
+    "peephole_reverse_lengths": dict(T=6, B=4, I=3, H=7, peephole=True, reverse=True, lengths=[6, 0, 2, 5]),
+    "projection_and_peephole": dict(T=5, B=40, I=8, H=65, P=20, peephole=True, lengths=np.arange(40) % 6),
 }
 
 
@@ -70,7 +87,7 @@ CASES = {
 def test_kernels_match_reference(case, dtype):
     spec = dict(CASES[case])
     sizes = {k: spec.pop(k) for k in ("T", "B", "I", "H")}
-    make = {k: spec.pop(k) for k in ("bias", "state") if k in spec}
+    make = {k: spec.pop(k) for k in ("bias", "state", "P", "peephole") if k in spec}
     rng = np.random.default_rng(abs(hash(case)) % 2**32)
     problem = make_problem(rng, **sizes, dtype=dtype, batch_first=spec.get("batch_first", False), **make)
     ours, theirs, grads, ref_grads = run_both(problem, rng, **spec)
@@ -145,8 +162,8 @@ def test_backward_defaults_to_zero_output_gradients():
     p = make_problem(rng, 4, 3, 2, 5, np.float64)
     _, _, _, cache = lstm_c.lstm_forward(**p)
     none = lstm_c.lstm_backward(cache)
-    assert len(none) == 6
-    for g in none:
+    assert none.dw_hr is None and none.dpeephole is None
+    for g in none[:6]:
         assert not np.any(g)
     zeros = np.zeros((3, 5))
     only_dh = lstm_c.lstm_backward(cache, dh_n=np.ones((3, 5)))
@@ -213,7 +230,7 @@ def test_saturation_is_exact_without_warnings_and_nan_propagates():
             with np.errstate(all="raise"):
                 y, h, c, cache = lstm_c.lstm_forward(**p)
                 grads = lstm_c.lstm_backward(cache, np.ones_like(y))
-        assert np.all(np.isfinite(y)) and all(np.all(np.isfinite(g)) for g in grads)
+        assert np.all(np.isfinite(y)) and all(np.all(np.isfinite(g)) for g in grads[:6])
         ref_y = reference.lstm_forward(**p)[0]
         np.testing.assert_allclose(y, ref_y, **TOL[dtype])
 

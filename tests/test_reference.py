@@ -13,24 +13,35 @@ from lstm_c import reference
 INPUT_NAMES = ("x", "w_ih", "w_hh", "b_ih", "b_hh", "h0", "c0")
 
 
-def make_inputs(rng, T, B, I, H, *, batch_first=False, dtype=np.float64, scale=0.5):
-    """Random forward inputs as a dict keyed by the argument names."""
+def make_inputs(rng, T, B, I, H, *, batch_first=False, dtype=np.float64, scale=0.5, P=0,
+                peephole=False):
+    """Random forward inputs as a dict keyed by the argument names.
+
+    P > 0 adds a projection "w_hr" (P, H); `peephole` adds "peephole" (3, H).
+    """
     x_shape = (B, T, I) if batch_first else (T, B, I)
-    return {
+    out = P or H
+    inputs = {
         "x": rng.normal(size=x_shape).astype(dtype),
         "w_ih": (scale * rng.normal(size=(4 * H, I))).astype(dtype),
-        "w_hh": (scale * rng.normal(size=(4 * H, H))).astype(dtype),
+        "w_hh": (scale * rng.normal(size=(4 * H, out))).astype(dtype),
         "b_ih": (scale * rng.normal(size=4 * H)).astype(dtype),
         "b_hh": (scale * rng.normal(size=4 * H)).astype(dtype),
-        "h0": (scale * rng.normal(size=(B, H))).astype(dtype),
+        "h0": (scale * rng.normal(size=(B, out))).astype(dtype),
         "c0": rng.normal(size=(B, H)).astype(dtype),
     }
+    if P:
+        inputs["w_hr"] = (scale * rng.normal(size=(P, H))).astype(dtype)
+    if peephole:
+        inputs["peephole"] = (scale * rng.normal(size=(3, H))).astype(dtype)
+    return inputs
 
 
 def forward(inputs, **kwargs):
     return reference.lstm_forward(
         inputs["x"], inputs["w_ih"], inputs["w_hh"], inputs["b_ih"], inputs["b_hh"],
-        inputs["h0"], inputs["c0"], **kwargs,
+        inputs["h0"], inputs["c0"], w_hr=inputs.get("w_hr"), peephole=inputs.get("peephole"),
+        **kwargs,
     )
 
 
@@ -48,6 +59,11 @@ GRAD_CASES = {
     ),
     "all_ones": dict(T=1, B=1, I=1, H=1),
     "odd_hidden": dict(T=3, B=2, I=2, H=3),
+    "projection_lengths": dict(T=4, B=3, I=2, H=4, P=2, lengths=[4, 0, 2]),
+    "peephole_reverse_lengths": dict(T=4, B=3, I=2, H=3, peephole=True, lengths=[4, 0, 2], reverse=True),
+    "projection_peephole_batch_first": dict(
+        T=3, B=2, I=2, H=3, P=2, peephole=True, lengths=[3, 1], batch_first=True
+    ),
 }
 
 
@@ -58,10 +74,11 @@ def test_gradients_match_finite_differences(case):
     lengths = cfg.pop("lengths", None)
     reverse = cfg.pop("reverse", False)
     batch_first = cfg.pop("batch_first", False)
+    extras = dict(P=cfg.pop("P", 0), peephole=cfg.pop("peephole", False))
     assert not cfg
 
     rng = np.random.default_rng(1234)
-    inputs = make_inputs(rng, T, B, I, H, batch_first=batch_first)
+    inputs = make_inputs(rng, T, B, I, H, batch_first=batch_first, **extras)
     kwargs = dict(lengths=lengths, reverse=reverse, batch_first=batch_first)
     y, h_n, c_n, cache = forward(inputs, **kwargs)
     # Random weights on every output, including y past each row's length
@@ -78,10 +95,13 @@ def test_gradients_match_finite_differences(case):
     analytic = {
         "x": grads.dx, "w_ih": grads.dw_ih, "w_hh": grads.dw_hh,
         "b_ih": grads.db, "b_hh": grads.db, "h0": grads.dh0, "c0": grads.dc0,
+        "w_hr": grads.dw_hr, "peephole": grads.dpeephole,
     }
+    assert (grads.dw_hr is None) == ("w_hr" not in inputs)
+    assert (grads.dpeephole is None) == ("peephole" not in inputs)
 
     eps = 1e-6
-    for name in INPUT_NAMES:
+    for name in inputs:
         numeric = np.zeros_like(inputs[name])
         for idx in np.ndindex(inputs[name].shape):
             plus = {k: v.copy() for k, v in inputs.items()}
@@ -361,12 +381,13 @@ def test_float32_in_float32_out():
         assert out.dtype == np.float32
     dy = rng.normal(size=y.shape).astype(np.float32)
     g = reference.lstm_backward(cache, dy, None, np.ones_like(c_n))
+    assert g.dw_hr is None and g.dpeephole is None  # no projection, no peepholes
     for name, value in g._asdict().items():
-        assert value.dtype == np.float32, name
+        assert value is None or value.dtype == np.float32, name
     y64, h64, _, cache64 = forward(inputs64, lengths=LENGTHS)
     assert_allclose(y, y64, rtol=1e-4, atol=1e-5)
     g64 = reference.lstm_backward(cache64, dy.astype(np.float64), None, np.ones_like(h64))
-    for a, b in zip(g, g64):
+    for a, b in zip(g[:6], g64[:6]):
         assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
@@ -384,7 +405,7 @@ def test_saturation_is_exact_and_silent(dtype):
     assert np.all(np.isfinite(y)) and np.all(np.isfinite(c_n))
     assert np.all(np.abs(y) <= 1)
     for name, value in g._asdict().items():
-        assert np.all(np.isfinite(value)), name
+        assert value is None or np.all(np.isfinite(value)), name
 
 
 def test_nan_propagates_to_its_row_only():
