@@ -7,9 +7,11 @@ oracle with the same functional API.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from lstm_c import interop
 from lstm_c._lstm import openmp_enabled
 from lstm_c._types import LSTMGrads
 from lstm_c.functional import LSTMCache, lstm_backward, lstm_forward
+from lstm_c.layer import LSTM
 
 try:
     __version__ = version("lstm_c")
@@ -17,10 +19,12 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 __all__ = [
+    "LSTM",
     "LSTMCache",
     "LSTMGrads",
     "lstm_backward",
     "lstm_forward",
+    "interop",
     "openmp_enabled",
     "__version__",
 ]

@@ -1,6 +1,7 @@
 """The compiled kernels (lstm_c.lstm_forward / lstm_backward) against the NumPy reference."""
 
 import os
+import zlib
 import warnings
 
 import numpy as np
@@ -88,7 +89,7 @@ def test_kernels_match_reference(case, dtype):
     spec = dict(CASES[case])
     sizes = {k: spec.pop(k) for k in ("T", "B", "I", "H")}
     make = {k: spec.pop(k) for k in ("bias", "state", "P", "peephole") if k in spec}
-    rng = np.random.default_rng(abs(hash(case)) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(case.encode()))
     problem = make_problem(rng, **sizes, dtype=dtype, batch_first=spec.get("batch_first", False), **make)
     ours, theirs, grads, ref_grads = run_both(problem, rng, **spec)
     assert_all_close(ours, theirs, dtype)

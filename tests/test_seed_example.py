@@ -55,3 +55,51 @@ def test_cli_without_a_command_fails_with_usage(tmp_path):
     done = run_cli([], tmp_path)
     assert done.returncode == 2
     assert "usage" in done.stderr
+
+
+# The seed's example end to end: learn such weights from random ones with our backward pass.
+
+
+def test_training_from_random_weights_predicts_day_5():
+    from lstm_c._demo import stock_batch, train_stock_lstm
+
+    result = train_stock_lstm()
+    x, target = stock_batch()
+    assert x.shape == (4, 2, 1)
+    np.testing.assert_allclose(result.predictions[-1], target, atol=0.1)
+    assert result.losses[-1] < result.losses[0] / 100
+    # The trained model, run again (eval mode) and stepped day by day, predicts the same.
+    y, _ = result.model(x)
+    np.testing.assert_allclose(y[-1, :, 0], result.predictions[-1], rtol=1e-12)
+    state = None
+    for day in range(4):
+        y_t, state = result.model.step(x[day], state)
+    np.testing.assert_allclose(y_t[:, 0], result.predictions[-1], rtol=1e-12)
+    # Deterministic: the same seed trains the same weights.
+    again = train_stock_lstm()
+    np.testing.assert_array_equal(again.losses, result.losses)
+
+
+@pytest.mark.parametrize("seed", [9, 14, 28])
+def test_training_converges_from_other_seeds_too(seed):
+    from lstm_c._demo import stock_batch, train_stock_lstm
+
+    result = train_stock_lstm(seed=seed)
+    np.testing.assert_allclose(result.predictions[-1], stock_batch()[1], atol=0.1)
+
+
+def test_demo_command_trains_first_then_shows_the_hand_set_weights(tmp_path):
+    import re
+
+    done = run_cli(["demo"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    found = re.search(
+        r"Trained: day 5 predicted (-?\d+\.\d+) for company A \(target 0\.0\) and (-?\d+\.\d+) "
+        r"for company B \(target 1\.0\)", out
+    )
+    assert found, out
+    assert abs(float(found.group(1)) - 0.0) <= 0.1
+    assert abs(float(found.group(2)) - 1.0) <= 0.1
+    assert out.index("Training a one-unit LSTM from random weights") < found.start()
+    assert found.start() < out.index("Hand-set weights from the seed documents")

@@ -1,0 +1,679 @@
+"""`lstm_c.LSTM`: a stacked, bidirectional, projected, peephole LSTM layer with PyTorch's API.
+
+The layer only wires layers and directions together: every layer and direction
+is one call of the compiled kernels (`lstm_c.lstm_forward` / `lstm_backward`),
+so there is no Python work per time step, forward or backward.
+
+Shapes, semantics and parameter names are those of ``torch.nn.LSTM``, so a
+PyTorch ``state_dict`` converted with ``{k: v.numpy() for k, v in sd.items()}``
+loads unchanged and gives the same outputs and gradients.
+
+Notation: L = num_layers, D = 2 if bidirectional else 1, H = hidden_size,
+H_out = proj_size if proj_size > 0 else H, I = input_size, T = seq_len, B = batch.
+
+Sharing a module between threads
+--------------------------------
+- Every call reads the parameters; none writes them. Change parameters
+  (`load_state_dict`, in-place updates of `LSTM.params`) only while no call
+  runs, and not between a training-mode forward and its `backward`.
+- `step` stores nothing in the module, and an eval-mode forward only drops
+  the trace of an earlier training-mode forward: one module in eval mode
+  may serve any number of threads at once.
+- A training-mode forward stores its trace (kernel caches and dropout masks)
+  in the module and draws masks from `LSTM.dropout_rng`; `backward` reads that
+  trace and replaces `LSTM.grads`. So training is one thread per module: give
+  each training thread its own module (``copy.deepcopy(m)``).
+- Every forward allocates fresh arrays; a later forward never writes into the
+  outputs or the trace of an earlier one. The trace references the input `x`
+  (not a copy): do not modify `x` in place before `backward`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Mapping, NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
+
+from lstm_c.functional import lstm_backward, lstm_forward
+from lstm_c._validation import check_lengths
+
+__all__ = ["LSTM"]
+
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+State = tuple[np.ndarray, np.ndarray]
+
+
+class _Names(NamedTuple):
+    """The state_dict names of one layer and direction (None for unused parameters)."""
+
+    w_ih: str
+    w_hh: str
+    b_ih: str | None
+    b_hh: str | None
+    w_hr: str | None
+    peephole: str | None
+
+
+class _Trace(NamedTuple):
+    """What a training-mode forward keeps for `LSTM.backward`."""
+
+    caches: list[list[Any]]  # [layer][direction] -> LSTMCache
+    masks: list[np.ndarray | None]  # [layer - 1]: scaled dropout mask applied to layer's input
+    y_shape: tuple[int, ...]  # the shape returned to the caller
+    batch: int
+    unbatched: bool
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r} of type {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+class LSTM:
+    """A multi-layer LSTM over NumPy arrays, computed by the compiled kernels.
+
+    Same constructor, shapes, semantics and parameter names as ``torch.nn.LSTM``
+    (gates i, f, g, o), plus optional peepholes. Forward and backward passes are
+    explicit: ``y, (h_n, c_n) = m(x)``, then ``dx, (dh0, dc0) = m.backward(dy)``
+    leaves the parameter gradients in ``m.grads``.
+
+    Parameters
+    ----------
+    input_size : int
+        I, features of each input step.
+    hidden_size : int
+        H, features of the cell state.
+    num_layers : int
+        L, stacked layers; layer k > 0 takes the D·H_out outputs of layer k-1.
+    bias : bool
+        With ``bias_ih_l{k}`` and ``bias_hh_l{k}``; False means none.
+    batch_first : bool
+        `x` and `y` are (B, T, ·) instead of (T, B, ·). The states never are.
+    dropout : float
+        Probability in [0, 1] of zeroing each output of every layer but the
+        last, in training mode only (inverted dropout: kept values are scaled
+        by 1/(1 - dropout)). Masks come from `dropout_rng`.
+    bidirectional : bool
+        D = 2: a second direction per layer runs each row from its last valid
+        step back to the first; outputs are concatenated [forward, reverse].
+    proj_size : int
+        P > 0 adds a projection ``h_t = (o * tanh(c_t)) W_hr^T`` (LSTMP, as
+        PyTorch's): then H_out = P. Must be < hidden_size.
+    peephole : bool
+        Adds ``peephole_l{k}`` (3, H), rows (i, f, o): the i and f gates see
+        c_{t-1}, the o gate sees c_t (ONNX's definition). Not in PyTorch.
+    dtype : numpy.float32 or numpy.float64
+        Dtype of parameters and computation; inputs of another float dtype are
+        refused (convert them, as PyTorch requires too).
+    seed : int, optional
+        Initialisation draws every parameter, in `state_dict` order, uniformly
+        from ±1/sqrt(hidden_size) with ``numpy.random.default_rng(seed)``, as
+        PyTorch's initialisation (peepholes included). Dropout masks come from
+        an independent stream of the same seed. None: fresh OS entropy.
+
+    Attributes
+    ----------
+    training : bool
+        Training mode (the default): forwards keep what `backward` needs and
+        apply dropout. Set by `train` and `eval`.
+    grads : dict of str to ndarray
+        Gradients of the last `backward`, keyed and shaped as `state_dict`.
+        Each `backward` replaces them (nothing accumulates); empty before the
+        first `backward`. ``bias_ih_l{k}`` and ``bias_hh_l{k}`` get equal values.
+    dropout_rng : numpy.random.Generator
+        Source of the dropout masks; replace it to repeat or vary them.
+    num_threads : int or None
+        Threads per kernel call, passed on to `lstm_c.lstm_forward` and
+        `lstm_c.lstm_backward`; None uses OpenMP's default.
+    input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size, peephole, dtype
+        As given (dtype as a numpy.dtype).
+    num_directions : int
+        D, 1 or 2.
+    output_size : int
+        H_out: proj_size if > 0 else hidden_size.
+
+    Notes
+    -----
+    See the module docstring of `lstm_c.layer` for what may be shared between threads.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        *,
+        peephole: bool = False,
+        dtype: DTypeLike = np.float32,
+        seed: int | None = None,
+    ) -> None:
+        self.input_size = _check_int("input_size", input_size, 1)
+        self.hidden_size = _check_int("hidden_size", hidden_size, 1)
+        self.num_layers = _check_int("num_layers", num_layers, 1)
+        self.proj_size = _check_int("proj_size", proj_size, 0)
+        if self.proj_size >= self.hidden_size:
+            raise ValueError(
+                f"proj_size must be smaller than hidden_size (as in torch.nn.LSTM), "
+                f"got proj_size={self.proj_size} with hidden_size={self.hidden_size}"
+            )
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.integer, np.floating)):
+            raise TypeError(f"dropout must be a number in [0, 1], got {dropout!r}")
+        if not 0 <= dropout <= 1:
+            raise ValueError(f"dropout must be a probability in [0, 1], got {dropout}")
+        self.dropout = float(dropout)
+        if self.dropout > 0 and self.num_layers == 1:
+            warnings.warn(
+                f"dropout={self.dropout} has no effect with num_layers=1: dropout applies to the "
+                f"outputs of every layer but the last",
+                UserWarning,
+                stacklevel=2,
+            )
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError as error:
+            raise TypeError(f"dtype must be numpy.float32 or numpy.float64, got {dtype!r}") from error
+        if self.dtype not in _DTYPES:
+            raise TypeError(f"dtype must be numpy.float32 or numpy.float64, got {self.dtype}")
+        if seed is not None:
+            seed = _check_int("seed", seed, 0)
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.bidirectional = bool(bidirectional)
+        self.peephole = bool(peephole)
+        self.num_directions = 2 if self.bidirectional else 1
+        self.output_size = self.proj_size or self.hidden_size
+        self.training = True
+        self.num_threads: int | None = None
+        self.grads: dict[str, np.ndarray] = {}
+        self._trace: _Trace | None = None
+
+        self._names: list[_Names] = []  # index layer * D + direction
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        H, H_out, D = self.hidden_size, self.output_size, self.num_directions
+        for layer in range(self.num_layers):
+            inputs = self.input_size if layer == 0 else D * H_out
+            for direction in range(D):
+                sfx = f"_l{layer}" + ("_reverse" if direction else "")
+                names = _Names(
+                    f"weight_ih{sfx}", f"weight_hh{sfx}",
+                    f"bias_ih{sfx}" if self.bias else None,
+                    f"bias_hh{sfx}" if self.bias else None,
+                    f"weight_hr{sfx}" if self.proj_size else None,
+                    f"peephole{sfx}" if self.peephole else None,
+                )
+                self._names.append(names)
+                shapes = ((4 * H, inputs), (4 * H, H_out), (4 * H,), (4 * H,), (self.proj_size, H), (3, H))
+                for name, shape in zip(names, shapes):
+                    if name is not None:
+                        self._shapes[name] = shape
+
+        init_rng = np.random.default_rng(seed)
+        bound = 1.0 / math.sqrt(H)
+        self._params: dict[str, np.ndarray] = {
+            name: init_rng.uniform(-bound, bound, shape).astype(self.dtype)
+            for name, shape in self._shapes.items()
+        }
+        self.dropout_rng: np.random.Generator = np.random.default_rng(
+            np.random.SeedSequence(seed).spawn(1)[0]
+        )
+
+    # ------------------------------------------------------------------ modes
+
+    def train(self, mode: bool = True) -> LSTM:
+        """Set training mode (or eval mode with ``mode=False``).
+
+        Parameters
+        ----------
+        mode : bool
+            True: forwards apply dropout and keep a trace for `backward`.
+
+        Returns
+        -------
+        LSTM
+            self, for chaining.
+        """
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> LSTM:
+        """Set eval mode: no dropout, no trace for `backward`.
+
+        Returns
+        -------
+        LSTM
+            self, for chaining.
+        """
+        return self.train(False)
+
+    # ------------------------------------------------------------- parameters
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """The live parameter arrays (not copies), keyed and ordered as `state_dict`.
+
+        Update them in place to train (``p -= lr * m.grads[name]``), after a
+        `backward` and before the next forward, never in between.
+        """
+        return dict(self._params)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Copies of the parameters, keyed by PyTorch's names.
+
+        Returns
+        -------
+        dict of str to ndarray
+            Per layer k and direction (suffix ``_reverse`` for the second), in
+            this order: ``weight_ih_l{k}`` (4H, I or D·H_out), ``weight_hh_l{k}``
+            (4H, H_out), ``bias_ih_l{k}``, ``bias_hh_l{k}`` (4H,) when `bias`,
+            ``weight_hr_l{k}`` (P, H) when ``proj_size > 0``, ``peephole_l{k}``
+            (3, H) when `peephole`. Copies: changing them changes nothing here.
+        """
+        return {name: value.copy() for name, value in self._params.items()}
+
+    def load_state_dict(self, state_dict: Mapping[str, ArrayLike], strict: bool = True) -> None:
+        """Copy parameters in from a mapping of `state_dict`'s names to array-likes.
+
+        A ``torch.nn.LSTM`` state_dict converted with ``.numpy()`` (or its CPU
+        tensors as they are) loads unchanged. Nothing changes unless every
+        entry is valid.
+
+        Parameters
+        ----------
+        state_dict : mapping of str to array_like
+            Shapes as `state_dict`'s; values are converted to `dtype` (copied).
+        strict : bool
+            True: the keys must be exactly `state_dict`'s. False: missing keys
+            keep their current values and unexpected keys are ignored.
+
+        Raises
+        ------
+        ValueError
+            Missing or unexpected keys (with ``strict``, all named), or a wrong shape.
+        TypeError
+            Not a mapping, or values that are not real numbers.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(
+                f"state_dict must be a mapping of parameter names to arrays, got {type(state_dict).__name__}"
+            )
+        missing = [name for name in self._params if name not in state_dict]
+        unexpected = [key for key in state_dict if key not in self._params]
+        if strict and (missing or unexpected):
+            parts = []
+            if missing:
+                parts.append(f"missing keys {missing}")
+            if unexpected:
+                parts.append(f"unexpected keys {unexpected}")
+            hints = []
+            if any(k.startswith("weight_hr") for k in missing + unexpected):
+                hints.append("weight_hr_l* exist only with proj_size > 0")
+            if any(k.startswith("peephole") for k in missing):
+                hints.append("peephole_l* exist only with peephole=True (torch.nn.LSTM has none)")
+            if any(k.startswith("bias") for k in missing + unexpected):
+                hints.append("bias_* exist only with bias=True")
+            hint = f" ({'; '.join(hints)})" if hints else ""
+            raise ValueError(
+                f"load_state_dict: {' and '.join(parts)} for {self!r}{hint}; "
+                f"pass strict=False to load only the matching keys"
+            )
+        loaded = {}
+        for name in self._params:
+            if name not in state_dict:
+                continue
+            value = np.asarray(state_dict[name])
+            if value.dtype.kind not in "fiub":
+                raise TypeError(f"state_dict[{name!r}] must hold real numbers, got dtype {value.dtype}")
+            if value.shape != self._shapes[name]:
+                raise ValueError(
+                    f"state_dict[{name!r}] must have shape {self._shapes[name]}, got {value.shape}"
+                )
+            loaded[name] = np.array(value, dtype=self.dtype, order="C", copy=True)
+        self._params.update(loaded)
+
+    # ---------------------------------------------------------------- checks
+
+    def _array(self, name: str, value: Any) -> np.ndarray:
+        """`value` as an array in the module's dtype; another float dtype is an error."""
+        array = np.asarray(value)
+        kind = array.dtype.kind
+        if kind not in "fiub":
+            raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
+        if kind == "f" and array.dtype != self.dtype:
+            raise TypeError(
+                f"{name} has dtype {array.dtype} but this LSTM computes in {self.dtype}: convert it "
+                f"with .astype(numpy.{self.dtype}) or build the LSTM with dtype=numpy.{array.dtype}"
+            )
+        return array.astype(self.dtype, copy=False)
+
+    def _states(
+        self, name: str, pair: Any, layers: int, batch: int, unbatched: bool
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """A pair (h, c) of (layers, B, H_out) and (layers, B, H) arrays, either may be None."""
+        if pair is None:
+            return None, None
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TypeError(
+                f"{name} must be a tuple (h, c) of two arrays or None, got {type(pair).__name__}"
+                + (f" of length {len(pair)}" if isinstance(pair, (tuple, list)) else "")
+            )
+        out = []
+        expected = (
+            (pair[0], self.output_size, "proj_size or hidden_size"),
+            (pair[1], self.hidden_size, "hidden_size"),
+        )
+        for k, (value, features, what) in enumerate(expected):
+            if value is None:
+                out.append(None)
+                continue
+            shape = (layers, features) if unbatched else (layers, batch, features)
+            if type(value) is np.ndarray and value.dtype == self.dtype and value.shape == shape:
+                out.append(value[:, None] if unbatched else value)  # the common case, checked cheaply
+                continue
+            array = self._array(f"{name}[{k}]", value)
+            layout = f"(num_layers*num_directions, {what})"
+            if not unbatched:
+                layout = f"(num_layers*num_directions, batch, {what})"
+            if array.shape != shape:
+                extra = " (unbatched 2-D input takes 2-D states)" if unbatched and array.ndim == 3 else ""
+                raise ValueError(f"{name}[{k}] must have shape {layout} = {shape}, got {array.shape}{extra}")
+            out.append(array[:, None] if unbatched else array)
+        return out[0], out[1]
+
+    def _kernel_options(self, names: _Names) -> dict[str, Any]:
+        options: dict[str, Any] = {"num_threads": self.num_threads}
+        if names.w_hr is not None:
+            options["w_hr"] = self._params[names.w_hr]
+        if names.peephole is not None:
+            options["peephole"] = self._params[names.peephole]
+        return options
+
+    # --------------------------------------------------------------- forward
+
+    def forward(
+        self, x: ArrayLike, hx: tuple[ArrayLike, ArrayLike] | None = None, *, lengths: ArrayLike | None = None
+    ) -> tuple[np.ndarray, State]:
+        """Run the LSTM over a batch of sequences (same as calling the module).
+
+        Parameters
+        ----------
+        x : array_like, (T, B, I), or (B, T, I) with `batch_first`, or (T, I) unbatched
+            Input sequences in `dtype` (integers are converted).
+        hx : tuple (h0, c0), optional
+            h0 (L·D, B, H_out) and c0 (L·D, B, H), ordered layer-major,
+            direction-minor (index ``layer * D + direction``); 2-D
+            (L·D, H_out) and (L·D, H) for unbatched `x`. None (or a None
+            element) means zeros.
+        lengths : array_like of int, (B,), optional
+            Valid steps per row, each in [0, T] (PyTorch's packed sequences,
+            without sorting or packing): row b runs over t < lengths[b], the
+            reverse direction starts at its last valid step, `y` is 0 past it,
+            h_n and c_n are the states after its last valid step. Batched `x` only.
+
+        Returns
+        -------
+        y : ndarray, (T, B, D·H_out), or (B, T, D·H_out) with `batch_first`, or (T, D·H_out)
+            Outputs of the last layer, [forward, reverse] features.
+        (h_n, c_n) : tuple of ndarray, (L·D, B, H_out) and (L·D, B, H)
+            Final states of every layer and direction (2-D for unbatched `x`).
+
+        Notes
+        -----
+        In training mode the forward keeps what `backward` needs (replacing
+        the previous trace) and applies dropout between layers; in eval mode
+        it drops any previous trace, so `backward` always refers to the most
+        recent forward.
+        """
+        array = self._array("x", x)
+        if array.ndim == 3:
+            unbatched = False
+            batch_first = self.batch_first
+            batch, steps = array.shape[:2] if batch_first else array.shape[1::-1]
+        elif array.ndim == 2:
+            unbatched, batch_first, steps, batch = True, False, array.shape[0], 1
+        else:
+            layout = "(batch, seq_len, input_size)" if self.batch_first else "(seq_len, batch, input_size)"
+            raise ValueError(
+                f"x must be 3-D {layout} or 2-D (seq_len, input_size) unbatched, "
+                f"got {array.ndim}-D shape {array.shape}"
+            )
+        if array.shape[-1] != self.input_size:
+            raise ValueError(
+                f"x has {array.shape[-1]} features (shape {array.shape}) but this LSTM has "
+                f"input_size={self.input_size}"
+            )
+        if unbatched:
+            if lengths is not None:
+                raise ValueError(
+                    "lengths needs batched 3-D x; unbatched 2-D x is one sequence of its full length"
+                )
+            array = array[:, None]
+        elif lengths is not None:
+            lengths = check_lengths(lengths, steps, batch)
+
+        L, D = self.num_layers, self.num_directions
+        h0, c0 = self._states("hx", hx, L * D, batch, unbatched)
+        training = self.training
+        self._trace = None
+        h_n = np.empty((L * D, batch, self.output_size), self.dtype)
+        c_n = np.empty((L * D, batch, self.hidden_size), self.dtype)
+        caches: list[list[Any]] = []
+        masks: list[np.ndarray | None] = []
+        layer_input = array
+        for layer in range(L):
+            if layer > 0:
+                mask = self._dropout_mask(layer_input.shape) if training else None
+                if mask is not None:
+                    layer_input = layer_input * mask
+                masks.append(mask)
+            outputs, layer_caches = [], []
+            for direction in range(D):
+                k = layer * D + direction
+                names = self._names[k]
+                p = self._params
+                y, h, c, cache = lstm_forward(
+                    layer_input, p[names.w_ih], p[names.w_hh],
+                    None if names.b_ih is None else p[names.b_ih],
+                    None if names.b_hh is None else p[names.b_hh],
+                    None if h0 is None else h0[k], None if c0 is None else c0[k],
+                    lengths=lengths, reverse=bool(direction), batch_first=batch_first,
+                    training=training, **self._kernel_options(names),
+                )
+                h_n[k] = h
+                c_n[k] = c
+                outputs.append(y)
+                layer_caches.append(cache)
+            layer_input = outputs[0] if D == 1 else np.concatenate(outputs, axis=-1)
+            caches.append(layer_caches)
+        y = layer_input
+        if unbatched:
+            y, h_n, c_n = y[:, 0], h_n[:, 0], c_n[:, 0]
+        if training:
+            self._trace = _Trace(caches, masks, y.shape, batch, unbatched)
+        return y, (h_n, c_n)
+
+    __call__ = forward
+
+    def _dropout_mask(self, shape: tuple[int, ...]) -> np.ndarray | None:
+        """A scaled inverted-dropout mask (0 or 1/(1-p)), or None without dropout."""
+        p = self.dropout
+        if p == 0:
+            return None
+        if p == 1:
+            return np.zeros(shape, self.dtype)
+        keep = self.dropout_rng.random(shape, dtype=self.dtype) >= p
+        return keep * self.dtype.type(1 / (1 - p))
+
+    # -------------------------------------------------------------- backward
+
+    def backward(
+        self, dy: ArrayLike | None, dhx: tuple[ArrayLike | None, ArrayLike | None] | None = None
+    ) -> tuple[np.ndarray, State]:
+        """Gradients through the most recent (training-mode) forward.
+
+        Runs layer by layer, from the last, one `lstm_c.lstm_backward` call per
+        layer and direction, with the forward's dropout masks. Parameter
+        gradients replace `grads`. May be called more than once per forward.
+
+        Parameters
+        ----------
+        dy : array_like or None, y's shape: (T, B, D·H_out), (B, T, D·H_out) or (T, D·H_out)
+            Gradient of the loss with respect to `y`; entries past a row's
+            length are ignored. None means zeros.
+        dhx : tuple (dh_n, dc_n), optional
+            Gradients with respect to h_n (L·D, B, H_out) and c_n (L·D, B, H)
+            (2-D when unbatched). None (or a None element) means zeros.
+
+        Returns
+        -------
+        dx : ndarray, x's shape
+            Gradient with respect to x (0 past each row's length).
+        (dh0, dc0) : tuple of ndarray, (L·D, B, H_out) and (L·D, B, H)
+            Gradients with respect to h0 and c0 (2-D when unbatched).
+
+        Raises
+        ------
+        ValueError
+            No training-mode forward precedes (none ran, or the most recent
+            ran in eval mode), or shapes that do not match that forward.
+        """
+        trace = self._trace
+        if trace is None:
+            raise ValueError(
+                "LSTM.backward needs the trace of a training-mode forward, and the most recent "
+                "forward either never ran or ran in eval mode: call m.train() (the default mode), "
+                "then y, (h_n, c_n) = m(x, ...), then m.backward(dy, ...)"
+            )
+        L, D, H_out = self.num_layers, self.num_directions, self.output_size
+        batch, unbatched = trace.batch, trace.unbatched
+        d_out = None
+        if dy is not None:
+            d_out = self._array("dy", dy)
+            if d_out.shape != trace.y_shape:
+                raise ValueError(
+                    f"dy must have the shape of y from the forward, {trace.y_shape}, got {d_out.shape}"
+                )
+            if unbatched:
+                d_out = d_out[:, None]
+        dh_n, dc_n = self._states("dhx", dhx, L * D, batch, unbatched)
+
+        dh0 = np.empty((L * D, batch, H_out), self.dtype)
+        dc0 = np.empty((L * D, batch, self.hidden_size), self.dtype)
+        grads: dict[str, np.ndarray] = {}
+        for layer in reversed(range(L)):
+            d_in = None
+            for direction in range(D):
+                k = layer * D + direction
+                dy_k = d_out
+                if d_out is not None and D > 1:
+                    dy_k = d_out[..., direction * H_out : (direction + 1) * H_out]
+                g = lstm_backward(
+                    trace.caches[layer][direction], dy_k,
+                    None if dh_n is None else dh_n[k], None if dc_n is None else dc_n[k],
+                    num_threads=self.num_threads,
+                )
+                dh0[k] = g.dh0
+                dc0[k] = g.dc0
+                if d_in is None:
+                    d_in = g.dx
+                else:
+                    d_in += g.dx
+                names = self._names[k]
+                grads[names.w_ih] = g.dw_ih
+                grads[names.w_hh] = g.dw_hh
+                if names.b_ih is not None:
+                    grads[names.b_ih] = g.db
+                    grads[names.b_hh] = g.db.copy()
+                if names.w_hr is not None:
+                    grads[names.w_hr] = g.dw_hr
+                if names.peephole is not None:
+                    grads[names.peephole] = g.dpeephole
+            if layer > 0 and trace.masks[layer - 1] is not None:
+                d_in *= trace.masks[layer - 1]
+            d_out = d_in
+        dx = d_out
+        if unbatched:
+            dx, dh0, dc0 = dx[:, 0], dh0[:, 0], dc0[:, 0]
+        self.grads = {name: grads[name] for name in self._params}
+        return dx, (dh0, dc0)
+
+    # ------------------------------------------------------------------ step
+
+    def step(self, x_t: ArrayLike, hx: tuple[ArrayLike, ArrayLike] | None = None) -> tuple[np.ndarray, State]:
+        """One time step of every layer, for streaming inference.
+
+        Stepping through a sequence, feeding back the returned state, equals
+        one forward call over it. Always runs as inference: no dropout, no
+        trace (it neither feeds nor disturbs `backward`). Unidirectional only.
+
+        Parameters
+        ----------
+        x_t : array_like, (B, I), or (I,) unbatched
+            The inputs of one time step.
+        hx : tuple (h, c), optional
+            State from the previous step: (L, B, H_out) and (L, B, H), or
+            (L, H_out) and (L, H) unbatched. None means zeros.
+
+        Returns
+        -------
+        y_t : ndarray, (B, H_out), or (H_out,) unbatched
+            Output of the last layer.
+        (h, c) : tuple of ndarray, (L, B, H_out) and (L, B, H)
+            The new state (2-D unbatched): pass it to the next step.
+        """
+        if self.num_directions != 1:
+            raise ValueError(
+                "step needs a unidirectional LSTM: the reverse direction needs the whole sequence"
+            )
+        x = x_t if type(x_t) is np.ndarray and x_t.dtype == self.dtype else self._array("x_t", x_t)
+        unbatched = x.ndim == 1
+        if x.ndim not in (1, 2) or x.shape[-1] != self.input_size:
+            raise ValueError(
+                f"x_t must be 2-D (batch, input_size) or 1-D (input_size,) with input_size="
+                f"{self.input_size}, got shape {x.shape}"
+            )
+        batch = 1 if unbatched else x.shape[0]
+        L = self.num_layers
+        h0, c0 = self._states("hx", hx, L, batch, unbatched)
+        h_n = np.empty((L, batch, self.output_size), self.dtype)
+        c_n = np.empty((L, batch, self.hidden_size), self.dtype)
+        layer_input = x.reshape(1, batch, self.input_size)
+        p = self._params
+        for layer, names in enumerate(self._names):
+            y, h_n[layer], c_n[layer], _ = lstm_forward(
+                layer_input, p[names.w_ih], p[names.w_hh],
+                None if names.b_ih is None else p[names.b_ih],
+                None if names.b_hh is None else p[names.b_hh],
+                None if h0 is None else h0[layer], None if c0 is None else c0[layer],
+                training=False, **self._kernel_options(names),
+            )
+            layer_input = y
+        y_t = layer_input[0]
+        if unbatched:
+            return y_t[0], (h_n[:, 0], c_n[:, 0])
+        return y_t, (h_n, c_n)
+
+    # ------------------------------------------------------------------ misc
+
+    def __repr__(self) -> str:
+        parts = [str(self.input_size), str(self.hidden_size)]
+        defaults = dict(num_layers=1, bias=True, batch_first=False, dropout=0.0, bidirectional=False,
+                        proj_size=0, peephole=False)
+        for name, default in defaults.items():
+            value = getattr(self, name)
+            if value != default:
+                parts.append(f"{name}={value}")
+        if self.dtype != np.float32:
+            parts.append(f"dtype={self.dtype}")
+        return f"LSTM({', '.join(parts)})"
