@@ -29,14 +29,21 @@ def openmp_flags(compiler_type: str) -> tuple[list[str], list[str]]:
 
 class BuildExt(build_ext):
     def build_extensions(self) -> None:
+        # The flags depend on the environment switches, which setuptools does not
+        # track: always recompile rather than reuse an object built with others.
+        self.force = True
         compiler_type = self.compiler.compiler_type
         if compiler_type == "msvc":
             compile_args = ["/O2"]
         elif DEBUG:
-            compile_args = ["-O0", "-g"]
+            compile_args = ["-O0", "-g", "-fno-trapping-math"]
         else:
-            # Portable code: never -march=native or -ffast-math in a wheel.
-            compile_args = ["-O3"]
+            # Portable code: never -march=native or -ffast-math in a wheel. The
+            # pointwise kernels get wider vectors by runtime dispatch instead
+            # (src/lstm_cell.h). -fno-trapping-math lets the compiler vectorise
+            # their branch-free selects; it changes no result (no FP traps are
+            # ever enabled), unlike -ffast-math.
+            compile_args = ["-O3", "-fno-trapping-math"]
         link_args: list[str] = []
         if USE_OPENMP:
             omp_compile, omp_link = openmp_flags(compiler_type)

@@ -110,8 +110,9 @@ def lstm_forward(
     training : bool
         Keep what the backward pass needs; False returns ``cache=None``.
     num_threads : int, optional
-        Threads for this call (OpenMP and BLAS); None uses OpenMP's default
-        (OMP_NUM_THREADS) and leaves BLAS as configured.
+        Threads for this call; None uses OpenMP's default (OMP_NUM_THREADS,
+        or a threadpoolctl limit on "openmp"). Each thread calls BLAS on its
+        own tile, single-threaded; calls too small to split run on one thread.
 
     Returns
     -------
@@ -140,14 +141,15 @@ def lstm_forward(
     h_prev = scratch((rows, out), training)
     c_prev = scratch((rows, hidden), training)
     m = scratch((rows, hidden), training and projected)
-    with _threads.blas_limit(num_threads):
+    threads = _threads.plan(num_threads, batch, hidden, out)
+    with _threads.single_threaded_blas():
         _lstm.forward(
             args.x.reshape(rows, args.input_size), args.w_ih, args.w_hh, args.bias,
             args.w_hr, args.peephole, h, c,
             args.lengths, bool(reverse), args.batch_first, args.steps,
             gates, y.reshape(rows, out), h_prev, c_prev, m,
             scratch((batch, 4 * hidden)), scratch((batch, hidden), projected),
-            scratch((batch, out), projected), _threads.resolve(num_threads),
+            scratch((batch, out), projected), threads,
         )
     cache = LSTMCache(args, bool(reverse), gates, c_prev, h_prev, m) if training else None
     return y, h, c, cache
@@ -222,7 +224,8 @@ def lstm_backward(
     db = np.empty(4 * hidden, dtype)
     dw_hr = scratch((out, hidden), projected)
     dpeephole = scratch((3, hidden), args.peephole is not None)
-    with _threads.blas_limit(num_threads):
+    threads = _threads.plan(num_threads, batch, hidden, out)
+    with _threads.single_threaded_blas():
         _lstm.backward(
             _finite_padding(args).reshape(rows, inputs), args.w_ih, args.w_hh,
             args.w_hr, args.peephole, cache.act, cache.c_prev, cache.h_prev, cache.m,
@@ -232,6 +235,6 @@ def lstm_backward(
             dx.reshape(rows, inputs), dh0, dc0, dw_ih, dw_hh, db, dw_hr, dpeephole,
             scratch((rows, 4 * hidden)), np.zeros((batch, 4 * hidden), dtype),
             scratch((rows, out), projected), scratch((batch, out), projected),
-            scratch((batch, hidden), projected), _threads.resolve(num_threads),
+            scratch((batch, hidden), projected), threads,
         )
     return LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr, dpeephole)

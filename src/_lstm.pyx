@@ -4,7 +4,7 @@
 #   a = x_t W_ih^T + h_{t-1} W_hh^T + b
 #   i = sig(a_i + p_i c_{t-1}), f = sig(a_f + p_f c_{t-1}), g = tanh(a_g)
 #   c_t = f c_{t-1} + i g,  o = sig(a_o + p_o c_t),  m_t = o tanh(c_t)
-#   h_t = m_t W_hr^T with a projection W_hr (P, H), else h_t = m_t.
+#   h_t = m_t W_hr^T with a projection W_hr (P, H), else h_t = m_t (P = H).
 #
 # Layout. A gate row holds 4H values [i | f | g | o]. Every per-position array
 # (x, y, gates, h_prev, c_prev, m, dgates, dh) is a matrix of T*B rows in x's
@@ -18,15 +18,20 @@
 # there y and every cached or gradient row is zeroed, so the GEMMs and sums
 # over all positions see zeros, never stale memory.
 #
-# Threads. BLAS is called only outside parallel regions (threaded BLAS is then
-# safe); the pointwise passes are OpenMP loops over (row, chunk of units).
+# Threads. One OpenMP parallel region per call; the caller keeps BLAS
+# single-threaded meanwhile, so every thread calls BLAS on its own tile and
+# nothing is oversubscribed. Each thread owns a fixed slice of hidden units
+# (all four gates of them) for the whole sequence: its slice of W_hh stays in
+# its own cache, it runs the recurrent GEMM and the pointwise update of those
+# units, and barriers separate the phases of a step. The large GEMMs before
+# and after the time loop are split by rows or columns of their output. Every
+# sum runs in a fixed order, so results repeat bitwise for a thread count.
 #
 # The Python layer (lstm_c.functional) validates and allocates; these functions
 # only compute, with the GIL released.
 
 from cython cimport floating
-from cython.parallel cimport prange
-from libc.math cimport exp, expf, tanh, tanhf
+from cython.parallel cimport parallel
 from libc.string cimport memcpy, memset
 
 from _blas cimport gemm
@@ -34,13 +39,29 @@ from _blas cimport gemm
 cdef extern from "lstm_omp.h" nogil:
     int lstm_omp_enabled()
     int lstm_omp_max_threads()
+    int lstm_omp_thread_num()
+    int lstm_omp_num_threads()
+    void lstm_omp_barrier()
+
+cdef extern from "lstm_cell.h" nogil:
+    # The vectorised pointwise math of one row (see the header).
+    void lstm_forward_row_f(Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1, float* g, const float* r,
+                            const float* bias, const float* peep, float* c, float* c_prev,
+                            float* out)
+    void lstm_forward_row_d(Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1, double* g, const double* r,
+                            const double* bias, const double* peep, double* c, double* c_prev,
+                            double* out)
+    void lstm_backward_row_f(Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1, const float* a,
+                             const float* c_prev, const float* peep, const float* dh_in,
+                             const float* dy, float* dc, float* dg, float* ds)
+    void lstm_backward_row_d(Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1, const double* a,
+                             const double* c_prev, const double* peep, const double* dh_in,
+                             const double* dy, double* dc, double* dg, double* ds)
 
 cdef enum:
-    # Units per pointwise work item: rows are split too so that B = 1 still
-    # spreads over the threads.
-    CHUNK = 64
-    # Below this many cells per step a parallel region costs more than it saves.
-    MIN_PARALLEL_CELLS = 2048
+    # Slices of hidden units and of GEMM columns are multiples of this, so that
+    # every thread's pointwise loop runs over whole vectors.
+    ALIGN = 16
 
 
 def openmp_enabled() -> bool:
@@ -53,20 +74,26 @@ def omp_max_threads() -> int:
     return lstm_omp_max_threads()
 
 
-cdef inline floating _sigmoid(floating v) noexcept nogil:
-    # exp(-v) overflows to inf for v << 0, giving exactly 0; NaN stays NaN.
-    cdef floating one = 1
-    if floating is float:
-        return one / (one + expf(-v))
-    else:
-        return one / (one + exp(-v))
+cdef struct Slice:
+    Py_ssize_t lo, hi
 
 
-cdef inline floating _tanh(floating v) noexcept nogil:
+cdef inline void _forward_row(Py_ssize_t H, Slice u, floating* g, const floating* r,
+                              const floating* bias, const floating* peep, floating* c,
+                              floating* c_prev, floating* out) noexcept nogil:
     if floating is float:
-        return tanhf(v)
+        lstm_forward_row_f(H, u.lo, u.hi, g, r, bias, peep, c, c_prev, out)
     else:
-        return tanh(v)
+        lstm_forward_row_d(H, u.lo, u.hi, g, r, bias, peep, c, c_prev, out)
+
+
+cdef inline void _backward_row(Py_ssize_t H, Slice u, const floating* a, const floating* c_prev,
+                               const floating* peep, const floating* dh_in, const floating* dy,
+                               floating* dc, floating* dg, floating* ds) noexcept nogil:
+    if floating is float:
+        lstm_backward_row_f(H, u.lo, u.hi, a, c_prev, peep, dh_in, dy, dc, dg, ds)
+    else:
+        lstm_backward_row_d(H, u.lo, u.hi, a, c_prev, peep, dh_in, dy, dc, dg, ds)
 
 
 cdef inline const floating* _cptr(const floating[:, ::1] m) noexcept nogil:
@@ -83,7 +110,7 @@ cdef inline floating* _ptr(floating[:, ::1] m) noexcept nogil:
 
 
 cdef inline void _zero(floating* row, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
-    if row != NULL:
+    if row != NULL and j1 > j0:
         memset(row + j0, 0, (j1 - j0) * sizeof(floating))
 
 
@@ -95,13 +122,19 @@ cdef inline Py_ssize_t _max_length(const Py_ssize_t[::1] lengths) noexcept nogil
     return m
 
 
-cdef inline int _pointwise_threads(Py_ssize_t cells, int num_threads) noexcept nogil:
-    return num_threads if cells >= MIN_PARALLEL_CELLS else 1
+cdef inline Slice _slice(Py_ssize_t n, Py_ssize_t align, int part, int parts) noexcept nogil:
+    """Part `part` of `parts` contiguous pieces of [0, n), cut at multiples of `align`."""
+    cdef Py_ssize_t blocks = (n + align - 1) // align
+    cdef Slice sl
+    sl.lo = min(n, (blocks * part // parts) * align)
+    sl.hi = min(n, (blocks * (part + 1) // parts) * align)
+    return sl
 
 
 cdef struct Steps:
     # Where row b is at step s: see "Lengths and reverse" above.
     const Py_ssize_t* lengths
+    Py_ssize_t batch
     bint reverse
     Py_ssize_t stride_t     # position rows between consecutive times
     Py_ssize_t stride_b     # position rows between consecutive batch rows
@@ -111,6 +144,7 @@ cdef inline Steps _steps(const Py_ssize_t[::1] lengths, bint reverse, bint batch
                          Py_ssize_t steps) noexcept nogil:
     cdef Steps st
     st.lengths = &lengths[0] if lengths.shape[0] else NULL
+    st.batch = lengths.shape[0]
     st.reverse = reverse
     st.stride_t = 1 if batch_first else lengths.shape[0]
     st.stride_b = steps if batch_first else 1
@@ -128,92 +162,72 @@ cdef inline Py_ssize_t _position(Steps st, Py_ssize_t s, Py_ssize_t b) noexcept 
 
 # ---------------------------------------------------------------- forward
 
-cdef void _forward_cells(
-    Py_ssize_t item, Py_ssize_t nchunk, Py_ssize_t s, Py_ssize_t H, Steps st,
+cdef void _forward_units(
+    Py_ssize_t s, Slice u, Py_ssize_t H, Steps st,
     floating* gates, const floating* rec, const floating* bias, const floating* peep,
     floating* h, floating* c, floating* y, floating* h_prev, floating* c_prev,
     floating* m_step, floating* m_all,
 ) noexcept nogil:
-    """One row's chunk of hidden units at step s.
+    """Hidden units u of every row at step s.
 
     Without projection (m_step NULL) the new h goes to h and y. With one, the
     cell output m goes to m_step (and m_all when training) and the projection
-    pass writes h and y. Training (c_prev not NULL) replaces the
+    phase writes h and y. Training (c_prev not NULL) replaces the
     pre-activations in `gates` by the activations and records the state.
     """
-    cdef Py_ssize_t b = item // nchunk
-    cdef Py_ssize_t j0 = (item % nchunk) * CHUNK
-    cdef Py_ssize_t j1 = min(j0 + CHUNK, H)
-    cdef Py_ssize_t p = _position(st, s, b)
-    cdef Py_ssize_t j, k
+    cdef Py_ssize_t b, p, k
     cdef bint training = c_prev != NULL
-    cdef floating* g = gates + p * 4 * H
-    cdef const floating* r = rec + b * 4 * H
-    cdef floating gi, gf, gg, go, c_old, c_new, out
-    if s >= st.lengths[b]:
-        if m_step == NULL:
-            _zero(y + p * H, j0, j1)
-        if training:
-            for k in range(4):
-                _zero(g + k * H, j0, j1)
-            _zero(c_prev + p * H, j0, j1)
-            if m_step == NULL:
-                _zero(h_prev + p * H, j0, j1)
-            else:
-                _zero(m_all + p * H, j0, j1)
+    cdef size_t size = (u.hi - u.lo) * sizeof(floating)
+    cdef floating* g
+    if u.hi <= u.lo:
         return
-    for j in range(j0, j1):
-        c_old = c[b * H + j]
-        gi = g[j] + r[j] + bias[j]
-        gf = g[H + j] + r[H + j] + bias[H + j]
-        gg = _tanh(g[2 * H + j] + r[2 * H + j] + bias[2 * H + j])
-        go = g[3 * H + j] + r[3 * H + j] + bias[3 * H + j]
-        if peep != NULL:
-            gi = gi + peep[j] * c_old
-            gf = gf + peep[H + j] * c_old
-        gi = _sigmoid(gi)
-        gf = _sigmoid(gf)
-        c_new = gf * c_old + gi * gg
-        if peep != NULL:
-            go = go + peep[2 * H + j] * c_new
-        go = _sigmoid(go)
-        out = go * _tanh(c_new)
-        c[b * H + j] = c_new
-        if training:
-            g[j] = gi
-            g[H + j] = gf
-            g[2 * H + j] = gg
-            g[3 * H + j] = go
-            c_prev[p * H + j] = c_old
+    for b in range(st.batch):
+        p = _position(st, s, b)
+        g = gates + p * 4 * H
+        if s >= st.lengths[b]:
+            if m_step == NULL:
+                _zero(y + p * H, u.lo, u.hi)
+            if training:
+                for k in range(4):
+                    _zero(g + k * H, u.lo, u.hi)
+                _zero(c_prev + p * H, u.lo, u.hi)
+                if m_step == NULL:
+                    _zero(h_prev + p * H, u.lo, u.hi)
+                else:
+                    _zero(m_all + p * H, u.lo, u.hi)
+            continue
         if m_step == NULL:
             if training:
-                h_prev[p * H + j] = h[b * H + j]
-            h[b * H + j] = out
-            y[p * H + j] = out
+                memcpy(h_prev + p * H + u.lo, h + b * H + u.lo, size)
+            _forward_row(H, u, g, rec + b * 4 * H, bias, peep, c + b * H,
+                         c_prev + p * H if training else NULL, h + b * H)
+            memcpy(y + p * H + u.lo, h + b * H + u.lo, size)
         else:
-            m_step[b * H + j] = out
+            _forward_row(H, u, g, rec + b * 4 * H, bias, peep, c + b * H,
+                         c_prev + p * H if training else NULL, m_step + b * H)
             if training:
-                m_all[p * H + j] = out
+                memcpy(m_all + p * H + u.lo, m_step + b * H + u.lo, size)
 
 
 cdef void _projected_outputs(
-    Py_ssize_t item, Py_ssize_t nchunk, Py_ssize_t s, Py_ssize_t P, Steps st,
+    Py_ssize_t s, Slice q, Py_ssize_t P, Steps st,
     const floating* proj, floating* h, floating* y, floating* h_prev,
 ) noexcept nogil:
-    """With a projection: the new h (rows of `proj`) into the state and y."""
-    cdef Py_ssize_t b = item // nchunk
-    cdef Py_ssize_t j0 = (item % nchunk) * CHUNK
-    cdef Py_ssize_t j1 = min(j0 + CHUNK, P)
-    cdef Py_ssize_t p = _position(st, s, b)
-    if s >= st.lengths[b]:
-        _zero(y + p * P, j0, j1)
-        if h_prev != NULL:
-            _zero(h_prev + p * P, j0, j1)
+    """With a projection: features q of the new h (rows of `proj`) into the state and y."""
+    cdef Py_ssize_t b, p
+    cdef size_t size = (q.hi - q.lo) * sizeof(floating)
+    if q.hi <= q.lo:
         return
-    if h_prev != NULL:
-        memcpy(h_prev + p * P + j0, h + b * P + j0, (j1 - j0) * sizeof(floating))
-    memcpy(h + b * P + j0, proj + b * P + j0, (j1 - j0) * sizeof(floating))
-    memcpy(y + p * P + j0, proj + b * P + j0, (j1 - j0) * sizeof(floating))
+    for b in range(st.batch):
+        p = _position(st, s, b)
+        if s >= st.lengths[b]:
+            _zero(y + p * P, q.lo, q.hi)
+            _zero(h_prev + p * P, q.lo, q.hi)
+            continue
+        if h_prev != NULL:
+            memcpy(h_prev + p * P + q.lo, h + b * P + q.lo, size)
+        memcpy(h + b * P + q.lo, proj + b * P + q.lo, size)
+        memcpy(y + p * P + q.lo, proj + b * P + q.lo, size)
 
 
 def forward(
@@ -226,7 +240,7 @@ def forward(
     floating[:, ::1] rec, floating[:, ::1] m_step, floating[:, ::1] proj,
     int num_threads,
 ):
-    """Run one layer and direction over the sequence.
+    """Run one layer and direction over the sequence on `num_threads` threads.
 
     x (T*B, I) and y (T*B, P) are in x's layout (see the file header), with
     P = H without projection. h (B, P) and c (B, H) hold h0/c0 on entry and
@@ -235,163 +249,150 @@ def forward(
     (B, H) and proj (B, P) (else None). Training: h_prev (T*B, P) and c_prev
     (T*B, H) receive the state entering each position, gates the activations
     i, f, g, o and, with a projection, m_all (T*B, H) the cell outputs;
-    inference passes None for all three.
+    inference passes None for all three. BLAS must be single-threaded while
+    num_threads > 1.
     """
     cdef Py_ssize_t B = c.shape[0], H = c.shape[1], P = h.shape[1], I = x.shape[1]
     cdef Py_ssize_t G = 4 * H, rows = steps * B
-    cdef Py_ssize_t nchunk = (H + CHUNK - 1) // CHUNK, pchunk = (P + CHUNK - 1) // CHUNK
-    cdef Py_ssize_t s, item, max_length = _max_length(lengths)
-    cdef int threads = _pointwise_threads(B * H, num_threads)
+    # Initialised only because Cython makes them firstprivate in the parallel region.
+    cdef Py_ssize_t s = 0, k = 0, max_length = _max_length(lengths)
     cdef Steps st = _steps(lengths, reverse, batch_first, steps)
     cdef bint projected = w_hr is not None
+    cdef int tid = 0, team = 1
+    cdef Slice r, u, q
+    cdef const floating* x_p = _cptr(x)
+    cdef const floating* w_ih_p = _cptr(w_ih)
+    cdef const floating* w_hh_p = _cptr(w_hh)
+    cdef const floating* w_hr_p = _cptr(w_hr)
+    cdef const floating* peep_p = _cptr(peephole)
+    cdef floating* gates_p = _ptr(gates)
+    cdef floating* rec_p = _ptr(rec)
+    cdef floating* h_p = _ptr(h)
+    cdef floating* c_p = _ptr(c)
+    cdef floating* y_p = _ptr(y)
+    cdef floating* h_prev_p = _ptr(h_prev)
+    cdef floating* c_prev_p = _ptr(c_prev)
+    cdef floating* m_all_p = _ptr(m_all)
+    cdef floating* m_step_p = _ptr(m_step)
+    cdef floating* proj_p = _ptr(proj)
+    cdef const floating* bias_p = &bias[0]
     if rows == 0:
         return
-    with nogil:
-        # The input projection of every position at once.
-        gemm(False, True, <int>rows, <int>G, <int>I, 1, _cptr(x), <int>I,
-             _cptr(w_ih), <int>I, 0, _ptr(gates), <int>G)
+    with nogil, parallel(num_threads=num_threads):
+        tid = lstm_omp_thread_num()
+        team = lstm_omp_num_threads()
+        r = _slice(rows, 1, tid, team)
+        u = _slice(H, ALIGN, tid, team)
+        q = _slice(P, ALIGN, tid, team)
+        # The input projection of every position at once, split by rows.
+        gemm(False, True, <int>(r.hi - r.lo), <int>G, <int>I, 1, x_p + r.lo * I, <int>I,
+             w_ih_p, <int>I, 0, gates_p + r.lo * G, <int>G)
+        lstm_omp_barrier()
         for s in range(steps):
-            if s < max_length:
-                gemm(False, True, <int>B, <int>G, <int>P, 1, _ptr(h), <int>P,
-                     _cptr(w_hh), <int>P, 0, _ptr(rec), <int>G)
-            for item in prange(B * nchunk, schedule="static", num_threads=threads):
-                _forward_cells(item, nchunk, s, H, st, _ptr(gates), _ptr(rec), &bias[0],
-                               _cptr(peephole), _ptr(h), _ptr(c), _ptr(y), _ptr(h_prev),
-                               _ptr(c_prev), _ptr(m_step), _ptr(m_all))
+            if s < max_length and u.hi > u.lo:
+                # This thread's units of all four gates: h_{t-1} W_hh[rows of u]^T.
+                for k in range(4):
+                    gemm(False, True, <int>B, <int>(u.hi - u.lo), <int>P, 1, h_p, <int>P,
+                         w_hh_p + (k * H + u.lo) * P, <int>P, 0, rec_p + k * H + u.lo, <int>G)
+            lstm_omp_barrier()  # every thread has read h before any writes it
+            _forward_units(s, u, H, st, gates_p, rec_p, bias_p, peep_p, h_p, c_p, y_p,
+                           h_prev_p, c_prev_p, m_step_p, m_all_p)
+            lstm_omp_barrier()
             if projected:
-                if s < max_length:
-                    gemm(False, True, <int>B, <int>P, <int>H, 1, _ptr(m_step), <int>H,
-                         _cptr(w_hr), <int>H, 0, _ptr(proj), <int>P)
-                for item in prange(B * pchunk, schedule="static", num_threads=threads):
-                    _projected_outputs(item, pchunk, s, P, st, _ptr(proj), _ptr(h), _ptr(y),
-                                       _ptr(h_prev))
+                if s < max_length and q.hi > q.lo:
+                    gemm(False, True, <int>B, <int>(q.hi - q.lo), <int>H, 1, m_step_p, <int>H,
+                         w_hr_p + q.lo * H, <int>H, 0, proj_p + q.lo, <int>P)
+                _projected_outputs(s, q, P, st, proj_p, h_p, y_p, h_prev_p)
+                lstm_omp_barrier()
 
 
 # ---------------------------------------------------------------- backward
 
-cdef void _backward_cells(
-    Py_ssize_t item, Py_ssize_t nchunk, Py_ssize_t s, Py_ssize_t H, Steps st,
+cdef void _backward_units(
+    Py_ssize_t s, Slice u, Py_ssize_t H, Steps st,
     const floating* act, const floating* c_prev, const floating* peep,
     const floating* dy, const floating* dh_last, const floating* dh_rec, floating* dc,
     floating* dgates, floating* dgates_step,
 ) noexcept nogil:
-    """One row's chunk at step s: gate gradients from dh (= dm) and the carried dc.
+    """Hidden units u of every row at step s: gate gradients from dh and the carried dc.
 
-    dh is dh_last at the row's last valid step (where dh_n enters) and dh_rec
-    before it, plus dy when given (dy is NULL with a projection, whose pass
-    has added it already).
+    dh (= dm with a projection) is dh_last at the row's last valid step (where
+    dh_n enters) and dh_rec before it, plus dy when given (dy is NULL with a
+    projection, whose phase has added it already).
     """
-    cdef Py_ssize_t b = item // nchunk
-    cdef Py_ssize_t j0 = (item % nchunk) * CHUNK
-    cdef Py_ssize_t j1 = min(j0 + CHUNK, H)
-    cdef Py_ssize_t length = st.lengths[b]
-    cdef Py_ssize_t p = _position(st, s, b)
-    cdef Py_ssize_t j, k
-    cdef const floating* a = act + p * 4 * H
-    cdef const floating* dh_in
-    cdef floating* dg = dgates + p * 4 * H
-    cdef floating* ds = dgates_step + b * 4 * H
-    cdef floating one = 1
-    cdef floating gi, gf, gg, go, c_old, tc, dh, d_c, da_i, da_f, da_o
-    if s >= length:
-        for k in range(4):
-            _zero(dg + k * H, j0, j1)
+    cdef Py_ssize_t b, p, k, length
+    cdef floating* dg
+    if u.hi <= u.lo:
         return
-    dh_in = (dh_last if s == length - 1 else dh_rec) + b * H
-    for j in range(j0, j1):
-        gi = a[j]
-        gf = a[H + j]
-        gg = a[2 * H + j]
-        go = a[3 * H + j]
-        c_old = c_prev[p * H + j]
-        tc = _tanh(gf * c_old + gi * gg)
-        dh = dh_in[j]
-        if dy != NULL:
-            dh = dh + dy[p * H + j]
-        da_o = dh * tc * go * (one - go)
-        d_c = dc[b * H + j] + dh * go * (one - tc * tc)
-        if peep != NULL:
-            d_c = d_c + da_o * peep[2 * H + j]
-        da_i = d_c * gg * gi * (one - gi)
-        da_f = d_c * c_old * gf * (one - gf)
-        if peep != NULL:
-            dc[b * H + j] = d_c * gf + da_i * peep[j] + da_f * peep[H + j]
-        else:
-            dc[b * H + j] = d_c * gf
-        dg[j] = da_i
-        dg[H + j] = da_f
-        dg[2 * H + j] = d_c * gi * (one - gg * gg)
-        dg[3 * H + j] = da_o
-        ds[j] = dg[j]
-        ds[H + j] = dg[H + j]
-        ds[2 * H + j] = dg[2 * H + j]
-        ds[3 * H + j] = dg[3 * H + j]
+    for b in range(st.batch):
+        length = st.lengths[b]
+        p = _position(st, s, b)
+        dg = dgates + p * 4 * H
+        if s >= length:
+            for k in range(4):
+                _zero(dg + k * H, u.lo, u.hi)
+            continue
+        _backward_row(H, u, act + p * 4 * H, c_prev + p * H, peep,
+                      (dh_last if s == length - 1 else dh_rec) + b * H,
+                      dy + p * H if dy != NULL else NULL,
+                      dc + b * H, dg, dgates_step + b * 4 * H)
 
 
 cdef void _output_grads(
-    Py_ssize_t item, Py_ssize_t nchunk, Py_ssize_t s, Py_ssize_t P, Steps st,
+    Py_ssize_t s, Slice q, Py_ssize_t P, Steps st,
     const floating* dy, const floating* dh_last, const floating* dh_rec,
     floating* dh_all, floating* dh_step,
 ) noexcept nogil:
-    """With a projection: dh_t = dh from later steps (or dh_n) + dy, per row."""
-    cdef Py_ssize_t b = item // nchunk
-    cdef Py_ssize_t j0 = (item % nchunk) * CHUNK
-    cdef Py_ssize_t j1 = min(j0 + CHUNK, P)
-    cdef Py_ssize_t length = st.lengths[b]
-    cdef Py_ssize_t p = _position(st, s, b)
-    cdef Py_ssize_t j
+    """With a projection: features q of dh_t = dh from later steps (or dh_n) + dy."""
+    cdef Py_ssize_t b, p, j, length
     cdef const floating* dh_in
     cdef floating dh
-    if s >= length:
-        _zero(dh_all + p * P, j0, j1)
-        _zero(dh_step + b * P, j0, j1)
-        return
-    dh_in = (dh_last if s == length - 1 else dh_rec) + b * P
-    for j in range(j0, j1):
-        dh = dh_in[j]
-        if dy != NULL:
-            dh = dh + dy[p * P + j]
-        dh_all[p * P + j] = dh
-        dh_step[b * P + j] = dh
+    for b in range(st.batch):
+        length = st.lengths[b]
+        p = _position(st, s, b)
+        if s >= length:
+            _zero(dh_all + p * P, q.lo, q.hi)
+            _zero(dh_step + b * P, q.lo, q.hi)
+            continue
+        dh_in = (dh_last if s == length - 1 else dh_rec) + b * P
+        for j in range(q.lo, q.hi):
+            dh = dh_in[j]
+            if dy != NULL:
+                dh = dh + dy[p * P + j]
+            dh_all[p * P + j] = dh
+            dh_step[b * P + j] = dh
 
 
-cdef void _column_sums(const floating* m, Py_ssize_t rows, Py_ssize_t cols,
-                       floating* out, int num_threads) noexcept nogil:
-    """out[j] = sum over rows of m[:, j], in a fixed order (reproducible)."""
-    cdef Py_ssize_t block, r, j, j0, j1
-    for block in prange((cols + CHUNK - 1) // CHUNK, schedule="static", num_threads=num_threads):
-        j0 = block * CHUNK
-        j1 = min(j0 + CHUNK, cols)
-        for j in range(j0, j1):
-            out[j] = 0
-        for r in range(rows):
-            for j in range(j0, j1):
-                out[j] = out[j] + m[r * cols + j]
+cdef void _column_sums(const floating* m, Py_ssize_t rows, Py_ssize_t cols, Slice part,
+                       floating* out) noexcept nogil:
+    """out[j] = sum over rows of m[:, j] for j in `part`, in row order."""
+    cdef Py_ssize_t r, j
+    for j in range(part.lo, part.hi):
+        out[j] = 0
+    for r in range(rows):
+        for j in range(part.lo, part.hi):
+            out[j] = out[j] + m[r * cols + j]
 
 
 cdef void _peephole_grads(const floating* dgates, const floating* act, const floating* c_prev,
-                          Py_ssize_t rows, Py_ssize_t H, floating* dpeep,
-                          int num_threads) noexcept nogil:
-    """dp_i = sum da_i c_{t-1}, dp_f = sum da_f c_{t-1}, dp_o = sum da_o c_t, fixed order."""
-    cdef Py_ssize_t block, r, j, j0, j1
+                          Py_ssize_t rows, Py_ssize_t H, Slice u, floating* dpeep) noexcept nogil:
+    """dp_i = sum da_i c_{t-1}, dp_f = sum da_f c_{t-1}, dp_o = sum da_o c_t over units u."""
+    cdef Py_ssize_t r, j
     cdef const floating* a
     cdef const floating* dg
     cdef floating c_old
-    for block in prange((H + CHUNK - 1) // CHUNK, schedule="static", num_threads=num_threads):
-        j0 = block * CHUNK
-        j1 = min(j0 + CHUNK, H)
-        for j in range(j0, j1):
-            dpeep[j] = 0
-            dpeep[H + j] = 0
-            dpeep[2 * H + j] = 0
-        for r in range(rows):
-            a = act + r * 4 * H
-            dg = dgates + r * 4 * H
-            for j in range(j0, j1):
-                c_old = c_prev[r * H + j]
-                dpeep[j] = dpeep[j] + dg[j] * c_old
-                dpeep[H + j] = dpeep[H + j] + dg[H + j] * c_old
-                dpeep[2 * H + j] = dpeep[2 * H + j] + dg[3 * H + j] * (a[H + j] * c_old + a[j] * a[2 * H + j])
+    for j in range(u.lo, u.hi):
+        dpeep[j] = 0
+        dpeep[H + j] = 0
+        dpeep[2 * H + j] = 0
+    for r in range(rows):
+        a = act + r * 4 * H
+        dg = dgates + r * 4 * H
+        for j in range(u.lo, u.hi):
+            c_old = c_prev[r * H + j]
+            dpeep[j] = dpeep[j] + dg[j] * c_old
+            dpeep[H + j] = dpeep[H + j] + dg[H + j] * c_old
+            dpeep[2 * H + j] = dpeep[2 * H + j] + dg[3 * H + j] * (a[H + j] * c_old + a[j] * a[2 * H + j])
 
 
 def backward(
@@ -408,63 +409,93 @@ def backward(
     floating[:, ::1] dh_all, floating[:, ::1] dh_step, floating[:, ::1] dm_step,
     int num_threads,
 ):
-    """Backpropagate through one layer and direction.
+    """Backpropagate through one layer and direction on `num_threads` threads.
 
     act, c_prev, h_prev (and m_all with a projection) come from a training
     forward with the same w_hr/peephole (None when unused). dy (T*B, P) may be
     None (zeros). dc0 (B, H) holds dc_n on entry and the carried dc
     throughout; dh0 (B, P) also serves as the per-step recurrent gradient.
     dw_hr (P, H) and dpeephole (3, H) are written when used (else None).
-    Scratch: dgates (T*B, 4H); dgates_step (B, 4H), zero on entry; with a
-    projection dh_all (T*B, P), dh_step (B, P) and dm_step (B, H), else None.
+    Scratch: dgates (T*B, 4H) and dgates_step (B, 4H); with a projection
+    dh_all (T*B, P), dh_step (B, P) and dm_step (B, H), else None. BLAS must
+    be single-threaded while num_threads > 1.
     """
     cdef Py_ssize_t B = dc0.shape[0], H = dc0.shape[1], P = dh0.shape[1], I = x.shape[1]
     cdef Py_ssize_t G = 4 * H, rows = steps * B
-    cdef Py_ssize_t nchunk = (H + CHUNK - 1) // CHUNK, pchunk = (P + CHUNK - 1) // CHUNK
-    cdef Py_ssize_t s, item, b, j, max_length = _max_length(lengths)
-    cdef int threads = _pointwise_threads(B * H, num_threads)
+    # Initialised only because Cython makes them firstprivate in the parallel region.
+    cdef Py_ssize_t s = 0, b = 0, max_length = _max_length(lengths)
     cdef Steps st = _steps(lengths, reverse, batch_first, steps)
     cdef bint projected = w_hr is not None
+    cdef int tid = 0, team = 1
+    cdef Slice r, u, q, gcols
+    cdef const floating* x_p = _cptr(x)
+    cdef const floating* w_ih_p = _cptr(w_ih)
+    cdef const floating* w_hh_p = _cptr(w_hh)
+    cdef const floating* w_hr_p = _cptr(w_hr)
+    cdef const floating* peep_p = _cptr(peephole)
+    cdef const floating* act_p = _cptr(act)
+    cdef const floating* c_prev_p = _cptr(c_prev)
+    cdef const floating* h_prev_p = _cptr(h_prev)
+    cdef const floating* m_all_p = _cptr(m_all)
+    cdef const floating* dy_p = _cptr(dy)
+    cdef const floating* dh_n_p = _cptr(dh_n)
+    cdef floating* dh0_p = _ptr(dh0)
+    cdef floating* dc0_p = _ptr(dc0)
+    cdef floating* dgates_p = _ptr(dgates)
+    cdef floating* dgates_step_p = _ptr(dgates_step)
+    cdef floating* dh_all_p = _ptr(dh_all)
+    cdef floating* dh_step_p = _ptr(dh_step)
+    cdef floating* dm_step_p = _ptr(dm_step)
+    cdef floating* dx_p = _ptr(dx)
+    cdef floating* dw_ih_p = _ptr(dw_ih)
+    cdef floating* dw_hh_p = _ptr(dw_hh)
+    cdef floating* dw_hr_p = _ptr(dw_hr)
+    cdef floating* dpeep_p = _ptr(dpeephole)
+    cdef floating* db_p = &db[0]
     # The cells' incoming dh: with a projection always dm (dy and dh_n already in it).
-    cdef const floating* cell_dy = _cptr(dy)
-    cdef const floating* cell_dh_last = _cptr(dh_n)
-    cdef const floating* cell_dh_rec = _cptr(dh0)
+    cdef const floating* cell_dy = dy_p
+    cdef const floating* cell_dh_last = dh_n_p
+    cdef const floating* cell_dh_rec = dh0_p
     if projected:
         cell_dy = NULL
-        cell_dh_last = _cptr(dm_step)
-        cell_dh_rec = _cptr(dm_step)
-    with nogil:
+        cell_dh_last = dm_step_p
+        cell_dh_rec = dm_step_p
+    with nogil, parallel(num_threads=num_threads):
+        tid = lstm_omp_thread_num()
+        team = lstm_omp_num_threads()
+        r = _slice(rows, 1, tid, team)
+        u = _slice(H, ALIGN, tid, team)
+        q = _slice(P, ALIGN, tid, team)
+        gcols = _slice(G, ALIGN, tid, team)
         for s in range(steps - 1, -1, -1):
             if projected:
-                for item in prange(B * pchunk, schedule="static", num_threads=threads):
-                    _output_grads(item, pchunk, s, P, st, _cptr(dy), _cptr(dh_n), _ptr(dh0),
-                                  _ptr(dh_all), _ptr(dh_step))
-                if s < max_length:
-                    gemm(False, False, <int>B, <int>H, <int>P, 1, _ptr(dh_step), <int>P,
-                         _cptr(w_hr), <int>H, 0, _ptr(dm_step), <int>H)
-            for item in prange(B * nchunk, schedule="static", num_threads=threads):
-                _backward_cells(item, nchunk, s, H, st, _cptr(act), _cptr(c_prev),
-                                _cptr(peephole), cell_dy, cell_dh_last, cell_dh_rec,
-                                _ptr(dc0), _ptr(dgates), _ptr(dgates_step))
-            if s < max_length:
-                gemm(False, False, <int>B, <int>P, <int>G, 1, _ptr(dgates_step), <int>G,
-                     _cptr(w_hh), <int>P, 0, _ptr(dh0), <int>P)
+                _output_grads(s, q, P, st, dy_p, dh_n_p, dh0_p, dh_all_p, dh_step_p)
+                lstm_omp_barrier()
+                if s < max_length and u.hi > u.lo:
+                    gemm(False, False, <int>B, <int>(u.hi - u.lo), <int>P, 1, dh_step_p, <int>P,
+                         w_hr_p + u.lo, <int>H, 0, dm_step_p + u.lo, <int>H)
+            _backward_units(s, u, H, st, act_p, c_prev_p, peep_p, cell_dy, cell_dh_last,
+                            cell_dh_rec, dc0_p, dgates_p, dgates_step_p)
+            lstm_omp_barrier()
+            if s < max_length and q.hi > q.lo:
+                # This thread's features of dh_{t-1} = dgates W_hh[:, q].
+                gemm(False, False, <int>B, <int>(q.hi - q.lo), <int>G, 1, dgates_step_p, <int>G,
+                     w_hh_p + q.lo, <int>P, 0, dh0_p + q.lo, <int>P)
+            lstm_omp_barrier()  # every thread has read dgates_step before any rewrites it
         # Rows that never ran pass dh_n straight through.
         for b in range(B):
-            if lengths[b] == 0:
-                for j in range(P):
-                    dh0[b, j] = dh_n[b, j]
-        # The weight and input gradients of all positions at once.
-        gemm(False, False, <int>rows, <int>I, <int>G, 1, _cptr(dgates), <int>G,
-             _cptr(w_ih), <int>I, 0, _ptr(dx), <int>I)
-        gemm(True, False, <int>G, <int>I, <int>rows, 1, _cptr(dgates), <int>G,
-             _cptr(x), <int>I, 0, _ptr(dw_ih), <int>I)
-        gemm(True, False, <int>G, <int>P, <int>rows, 1, _cptr(dgates), <int>G,
-             _cptr(h_prev), <int>P, 0, _ptr(dw_hh), <int>P)
-        _column_sums(_cptr(dgates), rows, G, &db[0], _pointwise_threads(rows * H, num_threads))
+            if lengths[b] == 0 and q.hi > q.lo:
+                memcpy(dh0_p + b * P + q.lo, dh_n_p + b * P + q.lo, (q.hi - q.lo) * sizeof(floating))
+        # The weight and input gradients of all positions at once, each thread its tile.
+        gemm(False, False, <int>(r.hi - r.lo), <int>I, <int>G, 1, dgates_p + r.lo * G, <int>G,
+             w_ih_p, <int>I, 0, dx_p + r.lo * I, <int>I)
+        gemm(True, False, <int>(gcols.hi - gcols.lo), <int>I, <int>rows, 1, dgates_p + gcols.lo,
+             <int>G, x_p, <int>I, 0, dw_ih_p + gcols.lo * I, <int>I)
+        gemm(True, False, <int>(gcols.hi - gcols.lo), <int>P, <int>rows, 1, dgates_p + gcols.lo,
+             <int>G, h_prev_p, <int>P, 0, dw_hh_p + gcols.lo * P, <int>P)
+        _column_sums(dgates_p, rows, G, gcols, db_p)
         if projected:
-            gemm(True, False, <int>P, <int>H, <int>rows, 1, _cptr(dh_all), <int>P,
-                 _cptr(m_all), <int>H, 0, _ptr(dw_hr), <int>H)
-        if peephole is not None:
-            _peephole_grads(_cptr(dgates), _cptr(act), _cptr(c_prev), rows, H, _ptr(dpeephole),
-                            _pointwise_threads(rows * H, num_threads))
+            gemm(True, False, <int>(q.hi - q.lo), <int>H, <int>rows, 1, dh_all_p + q.lo, <int>P,
+                 m_all_p, <int>H, 0, dw_hr_p + q.lo * H, <int>H)
+        if peep_p != NULL:
+            _peephole_grads(dgates_p, act_p, c_prev_p, rows, H, u, dpeep_p)
