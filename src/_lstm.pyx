@@ -499,3 +499,47 @@ def backward(
                  m_all_p, <int>H, 0, dw_hr_p + q.lo * H, <int>H)
         if peep_p != NULL:
             _peephole_grads(dgates_p, act_p, c_prev_p, rows, H, u, dpeep_p)
+
+
+# ---------------------------------------------------------------- one step
+
+def step(
+    const floating[:, ::1] x, const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
+    const floating[::1] bias, const floating[:, ::1] w_hr, const floating[:, ::1] peephole,
+    const floating[:, ::1] h0, floating[:, ::1] c, floating[:, ::1] h,
+    floating[:, ::1] gates, floating[:, ::1] rec, floating[:, ::1] m,
+):
+    """One time step of one layer for every row, for streaming inference.
+
+    x (B, I), h0 (B, P); c (B, H) holds c0 on entry and the new c on return,
+    h (B, P) receives the new h. Scratch: gates and rec (B, 4H), and with a
+    projection (w_hr (P, H), else None) m (B, H). Runs on the calling thread;
+    BLAS may use its own threads (no parallel region is open).
+    """
+    cdef Py_ssize_t B = c.shape[0], H = c.shape[1], P = h.shape[1], I = x.shape[1]
+    cdef Py_ssize_t G = 4 * H, b
+    cdef Slice u
+    cdef floating* out
+    cdef floating* gates_p = _ptr(gates)
+    cdef floating* rec_p = _ptr(rec)
+    cdef floating* c_p = _ptr(c)
+    cdef floating* m_p = _ptr(m)
+    cdef floating* h_p = _ptr(h)
+    cdef const floating* peep_p = _cptr(peephole)
+    cdef const floating* bias_p = &bias[0]
+    u.lo = 0
+    u.hi = H
+    if B == 0:
+        return
+    with nogil:
+        gemm(False, True, <int>B, <int>G, <int>I, 1, _cptr(x), <int>I, _cptr(w_ih), <int>I,
+             0, gates_p, <int>G)
+        gemm(False, True, <int>B, <int>G, <int>P, 1, _cptr(h0), <int>P, _cptr(w_hh), <int>P,
+             0, rec_p, <int>G)
+        for b in range(B):
+            out = m_p + b * H if m_p != NULL else h_p + b * H
+            _forward_row(H, u, gates_p + b * G, rec_p + b * G, bias_p, peep_p, c_p + b * H,
+                         NULL, out)
+        if m_p != NULL:
+            gemm(False, True, <int>B, <int>P, <int>H, 1, m_p, <int>H, _cptr(w_hr), <int>H,
+                 0, h_p, <int>P)

@@ -469,12 +469,13 @@ def test_from_onnx_node_matches_from_onnx():
     assert_same_dict(from_onnx_node(model.graph.node[0], {k: v for k, v in arrays.items()}), want)
 
 
-def test_interop_imports_neither_onnx_nor_torch():
+def test_interop_imports_neither_onnx_nor_torch(tmp_path):
     code = (
         "import sys, lstm_c.interop; "
         "sys.exit(any(m in sys.modules for m in ('onnx', 'torch', 'onnxruntime')))"
     )
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    # Outside the source tree: `python -c` puts the working directory on sys.path.
+    assert subprocess.run([sys.executable, "-c", code], cwd=tmp_path).returncode == 0
 
 
 def test_torch_state_dict_accepted():

@@ -1,0 +1,21 @@
+# Type stubs for the compiled kernels (src/_lstm.pyx). Only lstm_c.functional
+# calls forward/backward: they take preallocated, validated C-contiguous arrays
+# (float32 or float64, all one dtype) and write their results into them, so they
+# are typed loosely here; see their docstrings in src/_lstm.pyx for the layout.
+
+from typing import Any
+
+def openmp_enabled() -> bool:
+    """Whether this build of lstm_c was compiled with OpenMP."""
+
+def omp_max_threads() -> int:
+    """OpenMP's default thread count (follows OMP_NUM_THREADS); 1 without OpenMP."""
+
+def forward(*args: Any, **kwargs: Any) -> None:
+    """Run one layer and direction over the sequence (results written into the outputs)."""
+
+def backward(*args: Any, **kwargs: Any) -> None:
+    """Backpropagate through one layer and direction (gradients written into the outputs)."""
+
+def step(*args: Any, **kwargs: Any) -> None:
+    """One time step of one layer for streaming inference (results written into the outputs)."""
