@@ -238,3 +238,34 @@ def lstm_backward(
             scratch((batch, hidden), projected), threads,
         )
     return LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr, dpeephole)
+
+
+def step_unchecked(
+    x: np.ndarray,
+    w_ih: np.ndarray,
+    w_hh: np.ndarray,
+    bias: np.ndarray,
+    w_hr: np.ndarray | None,
+    peephole: np.ndarray | None,
+    h0: np.ndarray,
+    c0: np.ndarray,
+    h: np.ndarray,
+    c: np.ndarray,
+) -> None:
+    """One inference time step of one layer, writing the new state into `h` and `c`.
+
+    For `LSTM.step`, whose per-call cost is the point: nothing is checked.
+    Every array must be C-contiguous, of one dtype and of the right shape:
+    x (B, I), w_ih (4H, I), w_hh (4H, P), bias (4H,) (b_ih + b_hh),
+    w_hr (P, H) or None, peephole (3, H) or None, h0 and h (B, P),
+    c0 and c (B, H); `c` may be `c0` itself.
+    """
+    batch, hidden = c.shape
+    dtype = x.dtype
+    if c is not c0:
+        np.copyto(c, c0)
+    _lstm.step(
+        x, w_ih, w_hh, bias, w_hr, peephole, h0, c, h,
+        np.empty((batch, 4 * hidden), dtype), np.empty((batch, 4 * hidden), dtype),
+        None if w_hr is None else np.empty((batch, hidden), dtype),
+    )

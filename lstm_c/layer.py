@@ -37,7 +37,7 @@ from typing import Any, Mapping, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from lstm_c.functional import lstm_backward, lstm_forward
+from lstm_c.functional import lstm_backward, lstm_forward, step_unchecked
 from lstm_c._validation import check_lengths
 
 __all__ = ["LSTM"]
@@ -648,21 +648,36 @@ class LSTM:
         h0, c0 = self._states("hx", hx, L, batch, unbatched)
         h_n = np.empty((L, batch, self.output_size), self.dtype)
         c_n = np.empty((L, batch, self.hidden_size), self.dtype)
-        layer_input = x.reshape(1, batch, self.input_size)
+        layer_input = np.ascontiguousarray(x.reshape(batch, self.input_size))
         p = self._params
         for layer, names in enumerate(self._names):
-            y, h_n[layer], c_n[layer], _ = lstm_forward(
-                layer_input, p[names.w_ih], p[names.w_hh],
-                None if names.b_ih is None else p[names.b_ih],
-                None if names.b_hh is None else p[names.b_hh],
-                None if h0 is None else h0[layer], None if c0 is None else c0[layer],
-                training=False, **self._kernel_options(names),
+            # One kernel call per layer and no re-validation: this is the streaming hot path.
+            step_unchecked(
+                layer_input, p[names.w_ih], p[names.w_hh], self._step_bias(names),
+                None if names.w_hr is None else p[names.w_hr],
+                None if names.peephole is None else p[names.peephole],
+                self._zeros_or(h0, layer, h_n), self._zeros_or(c0, layer, c_n),
+                h_n[layer], c_n[layer],
             )
-            layer_input = y
-        y_t = layer_input[0]
+            layer_input = h_n[layer]
+        y_t = layer_input
         if unbatched:
             return y_t[0], (h_n[:, 0], c_n[:, 0])
         return y_t, (h_n, c_n)
+
+    def _step_bias(self, names: _Names) -> np.ndarray:
+        """b_ih + b_hh of one layer (zeros without biases), computed per call so that
+        in-place parameter updates are seen."""
+        if names.b_ih is None:
+            return np.zeros(4 * self.hidden_size, self.dtype)
+        return self._params[names.b_ih] + self._params[names.b_hh]
+
+    @staticmethod
+    def _zeros_or(states: np.ndarray | None, layer: int, like: np.ndarray) -> np.ndarray:
+        """Layer `layer` of `states` as a C-contiguous array, or zeros shaped as like[layer]."""
+        if states is None:
+            return np.zeros(like.shape[1:], like.dtype)
+        return np.ascontiguousarray(states[layer])
 
     # ------------------------------------------------------------------ misc
 
