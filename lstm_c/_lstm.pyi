@@ -19,3 +19,12 @@ def backward(*args: Any, **kwargs: Any) -> None:
 
 def step(*args: Any, **kwargs: Any) -> None:
     """One time step of one layer for streaming inference (results written into the outputs)."""
+
+def set_blas_thread_functions(get_address: int, set_address: int) -> None:
+    """Use the BLAS's `int get(void)` and `void set(int)` at these addresses."""
+
+def blas_threads() -> int:
+    """The BLAS thread count, through the functions given to set_blas_thread_functions."""
+
+def set_blas_threads(n: int) -> None:
+    """Set the BLAS thread count, through the functions given to set_blas_thread_functions."""

@@ -11,10 +11,10 @@ duration of the calls under way and restores it after the last one ends
 
 from __future__ import annotations
 
-import contextlib
+import ctypes
 import os
 import threading
-from typing import Any, Iterator
+from typing import Any, Callable
 
 from lstm_c import _lstm
 
@@ -36,48 +36,79 @@ def plan(num_threads: int | None, batch: int, hidden: int, output: int) -> int:
     return threads
 
 
-class _BlasGuard:
-    """Reference-counted `single_threaded_blas` over the BLAS that SciPy's cython_blas uses."""
+def _scipy_blas_controllers() -> list[Any]:
+    """threadpoolctl's controllers of the BLAS that scipy.linalg.cython_blas calls."""
+    from threadpoolctl import ThreadpoolController
+
+    import scipy.linalg.cython_blas  # noqa: F401  (loads SciPy's BLAS)
+
+    controllers = ThreadpoolController().select(user_api="blas").lib_controllers
+    # SciPy's wheels bundle their BLAS in scipy.libs (Linux, Windows) or scipy/.dylibs
+    # (macOS); NumPy's own copy in numpy.libs is not the one cython_blas calls.
+    scipy_owned = [
+        c for c in controllers if "scipy.libs" in c.filepath or f"{os.sep}scipy{os.sep}" in c.filepath
+    ]
+    return scipy_owned or controllers
+
+
+def _openblas_functions(controller: Any) -> tuple[int, int] | None:
+    """Addresses of an OpenBLAS's get/set thread-count functions, or None."""
+    if controller.internal_api != "openblas":
+        return None
+    library = ctypes.CDLL(controller.filepath)
+    for prefix in ("", "scipy_"):
+        for suffix in ("", "64_"):
+            try:
+                get = getattr(library, f"{prefix}openblas_get_num_threads{suffix}")
+                set_ = getattr(library, f"{prefix}openblas_set_num_threads{suffix}")
+            except AttributeError:
+                continue
+            return (ctypes.cast(get, ctypes.c_void_p).value, ctypes.cast(set_, ctypes.c_void_p).value)
+    return None
+
+
+class _SingleThreadedBlas:
+    """Context manager: SciPy's BLAS on one thread while any kernel call is under way.
+
+    Reference-counted, so calls from several Python threads may overlap; the
+    count of threads BLAS had is restored when the last one leaves. With an
+    OpenBLAS (SciPy's wheels) the thread count is read and set through the
+    compiled module; other BLAS go through threadpoolctl.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._users = 0
-        self._controllers: list[Any] | None = None
+        self._get: Callable[[], list[int]] | None = None
+        self._set: Callable[[list[int]], None] = lambda counts: None
         self._saved: list[int] = []
 
-    def _find(self) -> list[Any]:
+    def _bind(self) -> None:
         # threadpoolctl inspects the loaded libraries, which takes milliseconds: once.
-        from threadpoolctl import ThreadpoolController
+        controllers = _scipy_blas_controllers()
+        addresses = _openblas_functions(controllers[0]) if len(controllers) == 1 else None
+        if addresses is not None:
+            _lstm.set_blas_thread_functions(*addresses)
+            self._get = lambda: [_lstm.blas_threads()]
+            self._set = lambda counts: _lstm.set_blas_threads(counts[0])
+        else:
+            self._get = lambda: [c.get_num_threads() for c in controllers]
+            self._set = lambda counts: [c.set_num_threads(n) for c, n in zip(controllers, counts)]
 
-        import scipy.linalg.cython_blas  # noqa: F401  (loads SciPy's BLAS)
-
-        controllers = ThreadpoolController().select(user_api="blas").lib_controllers
-        # SciPy's wheels bundle their BLAS in scipy.libs (Linux, Windows) or scipy/.dylibs
-        # (macOS); NumPy's own copy in numpy.libs is not the one cython_blas calls.
-        scipy_owned = [
-            c for c in controllers
-            if "scipy.libs" in c.filepath or f"{os.sep}scipy{os.sep}" in c.filepath
-        ]
-        return scipy_owned or controllers
-
-    @contextlib.contextmanager
-    def __call__(self) -> Iterator[None]:
+    def __enter__(self) -> None:
         with self._lock:
-            if self._controllers is None:
-                self._controllers = self._find()
+            if self._get is None:
+                self._bind()
             if self._users == 0:
-                self._saved = [c.get_num_threads() for c in self._controllers]
-                for c in self._controllers:
-                    c.set_num_threads(1)
+                self._saved = self._get()  # type: ignore[misc]
+                self._set([1] * len(self._saved))
             self._users += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._users -= 1
-                if self._users == 0:
-                    for c, n in zip(self._controllers, self._saved):
-                        c.set_num_threads(n)
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._set(self._saved)
 
 
-single_threaded_blas = _BlasGuard()
+single_threaded_blas = _SingleThreadedBlas()

@@ -142,7 +142,7 @@ def lstm_forward(
     c_prev = scratch((rows, hidden), training)
     m = scratch((rows, hidden), training and projected)
     threads = _threads.plan(num_threads, batch, hidden, out)
-    with _threads.single_threaded_blas():
+    with _threads.single_threaded_blas:
         _lstm.forward(
             args.x.reshape(rows, args.input_size), args.w_ih, args.w_hh, args.bias,
             args.w_hr, args.peephole, h, c,
@@ -225,7 +225,7 @@ def lstm_backward(
     dw_hr = scratch((out, hidden), projected)
     dpeephole = scratch((3, hidden), args.peephole is not None)
     threads = _threads.plan(num_threads, batch, hidden, out)
-    with _threads.single_threaded_blas():
+    with _threads.single_threaded_blas:
         _lstm.backward(
             _finite_padding(args).reshape(rows, inputs), args.w_ih, args.w_hh,
             args.w_hr, args.peephole, cache.act, cache.c_prev, cache.h_prev, cache.m,
@@ -264,8 +264,23 @@ def step_unchecked(
     dtype = x.dtype
     if c is not c0:
         np.copyto(c, c0)
-    _lstm.step(
-        x, w_ih, w_hh, bias, w_hr, peephole, h0, c, h,
-        np.empty((batch, 4 * hidden), dtype), np.empty((batch, 4 * hidden), dtype),
-        None if w_hr is None else np.empty((batch, hidden), dtype),
-    )
+    threads = _threads.plan(None, batch, hidden, h.shape[1])
+    with _threads.single_threaded_blas:
+        if threads == 1:
+            _lstm.step(
+                x, w_ih, w_hh, bias, w_hr, peephole, h0, c, h,
+                np.empty((batch, 4 * hidden), dtype), np.empty((batch, 4 * hidden), dtype),
+                None if w_hr is None else np.empty((batch, hidden), dtype),
+            )
+            return
+        # A step big enough to split: the sequence kernel with T = 1 runs it on all threads.
+        np.copyto(h, h0)
+        projected = w_hr is not None
+        _lstm.forward(
+            x, w_ih, w_hh, bias, w_hr, peephole, h, c,
+            np.ones(batch, np.intp), False, False, 1,
+            np.empty((batch, 4 * hidden), dtype), np.empty_like(h), None, None, None,
+            np.empty((batch, 4 * hidden), dtype),
+            np.empty((batch, hidden), dtype) if projected else None,
+            np.empty_like(h) if projected else None, threads,
+        )

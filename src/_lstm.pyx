@@ -64,6 +64,31 @@ cdef enum:
     ALIGN = 16
 
 
+# SciPy's BLAS thread-count functions, when it is an OpenBLAS that exposes them
+# (set by lstm_c._threads): calling them from here costs nanoseconds.
+ctypedef int (*_get_threads_fn)() noexcept nogil
+ctypedef void (*_set_threads_fn)(int) noexcept nogil
+cdef _get_threads_fn _blas_get_threads = NULL
+cdef _set_threads_fn _blas_set_threads = NULL
+
+
+def set_blas_thread_functions(size_t get_address, size_t set_address) -> None:
+    """Use the BLAS's `int get(void)` and `void set(int)` at these addresses."""
+    global _blas_get_threads, _blas_set_threads
+    _blas_get_threads = <_get_threads_fn>get_address
+    _blas_set_threads = <_set_threads_fn>set_address
+
+
+def blas_threads() -> int:
+    """The BLAS thread count, through the functions given to set_blas_thread_functions."""
+    return _blas_get_threads()
+
+
+def set_blas_threads(int n) -> None:
+    """Set the BLAS thread count, through the functions given to set_blas_thread_functions."""
+    _blas_set_threads(n)
+
+
 def openmp_enabled() -> bool:
     """Whether this build of lstm_c was compiled with OpenMP."""
     return bool(lstm_omp_enabled())
