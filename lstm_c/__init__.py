@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from lstm_c import interop
 from lstm_c._lstm import openmp_enabled
+from lstm_c._threads import get_num_threads, set_num_threads
 from lstm_c._types import LSTMGrads
 from lstm_c.functional import LSTMCache, lstm_backward, lstm_forward
 from lstm_c.layer import LSTM
@@ -24,7 +25,9 @@ __all__ = [
     "LSTMGrads",
     "lstm_backward",
     "lstm_forward",
+    "get_num_threads",
     "interop",
     "openmp_enabled",
+    "set_num_threads",
     "__version__",
 ]

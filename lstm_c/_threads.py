@@ -23,9 +23,44 @@ from lstm_c import _lstm
 MIN_PARALLEL_WORK = 200_000
 
 
+# Set by set_num_threads; None follows OpenMP's default.
+_default_threads: int | None = None
+
+
+def set_num_threads(num_threads: int | None) -> None:
+    """Set the threads of every kernel call that does not pass ``num_threads=``.
+
+    Parameters
+    ----------
+    num_threads : int or None
+        A positive count, or None to follow OpenMP's default again: the
+        ``OMP_NUM_THREADS`` environment variable, a threadpoolctl limit on
+        the "openmp" API, else the number of cores.
+    """
+    global _default_threads
+    if num_threads is not None:
+        if isinstance(num_threads, bool) or not isinstance(num_threads, int):
+            raise TypeError(f"num_threads must be a positive int or None, got {num_threads!r}")
+        if num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    _default_threads = num_threads
+
+
+def get_num_threads() -> int:
+    """The threads a kernel call uses when it does not pass ``num_threads=``.
+
+    Returns
+    -------
+    int
+        The count given to `set_num_threads`, else OpenMP's default (1 in a
+        build without OpenMP). Calls too small to split still run on one.
+    """
+    return _default_threads if _default_threads is not None else _lstm.omp_max_threads()
+
+
 def resolve(num_threads: int | None) -> int:
-    """The thread count asked for: `num_threads`, else OpenMP's default (OMP_NUM_THREADS)."""
-    return num_threads if num_threads is not None else _lstm.omp_max_threads()
+    """The thread count asked for: `num_threads`, else `get_num_threads()`."""
+    return num_threads if num_threads is not None else get_num_threads()
 
 
 def plan(num_threads: int | None, batch: int, hidden: int, output: int) -> int:
