@@ -1,0 +1,84 @@
+"""Peak extra memory of the functional API, as the README's Memory section states it.
+
+NumPy reports its allocations to tracemalloc, so the peak traced during a call
+is the memory the call needed beyond its inputs.
+"""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import lstm_c
+
+T, B, I, H = 60, 8, 16, 32
+N = T * B
+ITEM = 8  # float64
+SMALL = 64 * 1024  # per-step buffers and Python objects
+
+
+@pytest.fixture
+def inputs():
+    rng = np.random.default_rng(0)
+    p = dict(
+        x=rng.standard_normal((T, B, I)),
+        w_ih=rng.standard_normal((4 * H, I)) * 0.2,
+        w_hh=rng.standard_normal((4 * H, H)) * 0.2,
+    )
+    # The first call binds to SciPy's BLAS once (threadpoolctl): not the call's memory.
+    y, _, _, cache = lstm_c.lstm_forward(**p)
+    lstm_c.lstm_backward(cache, y)
+    return p
+
+
+def peak_of(call):
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        start = tracemalloc.get_traced_memory()[0]
+        result = call()
+        return result, tracemalloc.get_traced_memory()[1] - start
+    finally:
+        tracemalloc.stop()
+
+
+def test_inference_peak_is_output_plus_gate_preactivations(inputs):
+    _, peak = peak_of(lambda: lstm_c.lstm_forward(**inputs, training=False))
+    expected = N * (H + 4 * H) * ITEM  # y and the hoisted input projection
+    assert expected <= peak <= expected + SMALL
+
+
+def test_inference_keeps_only_the_outputs(inputs):
+    result, _ = peak_of(lambda: lstm_c.lstm_forward(**inputs, training=False))
+    tracemalloc.start()
+    try:
+        kept_before = tracemalloc.get_traced_memory()[0]
+        y, h_n, c_n, cache = lstm_c.lstm_forward(**inputs, training=False)
+        kept = tracemalloc.get_traced_memory()[0] - kept_before
+    finally:
+        tracemalloc.stop()
+    assert cache is None
+    assert kept <= (N * H + 2 * B * H) * ITEM + SMALL
+
+
+def test_training_cache_is_six_h_per_position(inputs):
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        y, h_n, c_n, cache = lstm_c.lstm_forward(**inputs)
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    cached = cache.act.nbytes + cache.c_prev.nbytes + cache.h_prev.nbytes
+    assert cached == N * 6 * H * ITEM
+    assert cache.args.x is inputs["x"]  # a reference, not a copy
+    assert kept <= cached + y.nbytes + SMALL
+
+
+def test_backward_peak_is_gradients_plus_gate_gradients(inputs):
+    y, _, _, cache = lstm_c.lstm_forward(**inputs)
+    dy = np.ones_like(y)
+    _, peak = peak_of(lambda: lstm_c.lstm_backward(cache, dy))
+    grads = (N * I + 4 * H * (I + H + 1)) * ITEM
+    expected = grads + N * 4 * H * ITEM
+    assert expected <= peak <= expected + SMALL
