@@ -1,4 +1,4 @@
-"""Command line: ``python -m lstm_c {info,demo}``.
+"""Command line: ``python -m lstm_c {info,demo,bench}``.
 
 Exit codes, for scripts:
   0  the command succeeded
@@ -44,6 +44,28 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from lstm_c import _quickbench
+
+    _quickbench.run(sys.stdout, sys.stderr, threads=args.threads, dtype=args.dtype,
+                    budget=args.budget)
+    return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser for ``python -m lstm_c``, one subparser per command."""
     from lstm_c import __version__
@@ -84,6 +106,21 @@ def build_parser() -> argparse.ArgumentParser:
         "shows its day-5 predictions; then runs the seed's hand-set weights and prints\n"
         "both memories day by day.",
     )
+    bench = add(
+        "bench", _cmd_bench,
+        "time lstm_c against the NumPy reference (and PyTorch, ONNX Runtime if installed)",
+        "A quick benchmark on this machine: training and inference shapes timed for\n"
+        "lstm_c, its NumPy reference and, when installed, PyTorch's nn.LSTM and ONNX\n"
+        "Runtime's LSTM, with the same weights and threads; prints a table of medians,\n"
+        "lstm_c's GFLOP/s and the speed ratios. A progress bar shows on a terminal.\n"
+        "The full suite is bench/ in the source tree.",
+    )
+    bench.add_argument("--threads", type=_positive_int, default=2,
+                       help="threads for every implementation (default 2)")
+    bench.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                       help="the dtype to time (default float32)")
+    bench.add_argument("--budget", type=_positive_float, default=1.0,
+                       help="seconds of timed calls per shape and implementation (default 1)")
     return parser
 
 

@@ -107,3 +107,26 @@ def test_a_failing_command_exits_1_with_the_error_on_stderr(monkeypatch, capsys)
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "python -m lstm_c info: error: RuntimeError: no CPU today" in captured.err
+
+
+def test_bench_prints_a_table_against_the_reference(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "lstm_c", "bench", "--budget", "0.05", "--threads", "1"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("lstm_c quick benchmark: float32, 1 threads")
+    header = next(line for line in lines if line.startswith("shape"))
+    assert "lstm_c" in header and "NumPy reference" in header and "x NumPy reference" in header
+    rows = [line for line in lines if line.startswith(("training", "inference"))]
+    assert len(rows) == 4
+    assert all(" ms" in row or " s " in row for row in rows)
+
+
+def test_bench_rejects_bad_options(tmp_path):
+    for args in (["--threads", "0"], ["--dtype", "float16"], ["--budget", "-1"]):
+        done = subprocess.run([sys.executable, "-m", "lstm_c", "bench", *args],
+                              capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 2, args
+        assert "usage" in done.stderr
