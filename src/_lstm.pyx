@@ -41,7 +41,10 @@ cdef extern from "lstm_omp.h" nogil:
     int lstm_omp_max_threads()
     int lstm_omp_thread_num()
     int lstm_omp_num_threads()
-    void lstm_omp_barrier()
+    ctypedef struct lstm_barrier_t:
+        int count
+        int generation
+    void lstm_barrier_wait(lstm_barrier_t* barrier, int team)
 
 cdef extern from "lstm_cell.h" nogil:
     # The vectorised pointwise math of one row (see the header).
@@ -301,6 +304,9 @@ def forward(
     cdef floating* m_step_p = _ptr(m_step)
     cdef floating* proj_p = _ptr(proj)
     cdef const floating* bias_p = &bias[0]
+    cdef lstm_barrier_t barrier
+    barrier.count = 0
+    barrier.generation = 0
     if rows == 0:
         return
     with nogil, parallel(num_threads=num_threads):
@@ -312,23 +318,23 @@ def forward(
         # The input projection of every position at once, split by rows.
         gemm(False, True, <int>(r.hi - r.lo), <int>G, <int>I, 1, x_p + r.lo * I, <int>I,
              w_ih_p, <int>I, 0, gates_p + r.lo * G, <int>G)
-        lstm_omp_barrier()
+        lstm_barrier_wait(&barrier, team)
         for s in range(steps):
             if s < max_length and u.hi > u.lo:
                 # This thread's units of all four gates: h_{t-1} W_hh[rows of u]^T.
                 for k in range(4):
                     gemm(False, True, <int>B, <int>(u.hi - u.lo), <int>P, 1, h_p, <int>P,
                          w_hh_p + (k * H + u.lo) * P, <int>P, 0, rec_p + k * H + u.lo, <int>G)
-            lstm_omp_barrier()  # every thread has read h before any writes it
+            lstm_barrier_wait(&barrier, team)  # every thread has read h before any writes it
             _forward_units(s, u, H, st, gates_p, rec_p, bias_p, peep_p, h_p, c_p, y_p,
                            h_prev_p, c_prev_p, m_step_p, m_all_p)
-            lstm_omp_barrier()
+            lstm_barrier_wait(&barrier, team)
             if projected:
                 if s < max_length and q.hi > q.lo:
                     gemm(False, True, <int>B, <int>(q.hi - q.lo), <int>H, 1, m_step_p, <int>H,
                          w_hr_p + q.lo * H, <int>H, 0, proj_p + q.lo, <int>P)
                 _projected_outputs(s, q, P, st, proj_p, h_p, y_p, h_prev_p)
-                lstm_omp_barrier()
+                lstm_barrier_wait(&barrier, team)
 
 
 # ---------------------------------------------------------------- backward
@@ -485,6 +491,9 @@ def backward(
         cell_dy = NULL
         cell_dh_last = dm_step_p
         cell_dh_rec = dm_step_p
+    cdef lstm_barrier_t barrier
+    barrier.count = 0
+    barrier.generation = 0
     with nogil, parallel(num_threads=num_threads):
         tid = lstm_omp_thread_num()
         team = lstm_omp_num_threads()
@@ -495,18 +504,18 @@ def backward(
         for s in range(steps - 1, -1, -1):
             if projected:
                 _output_grads(s, q, P, st, dy_p, dh_n_p, dh0_p, dh_all_p, dh_step_p)
-                lstm_omp_barrier()
+                lstm_barrier_wait(&barrier, team)
                 if s < max_length and u.hi > u.lo:
                     gemm(False, False, <int>B, <int>(u.hi - u.lo), <int>P, 1, dh_step_p, <int>P,
                          w_hr_p + u.lo, <int>H, 0, dm_step_p + u.lo, <int>H)
             _backward_units(s, u, H, st, act_p, c_prev_p, peep_p, cell_dy, cell_dh_last,
                             cell_dh_rec, dc0_p, dgates_p, dgates_step_p)
-            lstm_omp_barrier()
+            lstm_barrier_wait(&barrier, team)
             if s < max_length and q.hi > q.lo:
                 # This thread's features of dh_{t-1} = dgates W_hh[:, q].
                 gemm(False, False, <int>B, <int>(q.hi - q.lo), <int>G, 1, dgates_step_p, <int>G,
                      w_hh_p + q.lo, <int>P, 0, dh0_p + q.lo, <int>P)
-            lstm_omp_barrier()  # every thread has read dgates_step before any rewrites it
+            lstm_barrier_wait(&barrier, team)  # every thread has read dgates_step before any rewrites it
         # Rows that never ran pass dh_n straight through.
         for b in range(B):
             if lengths[b] == 0 and q.hi > q.lo:
