@@ -17,10 +17,17 @@ import threading
 from typing import Any, Callable
 
 from lstm_c import _lstm
+from lstm_c._validation import check_num_threads
 
 # Below this much work per time step (about the flops of one step) a parallel
 # region's barriers cost more than the second thread saves.
 MIN_PARALLEL_WORK = 200_000
+
+# libgomp's thread pool does not survive fork(): a child whose parent already ran
+# a multi-threaded call would wait forever for pool threads it does not have.
+# Such a child runs every call on one thread.
+_teams_started = False
+_forked_after_teams = False
 
 
 # Set by set_num_threads; None follows OpenMP's default.
@@ -38,12 +45,7 @@ def set_num_threads(num_threads: int | None) -> None:
         the "openmp" API, else the number of cores.
     """
     global _default_threads
-    if num_threads is not None:
-        if isinstance(num_threads, bool) or not isinstance(num_threads, int):
-            raise TypeError(f"num_threads must be a positive int or None, got {num_threads!r}")
-        if num_threads < 1:
-            raise ValueError(f"num_threads must be >= 1, got {num_threads}")
-    _default_threads = num_threads
+    _default_threads = check_num_threads(num_threads)
 
 
 def get_num_threads() -> int:
@@ -64,10 +66,16 @@ def resolve(num_threads: int | None) -> int:
 
 
 def plan(num_threads: int | None, batch: int, hidden: int, output: int) -> int:
-    """Threads for one call: as asked, but one when a time step is too small to split."""
+    """Threads for one call: as asked, but one when a time step is too small to split
+    (and in a process forked after multi-threaded calls: see _after_fork_in_child)."""
+    global _teams_started
     threads = resolve(num_threads)
     if batch * hidden * (4 * output + 40) < MIN_PARALLEL_WORK:
         return 1
+    if threads > 1:
+        if _forked_after_teams:
+            return 1
+        _teams_started = True
     return threads
 
 
@@ -145,5 +153,22 @@ class _SingleThreadedBlas:
             if self._users == 0:
                 self._set(self._saved)
 
+    def _after_fork(self) -> None:
+        # A call under way in another thread at fork() never ends in the child.
+        self._lock = threading.Lock()
+        if self._users:
+            self._users = 0
+            self._set(self._saved)
+
 
 single_threaded_blas = _SingleThreadedBlas()
+
+
+def _after_fork_in_child() -> None:
+    global _forked_after_teams
+    _forked_after_teams = _teams_started
+    single_threaded_blas._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -7,7 +7,8 @@ Every error names the argument, what it got and what was expected.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+import os
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
@@ -15,6 +16,11 @@ SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 # SciPy's BLAS takes 32-bit integers for sizes and leading dimensions.
 BLAS_INT_MAX = 2**31 - 1
+
+# More threads than this per call is a mistake, not a plan: every thread of a
+# call waits at a barrier each time step, and an OpenMP runtime that cannot
+# start the threads asked for ends the process (libgomp: "Thread creation failed").
+MAX_THREADS = max(64, 4 * (os.cpu_count() or 1))
 
 
 class ForwardArgs(NamedTuple):
@@ -58,7 +64,10 @@ def common_dtype(**arrays: Any) -> np.dtype:
     for name, value in arrays.items():
         if value is None or not hasattr(value, "dtype"):
             continue
-        dtype = np.dtype(value.dtype)
+        try:
+            dtype = np.dtype(value.dtype)
+        except TypeError:  # a dtype NumPy does not know (a torch tensor's): convert to see
+            dtype = as_array(name, value).dtype
         _check_real(name, dtype)
         if dtype.kind == "f":
             if dtype not in SUPPORTED_DTYPES:
@@ -78,6 +87,32 @@ def _check_real(name: str, dtype: np.dtype) -> None:
         raise TypeError(f"{name} must hold real numbers, got dtype {dtype}")
 
 
+def as_array(name: str, value: Any) -> np.ndarray:
+    """`np.asarray(value)`, with an error that names the argument when NumPy refuses it.
+
+    Ragged nested lists, for instance, make NumPy raise a ValueError that does
+    not say which argument it was.
+    """
+    try:
+        return np.asarray(value)
+    except ValueError as error:
+        raise ValueError(f"{name} could not be converted to an array: {error}") from error
+    except (TypeError, RuntimeError) as error:
+        raise TypeError(f"{name} could not be converted to an array: {error}") from error
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """True or False (also NumPy's bool and the ints 0 and 1); anything else is a TypeError.
+
+    A string such as "False" is truthy: taking it as True would be silently wrong.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r} of type {type(value).__name__}")
+
+
 def as_float_array(
     name: str, value: Any, dtype: np.dtype, shape: tuple[int, ...], layout: str
 ) -> np.ndarray:
@@ -86,7 +121,7 @@ def as_float_array(
     `layout` names the axes, e.g. "(batch, hidden_size)", for the message.
     Contiguous arrays of the right dtype are returned as they are, not copied.
     """
-    array = np.asarray(value)
+    array = as_array(name, value)
     _check_real(name, array.dtype)
     if array.ndim != len(shape):
         raise ValueError(
@@ -110,13 +145,18 @@ def check_forward(
     w_hr: Any = None,
     peephole: Any = None,
 ) -> ForwardArgs:
-    """Validate the forward arguments and lay them out for computing."""
+    """Validate the forward arguments and lay them out for computing.
+
+    Every size is checked, the 32-bit BLAS limits included, before any array
+    is converted or allocated: a refused call touches no memory.
+    """
+    batch_first = check_flag("batch_first", batch_first)
     dtype = common_dtype(
         x=x, w_ih=w_ih, w_hh=w_hh, b_ih=b_ih, b_hh=b_hh, h0=h0, c0=c0, w_hr=w_hr, peephole=peephole
     )
     layout = "(batch, seq_len, input_size)" if batch_first else "(seq_len, batch, input_size)"
 
-    x_arr = np.asarray(x)
+    x_arr = as_array("x", x)
     _check_real("x", x_arr.dtype)
     if x_arr.ndim != 3:
         raise ValueError(f"x must be 3-D {layout}, got {x_arr.ndim}-D shape {x_arr.shape}")
@@ -124,9 +164,8 @@ def check_forward(
         batch, steps, input_size = x_arr.shape
     else:
         steps, batch, input_size = x_arr.shape
-    x_arr = np.ascontiguousarray(x_arr, dtype=dtype)
 
-    w_ih_arr = np.asarray(w_ih)
+    w_ih_arr = as_array("w_ih", w_ih)
     _check_real("w_ih", w_ih_arr.dtype)
     if w_ih_arr.ndim != 2:
         raise ValueError(
@@ -145,12 +184,11 @@ def check_forward(
         )
     hidden_size = rows // 4
     four_h = 4 * hidden_size
-    w_ih_arr = np.ascontiguousarray(w_ih_arr, dtype=dtype)
 
     w_hr_arr = None
     output_size = hidden_size
     if w_hr is not None:
-        w_hr_arr = np.asarray(w_hr)
+        w_hr_arr = as_array("w_hr", w_hr)
         _check_real("w_hr", w_hr_arr.dtype)
         if w_hr_arr.ndim != 2 or w_hr_arr.shape[0] == 0 or w_hr_arr.shape[1] != hidden_size:
             raise ValueError(
@@ -158,8 +196,20 @@ def check_forward(
                 f"got shape {w_hr_arr.shape}"
             )
         output_size = w_hr_arr.shape[0]
-        w_hr_arr = np.ascontiguousarray(w_hr_arr, dtype=dtype)
     out_name = "proj_size" if w_hr is not None else "hidden_size"
+    # Before any conversion: x or a weight may be a zero-stride view of a huge shape.
+    check_blas_sizes({
+        "seq_len*batch": steps * batch,
+        "4*hidden_size": four_h,
+        "input_size": input_size,
+        out_name: output_size,
+        "hidden_size": hidden_size,
+    })
+
+    x_arr = np.ascontiguousarray(x_arr, dtype=dtype)
+    w_ih_arr = np.ascontiguousarray(w_ih_arr, dtype=dtype)
+    if w_hr_arr is not None:
+        w_hr_arr = np.ascontiguousarray(w_hr_arr, dtype=dtype)
     w_hh_arr = as_float_array(
         "w_hh", w_hh, dtype, (four_h, output_size), f"(4*hidden_size, {out_name})"
     )
@@ -186,18 +236,23 @@ def check_forward(
     )
 
     lengths_arr = check_lengths(lengths, steps, batch)
-    check_blas_sizes(steps * batch, four_h, input_size, output_size)
     return ForwardArgs(
         x_arr, w_ih_arr, w_hh_arr, bias, w_hr_arr, peephole_arr, h0_arr, c0_arr, lengths_arr,
-        bool(batch_first), steps, batch, input_size, hidden_size, output_size,
+        batch_first, steps, batch, input_size, hidden_size, output_size,
     )
 
 
 def check_lengths(lengths: Any, steps: int, batch: int) -> np.ndarray:
-    """`lengths` as an intp array of `batch` values in [0, steps] (all `steps` if None)."""
+    """`lengths` as a new intp array of `batch` values in [0, steps] (all `steps` if None).
+
+    Always a copy: the kernels index memory with these values, so a caller who
+    changes its own array between forward and backward must not change them.
+    """
     if lengths is None:
         return np.full(batch, steps, dtype=np.intp)
-    array = np.asarray(lengths)
+    array = as_array("lengths", lengths)
+    if array.size == 0 and array.dtype.kind == "f":
+        array = array.astype(np.intp)  # an empty list: NumPy gives it its default dtype, float64
     if array.dtype.kind not in "iu":
         raise TypeError(f"lengths must be integers, got dtype {array.dtype}")
     if array.shape != (batch,):
@@ -207,16 +262,27 @@ def check_lengths(lengths: Any, steps: int, batch: int) -> np.ndarray:
             f"lengths must lie in [0, seq_len] = [0, {steps}], got values from "
             f"{array.min()} to {array.max()}"
         )
-    return np.ascontiguousarray(array, dtype=np.intp)
+    return np.array(array, dtype=np.intp, order="C", copy=True)
 
 
-def check_blas_sizes(rows: int, *cols: int) -> None:
-    """Refuse sizes that SciPy's 32-bit BLAS integers cannot address."""
-    for size in (rows, *cols):
+def check_blas_sizes(sizes: Mapping[str, int]) -> None:
+    """Refuse sizes that SciPy's 32-bit BLAS integers cannot address.
+
+    `sizes` maps a name to every matrix dimension and leading dimension the
+    kernels pass to BLAS: seq_len*batch (the rows of the large GEMMs, and their
+    inner dimension for the weight gradients), 4*hidden_size, input_size,
+    hidden_size and the output size (proj_size or hidden_size).
+    """
+    for name, size in sizes.items():
         if size > BLAS_INT_MAX:
+            hint = (
+                "split the batch or the sequence into several calls"
+                if name == "seq_len*batch"
+                else "use a smaller size"
+            )
             raise ValueError(
-                f"a matrix dimension of {size} exceeds the 32-bit BLAS limit {BLAS_INT_MAX} "
-                f"(seq_len*batch = {rows}); split the batch or the sequence"
+                f"{name} = {size} exceeds {BLAS_INT_MAX} (2**31 - 1), the largest matrix dimension "
+                f"SciPy's 32-bit BLAS can address; {hint}"
             )
 
 
@@ -231,13 +297,18 @@ def check_output_grad(
 
 
 def check_num_threads(num_threads: Any) -> int | None:
-    """None or a positive int."""
+    """None or an int in [1, MAX_THREADS]."""
     if num_threads is None:
         return None
     if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)):
         raise TypeError(f"num_threads must be a positive int or None, got {num_threads!r}")
     if num_threads < 1:
         raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    if num_threads > MAX_THREADS:
+        raise ValueError(
+            f"num_threads must be <= {MAX_THREADS} (4 per CPU of this machine, at least 64), "
+            f"got {num_threads}"
+        )
     return int(num_threads)
 
 
@@ -262,7 +333,13 @@ def check_backward_grads(
 
 
 def check_cache(cache: Any, cache_type: type, producer: str) -> None:
-    """`cache` must be what `producer` returned in training mode."""
+    """`cache` must be what `producer` returned in training mode, and still match it.
+
+    A cache references the forward's inputs (x and the weights), not copies. An
+    input resized, reshaped or re-typed in place since (``a.resize(...)``,
+    ``a.shape = ...``, ``a.dtype = ...``) would make the kernels read the wrong
+    memory, so it is refused here, before any kernel runs.
+    """
     if cache is None:
         raise ValueError(
             f"cache is None: {producer} returns a cache only with training=True; "
@@ -272,4 +349,42 @@ def check_cache(cache: Any, cache_type: type, producer: str) -> None:
         raise TypeError(
             f"cache must be the {cache_type.__name__} returned by {producer}, "
             f"got {type(cache).__name__}"
+        )
+    _check_cached_inputs(cache.args, producer)
+
+
+def _check_cached_inputs(args: ForwardArgs, producer: str) -> None:
+    """The arrays a cache references have the shapes, dtype and layout the forward saw."""
+    if not isinstance(args, ForwardArgs):
+        raise TypeError(f"cache.args must be the ForwardArgs of {producer}, got {type(args).__name__}")
+    T, B, I, H, P = args.steps, args.batch, args.input_size, args.hidden_size, args.output_size
+    out_name = "proj_size" if args.w_hr is not None else "hidden_size"
+    expected: dict[str, tuple[Any, tuple[int, ...], str]] = {
+        "x": (args.x, (B, T, I) if args.batch_first else (T, B, I),
+              "(batch, seq_len, input_size)" if args.batch_first else "(seq_len, batch, input_size)"),
+        "w_ih": (args.w_ih, (4 * H, I), "(4*hidden_size, input_size)"),
+        "w_hh": (args.w_hh, (4 * H, P), f"(4*hidden_size, {out_name})"),
+        "w_hr": (args.w_hr, (P, H), "(proj_size, hidden_size)"),
+        "peephole": (args.peephole, (3, H), "(3, hidden_size)"),
+    }
+    dtype = args.bias.dtype  # the one array of the call made here, never the caller's
+    for name, (array, shape, layout) in expected.items():
+        if array is None:
+            continue
+        if (
+            array.shape != shape
+            or array.dtype != dtype
+            or array.dtype not in SUPPORTED_DTYPES
+            or not array.flags.c_contiguous
+        ):
+            raise ValueError(
+                f"cache no longer matches the forward call that made it: its {name} now has shape "
+                f"{array.shape} and dtype {array.dtype}, where the forward had {layout} = {shape} "
+                f"in {dtype}; an input was resized, reshaped or re-typed in place after "
+                f"{producer} (inputs must not change before the backward pass): run the forward again"
+            )
+    if args.lengths.shape != (B,) or args.lengths.dtype != np.intp:
+        raise ValueError(
+            f"cache no longer matches the forward call that made it: its lengths have shape "
+            f"{args.lengths.shape} and dtype {args.lengths.dtype}, expected ({B},) intp"
         )

@@ -12,6 +12,7 @@ from lstm_c._validation import (
     ForwardArgs,
     check_backward_grads,
     check_cache,
+    check_flag,
     check_forward,
     check_num_threads,
 )
@@ -127,6 +128,8 @@ def lstm_forward(
         x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, batch_first, w_hr=w_hr, peephole=peephole
     )
     num_threads = check_num_threads(num_threads)
+    reverse = check_flag("reverse", reverse)
+    training = check_flag("training", training)
     dtype, rows, batch = args.dtype, args.steps * args.batch, args.batch
     hidden, out = args.hidden_size, args.output_size
     projected = args.w_hr is not None
@@ -146,12 +149,12 @@ def lstm_forward(
         _lstm.forward(
             args.x.reshape(rows, args.input_size), args.w_ih, args.w_hh, args.bias,
             args.w_hr, args.peephole, h, c,
-            args.lengths, bool(reverse), args.batch_first, args.steps,
+            args.lengths, reverse, args.batch_first, args.steps,
             gates, y.reshape(rows, out), h_prev, c_prev, m,
             scratch((batch, 4 * hidden)), scratch((batch, hidden), projected),
             scratch((batch, out), projected), threads,
         )
-    cache = LSTMCache(args, bool(reverse), gates, c_prev, h_prev, m) if training else None
+    cache = LSTMCache(args, reverse, gates, c_prev, h_prev, m) if training else None
     return y, h, c, cache
 
 

@@ -74,6 +74,8 @@ from typing import Any
 
 import numpy as np
 
+from lstm_c._validation import as_array, check_flag
+
 __all__ = [
     "from_keras",
     "to_keras",
@@ -120,7 +122,7 @@ def _array(name: str, value: Any) -> np.ndarray:
     """`value` as a NumPy array of float32 or float64 (torch tensors accepted)."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch.Tensor
         value = value.detach().cpu().numpy()
-    array = np.asarray(value)
+    array = as_array(name, value)
     if array.dtype not in _FLOATS:
         raise TypeError(
             f"{name} has dtype {array.dtype}; expected float32 or float64 "
@@ -306,6 +308,7 @@ def from_keras(
         " (Keras before 2.3 defaulted to 'hard_sigmoid')",
     )
     layer = _check_layer(layer)
+    reverse = check_flag("reverse", reverse)
     k = _array("kernel", kernel)
     r = _array("recurrent_kernel", recurrent_kernel)
     b = None if bias is None else _array("bias", bias)
@@ -363,6 +366,7 @@ def to_keras(
         projection (``weight_hr``) or peepholes, which Keras's LSTM lacks.
     """
     layer = _check_layer(layer)
+    reverse = check_flag("reverse", reverse)
     groups = _parse_state_dict(state_dict)
     suffix = _suffix(reverse)
     if (layer, bool(reverse)) not in groups:
@@ -412,7 +416,7 @@ def _check_onnx_attributes(
     if direction is None:
         direction = "forward" if directions == 1 else "bidirectional"
     direction = _text(direction)
-    if direction not in _ONNX_DIRECTIONS:
+    if not isinstance(direction, str) or direction not in _ONNX_DIRECTIONS:
         raise ValueError(
             f"direction is {direction!r}; expected 'forward', 'reverse' or 'bidirectional'"
         )
@@ -422,6 +426,11 @@ def _check_onnx_attributes(
             f"{_ONNX_DIRECTIONS[direction]}, but W has num_directions = {directions}"
         )
     if activations is not None:
+        if isinstance(activations, (str, bytes)) or not isinstance(activations, Iterable):
+            raise ValueError(
+                f"activations is {activations!r}; expected a list of activation names, "
+                f"e.g. {['Sigmoid', 'Tanh', 'Tanh'] * directions!r}"
+            )
         names = [_text(a) for a in activations]
         expected = ["Sigmoid", "Tanh", "Tanh"] * directions
         if len(names) != len(expected) or any(

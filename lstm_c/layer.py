@@ -31,14 +31,16 @@ Sharing a module between threads
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from lstm_c.functional import lstm_backward, lstm_forward, step_unchecked
-from lstm_c._validation import check_lengths
+from lstm_c.functional import LSTMCache, lstm_backward, lstm_forward, step_unchecked
+from lstm_c import _validation
+from lstm_c._validation import as_array, check_blas_sizes, check_cache, check_flag, check_lengths
 
 __all__ = ["LSTM"]
 
@@ -180,6 +182,8 @@ class LSTM:
                 UserWarning,
                 stacklevel=2,
             )
+        if dtype is None:  # numpy.dtype(None) is float64, while the default here is float32
+            raise TypeError("dtype must be numpy.float32 or numpy.float64, got None")
         try:
             self.dtype = np.dtype(dtype)
         except TypeError as error:
@@ -188,12 +192,13 @@ class LSTM:
             raise TypeError(f"dtype must be numpy.float32 or numpy.float64, got {self.dtype}")
         if seed is not None:
             seed = _check_int("seed", seed, 0)
-        self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
-        self.bidirectional = bool(bidirectional)
-        self.peephole = bool(peephole)
+        self.bias = check_flag("bias", bias)
+        self.batch_first = check_flag("batch_first", batch_first)
+        self.bidirectional = check_flag("bidirectional", bidirectional)
+        self.peephole = check_flag("peephole", peephole)
         self.num_directions = 2 if self.bidirectional else 1
         self.output_size = self.proj_size or self.hidden_size
+        self._check_sizes()
         self.training = True
         self.num_threads: int | None = None
         self.grads: dict[str, np.ndarray] = {}
@@ -229,6 +234,32 @@ class LSTM:
             np.random.SeedSequence(seed).spawn(1)[0]
         )
 
+    def _check_sizes(self) -> None:
+        """Refuse sizes the kernels cannot run, or whose parameters cannot fit in memory,
+        before anything is allocated."""
+        L, D, H, P, I = (
+            self.num_layers, self.num_directions, self.hidden_size, self.proj_size, self.input_size
+        )
+        H_out = self.output_size
+        check_blas_sizes({
+            "4*hidden_size": 4 * H,
+            "input_size": I,
+            "num_directions*output_size (the input_size of layers > 0)": D * H_out,
+        })
+        per_layer = 4 * H * H_out + (8 * H if self.bias else 0) + P * H + (3 * H if self.peephole else 0)
+        count = D * (4 * H * I + (L - 1) * 4 * H * D * H_out + L * per_layer)
+        needed = count * self.dtype.itemsize
+        try:
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):  # not POSIX, or not told
+            return
+        if memory > 0 and needed > memory:
+            raise ValueError(
+                f"{self!r} has {count} parameters ({needed / 2**30:.1f} GiB in {self.dtype}), more "
+                f"than this machine's {memory / 2**30:.1f} GiB of memory; check num_layers, "
+                f"hidden_size and input_size"
+            )
+
     # ------------------------------------------------------------------ modes
 
     def train(self, mode: bool = True) -> LSTM:
@@ -244,7 +275,7 @@ class LSTM:
         LSTM
             self, for chaining.
         """
-        self.training = bool(mode)
+        self.training = check_flag("mode", mode)
         return self
 
     def eval(self) -> LSTM:
@@ -308,6 +339,7 @@ class LSTM:
             raise TypeError(
                 f"state_dict must be a mapping of parameter names to arrays, got {type(state_dict).__name__}"
             )
+        strict = check_flag("strict", strict)
         missing = [name for name in self._params if name not in state_dict]
         unexpected = [key for key in state_dict if key not in self._params]
         if strict and (missing or unexpected):
@@ -332,7 +364,7 @@ class LSTM:
         for name in self._params:
             if name not in state_dict:
                 continue
-            value = np.asarray(state_dict[name])
+            value = as_array(f"state_dict[{name!r}]", state_dict[name])
             if value.dtype.kind not in "fiub":
                 raise TypeError(f"state_dict[{name!r}] must hold real numbers, got dtype {value.dtype}")
             if value.shape != self._shapes[name]:
@@ -346,7 +378,11 @@ class LSTM:
 
     def _array(self, name: str, value: Any) -> np.ndarray:
         """`value` as an array in the module's dtype; another float dtype is an error."""
-        array = np.asarray(value)
+        return self._unconverted(name, value).astype(self.dtype, copy=False)
+
+    def _unconverted(self, name: str, value: Any) -> np.ndarray:
+        """`value` as an array as it is, once its dtype is known to convert to the module's."""
+        array = as_array(name, value)
         kind = array.dtype.kind
         if kind not in "fiub":
             raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
@@ -355,7 +391,7 @@ class LSTM:
                 f"{name} has dtype {array.dtype} but this LSTM computes in {self.dtype}: convert it "
                 f"with .astype(numpy.{self.dtype}) or build the LSTM with dtype=numpy.{array.dtype}"
             )
-        return array.astype(self.dtype, copy=False)
+        return array
 
     def _states(
         self, name: str, pair: Any, layers: int, batch: int, unbatched: bool
@@ -435,7 +471,7 @@ class LSTM:
         it drops any previous trace, so `backward` always refers to the most
         recent forward.
         """
-        array = self._array("x", x)
+        array = self._unconverted("x", x)
         if array.ndim == 3:
             unbatched = False
             batch_first = self.batch_first
@@ -453,6 +489,9 @@ class LSTM:
                 f"x has {array.shape[-1]} features (shape {array.shape}) but this LSTM has "
                 f"input_size={self.input_size}"
             )
+        # Before converting x (it may be a zero-stride view of a huge shape) or allocating.
+        check_blas_sizes({"seq_len*batch": steps * batch})
+        array = array.astype(self.dtype, copy=False)
         if unbatched:
             if lengths is not None:
                 raise ValueError(
@@ -556,6 +595,15 @@ class LSTM:
                 "then y, (h_n, c_n) = m(x, ...), then m.backward(dy, ...)"
             )
         L, D, H_out = self.num_layers, self.num_directions, self.output_size
+        # Every layer's cache before any kernel runs: a parameter resized in place since
+        # the forward would otherwise be found only after the later layers ran.
+        for layer, caches in enumerate(trace.caches):
+            for direction, cache in enumerate(caches):
+                try:
+                    check_cache(cache, LSTMCache, "LSTM.forward")
+                except ValueError as error:
+                    where = f"layer {layer}" + (" (reverse direction)" if direction else "")
+                    raise ValueError(f"LSTM.backward, {where}: {error}") from error
         batch, unbatched = trace.batch, trace.unbatched
         d_out = None
         if dy is not None:
@@ -644,6 +692,8 @@ class LSTM:
                 f"{self.input_size}, got shape {x.shape}"
             )
         batch = 1 if unbatched else x.shape[0]
+        if batch > _validation.BLAS_INT_MAX:  # before x is copied (it may be a zero-stride view)
+            check_blas_sizes({"batch": batch})
         L = self.num_layers
         h0, c0 = self._states("hx", hx, L, batch, unbatched)
         h_n = np.empty((L, batch, self.output_size), self.dtype)

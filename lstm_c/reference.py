@@ -37,6 +37,7 @@ from ._validation import (
     ForwardArgs,
     check_backward_grads,
     check_cache,
+    check_flag,
     check_forward,
     check_num_threads,
 )
@@ -198,10 +199,11 @@ def lstm_forward(
     args = check_forward(
         x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, batch_first, w_hr=w_hr, peephole=peephole
     )
-    reverse = bool(reverse)
+    reverse = check_flag("reverse", reverse)
+    training = check_flag("training", training)
     T, B, I, H, P = args.steps, args.batch, args.input_size, args.hidden_size, args.output_size
     dtype = args.dtype
-    peep = args.peephole if args.peephole is not None else np.zeros((3, H), dtype)
+    peep = args.peephole  # None: no peephole terms at all (0 * inf would be NaN)
 
     x_tm = args.x.swapaxes(0, 1) if args.batch_first else args.x  # (T, B, I)
     valid, time_index = _step_indices(args.lengths, T, reverse)
@@ -226,11 +228,14 @@ def lstm_forward(
         x_s = np.where(vv, x_tm[t_b, rows], 0).astype(dtype, copy=False)  # (B, I)
 
         z = x_s @ args.w_ih.T + h @ args.w_hh.T + args.bias  # (B, 4H)
-        i = expit(z[:, 0 * H : 1 * H] + peep[0] * c)
-        f = expit(z[:, 1 * H : 2 * H] + peep[1] * c)
+        a_i, a_f, a_o = z[:, 0 * H : 1 * H], z[:, 1 * H : 2 * H], z[:, 3 * H : 4 * H]
+        if peep is not None:
+            a_i, a_f = a_i + peep[0] * c, a_f + peep[1] * c
+        i = expit(a_i)
+        f = expit(a_f)
         g = np.tanh(z[:, 2 * H : 3 * H])
         c_new = f * c + i * g
-        o = expit(z[:, 3 * H : 4 * H] + peep[2] * c_new)
+        o = expit(a_o + peep[2] * c_new if peep is not None else a_o)
         m = o * np.tanh(c_new)
         h_new = m @ args.w_hr.T if args.w_hr is not None else m
 
@@ -295,7 +300,7 @@ def lstm_backward(
     T, B, I, H, P = args.steps, args.batch, args.input_size, args.hidden_size, args.output_size
     dtype = args.dtype
     rows = np.arange(B)
-    peep = args.peephole if args.peephole is not None else np.zeros((3, H), dtype)
+    peep = args.peephole
 
     if dy_arr is None:
         dy_tm = np.zeros((T, B, P), dtype=dtype)
@@ -333,11 +338,15 @@ def lstm_backward(
         else:
             dm = dh_t
         dao = dm * tanh_c * o * (1 - o)
-        dc_t = dc + dm * o * (1 - tanh_c * tanh_c) + dao * peep[2]
+        dc_t = dc + dm * o * (1 - tanh_c * tanh_c)
+        if peep is not None:
+            dc_t = dc_t + dao * peep[2]
         dai = dc_t * g * i * (1 - i)
         daf = dc_t * c_prev * f * (1 - f)
         dag = dc_t * i * (1 - g * g)
-        dc_prev = dc_t * f + dai * peep[0] + daf * peep[1]
+        dc_prev = dc_t * f
+        if peep is not None:
+            dc_prev = dc_prev + dai * peep[0] + daf * peep[1]
 
         dz = np.concatenate([dai, daf, dag, dao], axis=1)
         dz = np.where(vv, dz, 0).astype(dtype, copy=False)
@@ -345,7 +354,10 @@ def lstm_backward(
         dw_ih += dz.T @ cache.x_steps[s]
         dw_hh += dz.T @ cache.h_prev[s]
         db += dz.sum(axis=0)
-        dpeep += np.stack([(dai * c_prev)[v].sum(0), (daf * c_prev)[v].sum(0), (dao * c_new)[v].sum(0)])
+        if peep is not None:
+            dpeep += np.stack(
+                [(dai * c_prev)[v].sum(0), (daf * c_prev)[v].sum(0), (dao * c_new)[v].sum(0)]
+            )
         dx_s = dz @ args.w_ih
         dx_tm[t_b[v], rows[v]] = dx_s[v]
 

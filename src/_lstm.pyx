@@ -250,7 +250,8 @@ cdef void _projected_outputs(
         p = _position(st, s, b)
         if s >= st.lengths[b]:
             _zero(y + p * P, q.lo, q.hi)
-            _zero(h_prev + p * P, q.lo, q.hi)
+            if h_prev != NULL:  # NULL in inference: NULL + offset would pass _zero's check
+                _zero(h_prev + p * P, q.lo, q.hi)
             continue
         if h_prev != NULL:
             memcpy(h_prev + p * P + q.lo, h + b * P + q.lo, size)

@@ -1,0 +1,36 @@
+"""Test-suite configuration: the markers, registered here (pyproject.toml holds no pytest markers).
+
+- ``slow``: takes seconds rather than milliseconds (wall-time measurements, long
+  sequences). Runs by default; ``pytest -m "not slow"`` leaves these out.
+- ``sanitizer``: builds the extension with AddressSanitizer and Cython bounds
+  checks and runs the kernel tests against that build (tests/sanitize/run_asan.sh,
+  minutes). Skipped unless the environment has ``LSTM_C_RUN_SANITIZER=1``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "slow: seconds rather than milliseconds (timings, long sequences); runs by default"
+    )
+    config.addinivalue_line(
+        "markers",
+        "sanitizer: builds and tests the kernels under AddressSanitizer; "
+        "runs only with LSTM_C_RUN_SANITIZER=1",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("LSTM_C_RUN_SANITIZER", "0") not in ("", "0"):
+        return
+    skip = pytest.mark.skip(
+        reason="set LSTM_C_RUN_SANITIZER=1 to build and test the kernels under AddressSanitizer"
+    )
+    for item in items:
+        if "sanitizer" in item.keywords:
+            item.add_marker(skip)
