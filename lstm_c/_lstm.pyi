@@ -28,3 +28,6 @@ def blas_threads() -> int:
 
 def set_blas_threads(n: int) -> None:
     """Set the BLAS thread count, through the functions given to set_blas_thread_functions."""
+
+def panel_width(dtype_size: int) -> int:
+    """Values per packed panel row for this itemsize, or 0 where panels are not built."""

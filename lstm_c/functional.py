@@ -152,10 +152,23 @@ def lstm_forward(
             args.lengths, reverse, args.batch_first, args.steps,
             gates, y.reshape(rows, out), h_prev, c_prev, m,
             scratch((batch, 4 * hidden)), scratch((batch, hidden), projected),
-            scratch((batch, out), projected), threads,
+            scratch((batch, out), projected), _panels(batch, hidden, out, dtype), threads,
         )
     cache = LSTMCache(args, reverse, gates, c_prev, h_prev, m) if training else None
     return y, h, c, cache
+
+
+# Up to this batch the recurrent product reads W_hh from panels packed once per
+# call; above it BLAS's GEMM, whose per-call repacking is then amortised.
+PANEL_MAX_BATCH = 64
+
+
+def _panels(batch: int, hidden: int, out: int, dtype: np.dtype) -> np.ndarray | None:
+    """Scratch for the packed-panel recurrent product, or None to use BLAS."""
+    width = _lstm.panel_width(dtype.itemsize)
+    if width == 0 or batch > PANEL_MAX_BATCH:
+        return None
+    return np.empty(4 * -(-hidden // width) * out * width, dtype)
 
 
 def _finite_padding(args: ForwardArgs) -> np.ndarray:
@@ -285,5 +298,5 @@ def step_unchecked(
             np.empty((batch, 4 * hidden), dtype), np.empty_like(h), None, None, None,
             np.empty((batch, 4 * hidden), dtype),
             np.empty((batch, hidden), dtype) if projected else None,
-            np.empty_like(h) if projected else None, threads,
+            np.empty_like(h) if projected else None, None, threads,
         )

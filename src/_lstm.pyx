@@ -61,6 +61,16 @@ cdef extern from "lstm_cell.h" nogil:
                              const double* c_prev, const double* peep, const double* dh_in,
                              const double* dy, double* dc, double* dg, double* ds)
 
+cdef extern from "lstm_cell.h" nogil:
+    # The packed-panel recurrent product for small and medium batches (see the header).
+    int LSTM_HAVE_PANELS
+    void lstm_panel_gemm_f(Py_ssize_t nb, Py_ssize_t K, const float* panel, const float* h,
+                           Py_ssize_t ldh, float* out, Py_ssize_t ldo, Py_ssize_t ncols)
+    void lstm_panel_gemm_d(Py_ssize_t nb, Py_ssize_t K, const double* panel, const double* h,
+                           Py_ssize_t ldh, double* out, Py_ssize_t ldo, Py_ssize_t ncols)
+    void lstm_pack_panel_f(const float* W, Py_ssize_t K, Py_ssize_t rows, float* panel)
+    void lstm_pack_panel_d(const double* W, Py_ssize_t K, Py_ssize_t rows, double* panel)
+
 cdef enum:
     # Slices of hidden units and of GEMM columns are multiples of this, so that
     # every thread's pointwise loop runs over whole vectors.
@@ -90,6 +100,11 @@ def blas_threads() -> int:
 def set_blas_threads(int n) -> None:
     """Set the BLAS thread count, through the functions given to set_blas_thread_functions."""
     _blas_set_threads(n)
+
+
+def panel_width(dtype_size: int) -> int:
+    """Values per packed panel row for this itemsize, or 0 where panels are not built."""
+    return 64 // dtype_size if LSTM_HAVE_PANELS else 0
 
 
 def openmp_enabled() -> bool:
@@ -122,6 +137,44 @@ cdef inline void _backward_row(Py_ssize_t H, Slice u, const floating* a, const f
         lstm_backward_row_f(H, u.lo, u.hi, a, c_prev, peep, dh_in, dy, dc, dg, ds)
     else:
         lstm_backward_row_d(H, u.lo, u.hi, a, c_prev, peep, dh_in, dy, dc, dg, ds)
+
+
+cdef inline Py_ssize_t _panel_width(floating* unused) noexcept nogil:
+    return 64 // sizeof(floating)
+
+
+cdef void _pack_panels(const floating* w_hh, Py_ssize_t H, Py_ssize_t P, Slice u,
+                       floating* panels) noexcept nogil:
+    """Pack this thread's units of W_hh (all four gates) into panels; see lstm_cell.h."""
+    cdef Py_ssize_t width = _panel_width(panels), nblocks = (H + width - 1) // width
+    cdef Py_ssize_t g, j0
+    for g in range(4):
+        j0 = u.lo
+        while j0 < u.hi:
+            if floating is float:
+                lstm_pack_panel_f(w_hh + (g * H + j0) * P, P, min(width, u.hi - j0),
+                                  panels + (g * nblocks + j0 // width) * P * width)
+            else:
+                lstm_pack_panel_d(w_hh + (g * H + j0) * P, P, min(width, u.hi - j0),
+                                  panels + (g * nblocks + j0 // width) * P * width)
+            j0 += width
+
+
+cdef void _panel_product(const floating* panels, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
+                         Slice u, const floating* h, floating* rec) noexcept nogil:
+    """rec[:, g*H + j] = h W_hh[g*H + j]^T for this thread's units j, from the panels."""
+    cdef Py_ssize_t width = _panel_width(<floating*>panels), nblocks = (H + width - 1) // width
+    cdef Py_ssize_t g, j0
+    for g in range(4):
+        j0 = u.lo
+        while j0 < u.hi:
+            if floating is float:
+                lstm_panel_gemm_f(B, P, panels + (g * nblocks + j0 // width) * P * width, h, P,
+                                  rec + g * H + j0, 4 * H, min(width, u.hi - j0))
+            else:
+                lstm_panel_gemm_d(B, P, panels + (g * nblocks + j0 // width) * P * width, h, P,
+                                  rec + g * H + j0, 4 * H, min(width, u.hi - j0))
+            j0 += width
 
 
 cdef inline const floating* _cptr(const floating[:, ::1] m) noexcept nogil:
@@ -267,7 +320,7 @@ def forward(
     floating[:, ::1] gates, floating[:, ::1] y,
     floating[:, ::1] h_prev, floating[:, ::1] c_prev, floating[:, ::1] m_all,
     floating[:, ::1] rec, floating[:, ::1] m_step, floating[:, ::1] proj,
-    int num_threads,
+    floating[::1] panels, int num_threads,
 ):
     """Run one layer and direction over the sequence on `num_threads` threads.
 
@@ -278,8 +331,10 @@ def forward(
     (B, H) and proj (B, P) (else None). Training: h_prev (T*B, P) and c_prev
     (T*B, H) receive the state entering each position, gates the activations
     i, f, g, o and, with a projection, m_all (T*B, H) the cell outputs;
-    inference passes None for all three. BLAS must be single-threaded while
-    num_threads > 1.
+    inference passes None for all three. panels (4*ceil(H/W)*P*W, W =
+    panel_width(itemsize)) selects the packed-panel recurrent product (small
+    batches) instead of BLAS; None for BLAS. BLAS must be single-threaded
+    while num_threads > 1.
     """
     cdef Py_ssize_t B = c.shape[0], H = c.shape[1], P = h.shape[1], I = x.shape[1]
     cdef Py_ssize_t G = 4 * H, rows = steps * B
@@ -305,6 +360,7 @@ def forward(
     cdef floating* m_step_p = _ptr(m_step)
     cdef floating* proj_p = _ptr(proj)
     cdef const floating* bias_p = &bias[0]
+    cdef floating* panels_p = &panels[0] if panels is not None else NULL
     cdef lstm_barrier_t barrier
     barrier.count = 0
     barrier.generation = 0
@@ -319,13 +375,19 @@ def forward(
         # The input projection of every position at once, split by rows.
         gemm(False, True, <int>(r.hi - r.lo), <int>G, <int>I, 1, x_p + r.lo * I, <int>I,
              w_ih_p, <int>I, 0, gates_p + r.lo * G, <int>G)
+        if panels_p != NULL:
+            _pack_panels(w_hh_p, H, P, u, panels_p)
         lstm_barrier_wait(&barrier, team)
         for s in range(steps):
             if s < max_length and u.hi > u.lo:
                 # This thread's units of all four gates: h_{t-1} W_hh[rows of u]^T.
-                for k in range(4):
-                    gemm(False, True, <int>B, <int>(u.hi - u.lo), <int>P, 1, h_p, <int>P,
-                         w_hh_p + (k * H + u.lo) * P, <int>P, 0, rec_p + k * H + u.lo, <int>G)
+                if panels_p != NULL:
+                    _panel_product(panels_p, B, H, P, u, h_p, rec_p)
+                else:
+                    for k in range(4):
+                        gemm(False, True, <int>B, <int>(u.hi - u.lo), <int>P, 1, h_p, <int>P,
+                             w_hh_p + (k * H + u.lo) * P, <int>P, 0, rec_p + k * H + u.lo,
+                             <int>G)
             lstm_barrier_wait(&barrier, team)  # every thread has read h before any writes it
             _forward_units(s, u, H, st, gates_p, rec_p, bias_p, peep_p, h_p, c_p, y_p,
                            h_prev_p, c_prev_p, m_step_p, m_all_p)

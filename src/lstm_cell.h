@@ -226,6 +226,86 @@ LSTM_INLINE float lstm_tanh_f(float x) {
                                      dg3, ds, ds1, ds2, ds3, 0, 0);                           \
     }
 
+/* The recurrent product at small and medium batch: h (nb x K, ld ldh) times a
+ * block of W^T packed as a panel (K x LSTM_PANEL(T) values: row k holds W's
+ * entries k of LSTM_PANEL(T) consecutive rows, zero-padded), into ncols
+ * columns of out (ld ldo). BLAS's GEMM would repack W_hh on every time step,
+ * which at small batch costs more than the arithmetic; a panel is packed once
+ * per call and then read straight from cache. Eight rows of h at a time meet
+ * each panel row in vector registers (GCC/clang vector extensions, split by
+ * the compiler for narrower ISAs); sums run over k in order (reproducible). */
+#if defined(__GNUC__) || defined(__clang__)
+#define LSTM_HAVE_PANELS 1
+typedef float lstm_vf __attribute__((vector_size(64)));
+typedef double lstm_vd __attribute__((vector_size(64)));
+#define LSTM_DEFINE_PANELS(T, SUF, V)                                                        \
+    LSTM_INLINE void lstm_panel_rows_##SUF(ptrdiff_t K, const T *LSTM_RESTRICT panel,         \
+                                           const T *LSTM_RESTRICT h, ptrdiff_t ldh,           \
+                                           T *LSTM_RESTRICT out, ptrdiff_t ldo,               \
+                                           ptrdiff_t ncols, const int nb) {                   \
+        /* 8 / nb independent chains per row of h over k = c mod chains, so that few rows  \
+         * still keep several FMAs in flight; summed in chain order at the end. */         \
+        const int width = (int)(sizeof(V) / sizeof(T)), chains = 8 / nb;                      \
+        V acc[8];                                                                             \
+        for (int a = 0; a < 8; a++) acc[a] = (V){0};                                          \
+        ptrdiff_t k = 0;                                                                      \
+        for (; k + chains <= K; k += chains)                                                  \
+            for (int c = 0; c < chains; c++) {                                                \
+                V w;                                                                          \
+                memcpy(&w, panel + (k + c) * width, sizeof w);                                \
+                for (int b = 0; b < nb; b++) acc[c * nb + b] += w * h[b * ldh + k + c];       \
+            }                                                                                 \
+        for (; k < K; k++) {                                                                  \
+            V w;                                                                              \
+            memcpy(&w, panel + k * width, sizeof w);                                          \
+            for (int b = 0; b < nb; b++) acc[b] += w * h[b * ldh + k];                        \
+        }                                                                                     \
+        for (int b = 0; b < nb; b++) {                                                        \
+            V sum = acc[b];                                                                   \
+            for (int c = 1; c < chains; c++) sum += acc[c * nb + b];                          \
+            if (ncols == width)                                                               \
+                memcpy(out + b * ldo, &sum, sizeof(V));                                       \
+            else                                                                              \
+                for (ptrdiff_t l = 0; l < ncols; l++) out[b * ldo + l] = sum[l];              \
+        }                                                                                     \
+    }                                                                                         \
+    LSTM_DISPATCH static void lstm_panel_gemm_##SUF(ptrdiff_t nb, ptrdiff_t K, const T *panel, \
+                                                   const T *h, ptrdiff_t ldh, T *out,         \
+                                                   ptrdiff_t ldo, ptrdiff_t ncols) {          \
+        for (ptrdiff_t b0 = 0; b0 < nb; b0 += 8) {                                            \
+            const T *hb = h + b0 * ldh;                                                       \
+            T *ob = out + b0 * ldo;                                                           \
+            switch (nb - b0 < 8 ? nb - b0 : 8) {                                              \
+            case 1: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 1); break;       \
+            case 2: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 2); break;       \
+            case 3: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 3); break;       \
+            case 4: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 4); break;       \
+            case 5: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 5); break;       \
+            case 6: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 6); break;       \
+            case 7: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 7); break;       \
+            default: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 8); break;      \
+            }                                                                                 \
+        }                                                                                     \
+    }                                                                                         \
+    /* rows (<= the panel width) rows of W (ld K), transposed into a zero-padded panel. */    \
+    static void lstm_pack_panel_##SUF(const T *W, ptrdiff_t K, ptrdiff_t rows, T *panel) {    \
+        const ptrdiff_t width = (ptrdiff_t)(sizeof(V) / sizeof(T));                           \
+        for (ptrdiff_t k = 0; k < K; k++)                                                     \
+            for (ptrdiff_t l = 0; l < width; l++)                                             \
+                panel[k * width + l] = l < rows ? W[l * K + k] : (T)0;                        \
+    }
+LSTM_DEFINE_PANELS(float, f, lstm_vf)
+LSTM_DEFINE_PANELS(double, d, lstm_vd)
+#else
+#define LSTM_HAVE_PANELS 0 /* MSVC: BLAS for every batch size */
+static void lstm_panel_gemm_f(ptrdiff_t nb, ptrdiff_t K, const float *panel, const float *h,
+                              ptrdiff_t ldh, float *out, ptrdiff_t ldo, ptrdiff_t ncols) {}
+static void lstm_panel_gemm_d(ptrdiff_t nb, ptrdiff_t K, const double *panel, const double *h,
+                              ptrdiff_t ldh, double *out, ptrdiff_t ldo, ptrdiff_t ncols) {}
+static void lstm_pack_panel_f(const float *W, ptrdiff_t K, ptrdiff_t rows, float *panel) {}
+static void lstm_pack_panel_d(const double *W, ptrdiff_t K, ptrdiff_t rows, double *panel) {}
+#endif
+
 LSTM_DEFINE_FORWARD(float, f)
 LSTM_DEFINE_FORWARD(double, d)
 LSTM_DEFINE_BACKWARD(float, f)
