@@ -163,12 +163,17 @@ def lstm_forward(
 PANEL_MAX_BATCH = 64
 
 
-def _panels(batch: int, hidden: int, out: int, dtype: np.dtype) -> np.ndarray | None:
-    """Scratch for the packed-panel recurrent product, or None to use BLAS."""
+def _panels(batch: int, blocked: int, other: int, dtype: np.dtype) -> np.ndarray | None:
+    """Scratch for a packed-panel recurrent product, or None to use BLAS.
+
+    The panels cover 4 * ceil(blocked / W) * other values of W_hh (W values
+    per panel row): forward packs blocks of hidden units (blocked = H,
+    other = P), backward blocks of its columns (blocked = P, other = H).
+    """
     width = _lstm.panel_width(dtype.itemsize)
     if width == 0 or batch > PANEL_MAX_BATCH:
         return None
-    return np.empty(4 * -(-hidden // width) * out * width, dtype)
+    return np.empty(4 * -(-blocked // width) * other * width, dtype)
 
 
 def _finite_padding(args: ForwardArgs) -> np.ndarray:
@@ -251,7 +256,7 @@ def lstm_backward(
             dx.reshape(rows, inputs), dh0, dc0, dw_ih, dw_hh, db, dw_hr, dpeephole,
             scratch((rows, 4 * hidden)), np.zeros((batch, 4 * hidden), dtype),
             scratch((rows, out), projected), scratch((batch, out), projected),
-            scratch((batch, hidden), projected), threads,
+            scratch((batch, hidden), projected), _panels(batch, out, hidden, dtype), threads,
         )
     return LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr, dpeephole)
 

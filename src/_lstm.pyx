@@ -70,6 +70,10 @@ cdef extern from "lstm_cell.h" nogil:
                            Py_ssize_t ldh, double* out, Py_ssize_t ldo, Py_ssize_t ncols)
     void lstm_pack_panel_f(const float* W, Py_ssize_t K, Py_ssize_t rows, float* panel)
     void lstm_pack_panel_d(const double* W, Py_ssize_t K, Py_ssize_t rows, double* panel)
+    void lstm_pack_columns_f(const float* W, Py_ssize_t ldw, Py_ssize_t K, Py_ssize_t cols,
+                             float* panel)
+    void lstm_pack_columns_d(const double* W, Py_ssize_t ldw, Py_ssize_t K, Py_ssize_t cols,
+                             double* panel)
 
 cdef enum:
     # Slices of hidden units and of GEMM columns are multiples of this, so that
@@ -175,6 +179,34 @@ cdef void _panel_product(const floating* panels, Py_ssize_t B, Py_ssize_t H, Py_
                 lstm_panel_gemm_d(B, P, panels + (g * nblocks + j0 // width) * P * width, h, P,
                                   rec + g * H + j0, 4 * H, min(width, u.hi - j0))
             j0 += width
+
+
+cdef void _pack_column_panels(const floating* w_hh, Py_ssize_t G, Py_ssize_t P, Slice q,
+                              floating* panels) noexcept nogil:
+    """Pack this thread's columns q of W_hh (4H x P) into panels, for dh = dgates W_hh."""
+    cdef Py_ssize_t width = _panel_width(panels)
+    cdef Py_ssize_t j0 = q.lo
+    while j0 < q.hi:
+        if floating is float:
+            lstm_pack_columns_f(w_hh + j0, P, G, min(width, q.hi - j0), panels + (j0 // width) * G * width)
+        else:
+            lstm_pack_columns_d(w_hh + j0, P, G, min(width, q.hi - j0), panels + (j0 // width) * G * width)
+        j0 += width
+
+
+cdef void _column_panel_product(const floating* panels, Py_ssize_t B, Py_ssize_t G, Py_ssize_t P,
+                                Slice q, const floating* dgates_step, floating* dh) noexcept nogil:
+    """dh[:, q] = dgates_step W_hh[:, q], from the column panels."""
+    cdef Py_ssize_t width = _panel_width(<floating*>panels)
+    cdef Py_ssize_t j0 = q.lo
+    while j0 < q.hi:
+        if floating is float:
+            lstm_panel_gemm_f(B, G, panels + (j0 // width) * G * width, dgates_step, G, dh + j0, P,
+                              min(width, q.hi - j0))
+        else:
+            lstm_panel_gemm_d(B, G, panels + (j0 // width) * G * width, dgates_step, G, dh + j0, P,
+                              min(width, q.hi - j0))
+        j0 += width
 
 
 cdef inline const floating* _cptr(const floating[:, ::1] m) noexcept nogil:
@@ -501,7 +533,7 @@ def backward(
     floating[:, ::1] dw_hr, floating[:, ::1] dpeephole,
     floating[:, ::1] dgates, floating[:, ::1] dgates_step,
     floating[:, ::1] dh_all, floating[:, ::1] dh_step, floating[:, ::1] dm_step,
-    int num_threads,
+    floating[::1] panels, int num_threads,
 ):
     """Backpropagate through one layer and direction on `num_threads` threads.
 
@@ -546,6 +578,7 @@ def backward(
     cdef floating* dw_hr_p = _ptr(dw_hr)
     cdef floating* dpeep_p = _ptr(dpeephole)
     cdef floating* db_p = &db[0]
+    cdef floating* panels_p = &panels[0] if panels is not None else NULL
     # The cells' incoming dh: with a projection always dm (dy and dh_n already in it).
     cdef const floating* cell_dy = dy_p
     cdef const floating* cell_dh_last = dh_n_p
@@ -564,6 +597,8 @@ def backward(
         u = _slice(H, ALIGN, tid, team)
         q = _slice(P, ALIGN, tid, team)
         gcols = _slice(G, ALIGN, tid, team)
+        if panels_p != NULL:
+            _pack_column_panels(w_hh_p, G, P, q, panels_p)  # only this thread reads them
         for s in range(steps - 1, -1, -1):
             if projected:
                 _output_grads(s, q, P, st, dy_p, dh_n_p, dh0_p, dh_all_p, dh_step_p)
@@ -576,8 +611,11 @@ def backward(
             lstm_barrier_wait(&barrier, team)
             if s < max_length and q.hi > q.lo:
                 # This thread's features of dh_{t-1} = dgates W_hh[:, q].
-                gemm(False, False, <int>B, <int>(q.hi - q.lo), <int>G, 1, dgates_step_p, <int>G,
-                     w_hh_p + q.lo, <int>P, 0, dh0_p + q.lo, <int>P)
+                if panels_p != NULL:
+                    _column_panel_product(panels_p, B, G, P, q, dgates_step_p, dh0_p)
+                else:
+                    gemm(False, False, <int>B, <int>(q.hi - q.lo), <int>G, 1, dgates_step_p,
+                         <int>G, w_hh_p + q.lo, <int>P, 0, dh0_p + q.lo, <int>P)
             lstm_barrier_wait(&barrier, team)  # every thread has read dgates_step before any rewrites it
         # Rows that never ran pass dh_n straight through.
         for b in range(B):

@@ -287,6 +287,15 @@ typedef double lstm_vd __attribute__((vector_size(64)));
             }                                                                                 \
         }                                                                                     \
     }                                                                                         \
+    /* cols (<= the panel width) columns of the K x ? matrix W (ld ldw), as a zero-padded    \
+     * panel: for the backward product dh = dgates W_hh, read by column blocks. */            \
+    static void lstm_pack_columns_##SUF(const T *W, ptrdiff_t ldw, ptrdiff_t K, ptrdiff_t cols, \
+                                        T *panel) {                                           \
+        const ptrdiff_t width = (ptrdiff_t)(sizeof(V) / sizeof(T));                           \
+        for (ptrdiff_t k = 0; k < K; k++)                                                     \
+            for (ptrdiff_t l = 0; l < width; l++)                                             \
+                panel[k * width + l] = l < cols ? W[k * ldw + l] : (T)0;                      \
+    }                                                                                         \
     /* rows (<= the panel width) rows of W (ld K), transposed into a zero-padded panel. */    \
     static void lstm_pack_panel_##SUF(const T *W, ptrdiff_t K, ptrdiff_t rows, T *panel) {    \
         const ptrdiff_t width = (ptrdiff_t)(sizeof(V) / sizeof(T));                           \
@@ -304,6 +313,10 @@ static void lstm_panel_gemm_d(ptrdiff_t nb, ptrdiff_t K, const double *panel, co
                               ptrdiff_t ldh, double *out, ptrdiff_t ldo, ptrdiff_t ncols) {}
 static void lstm_pack_panel_f(const float *W, ptrdiff_t K, ptrdiff_t rows, float *panel) {}
 static void lstm_pack_panel_d(const double *W, ptrdiff_t K, ptrdiff_t rows, double *panel) {}
+static void lstm_pack_columns_f(const float *W, ptrdiff_t ldw, ptrdiff_t K, ptrdiff_t cols,
+                                float *panel) {}
+static void lstm_pack_columns_d(const double *W, ptrdiff_t ldw, ptrdiff_t K, ptrdiff_t cols,
+                                double *panel) {}
 #endif
 
 LSTM_DEFINE_FORWARD(float, f)
