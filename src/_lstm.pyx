@@ -27,6 +27,11 @@
 # and after the time loop are split by rows or columns of their output. Every
 # sum runs in a fixed order, so results repeat bitwise for a thread count.
 #
+# Recurrent products. Up to a batch of 64 (the caller decides by passing
+# `panels`) each thread packs its part of W_hh into panels once per call and
+# the per-step products read them (lstm_cell.h): BLAS would repack W_hh on
+# every step. Larger batches call BLAS's GEMM.
+#
 # The Python layer (lstm_c.functional) validates and allocates; these functions
 # only compute, with the GIL released.
 
@@ -77,7 +82,8 @@ cdef extern from "lstm_cell.h" nogil:
 
 cdef enum:
     # Slices of hidden units and of GEMM columns are multiples of this, so that
-    # every thread's pointwise loop runs over whole vectors.
+    # every thread's pointwise loop runs over whole vectors and its panels
+    # (16 floats or 8 doubles wide) are its own.
     ALIGN = 16
 
 
