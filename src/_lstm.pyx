@@ -228,9 +228,13 @@ cdef inline floating* _ptr(floating[:, ::1] m) noexcept nogil:
     return &m[0, 0]
 
 
-cdef inline void _zero(floating* row, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
-    if row != NULL and j1 > j0:
-        memset(row + j0, 0, (j1 - j0) * sizeof(floating))
+cdef inline void _zero(floating* base, Py_ssize_t row, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    """base[row + j0 : row + j1] = 0; nothing when base is NULL (an array not in use).
+
+    The offset is applied here, after the NULL check: NULL + offset would pass it.
+    """
+    if base != NULL and j1 > j0:
+        memset(base + row + j0, 0, (j1 - j0) * sizeof(floating))
 
 
 cdef inline Py_ssize_t _max_length(const Py_ssize_t[::1] lengths) noexcept nogil:
@@ -305,15 +309,15 @@ cdef void _forward_units(
         g = gates + p * 4 * H
         if s >= st.lengths[b]:
             if m_step == NULL:
-                _zero(y + p * H, u.lo, u.hi)
+                _zero(y, p * H, u.lo, u.hi)
             if training:
                 for k in range(4):
-                    _zero(g + k * H, u.lo, u.hi)
-                _zero(c_prev + p * H, u.lo, u.hi)
+                    _zero(g, k * H, u.lo, u.hi)
+                _zero(c_prev, p * H, u.lo, u.hi)
                 if m_step == NULL:
-                    _zero(h_prev + p * H, u.lo, u.hi)
+                    _zero(h_prev, p * H, u.lo, u.hi)
                 else:
-                    _zero(m_all + p * H, u.lo, u.hi)
+                    _zero(m_all, p * H, u.lo, u.hi)
             continue
         if m_step == NULL:
             if training:
@@ -340,9 +344,8 @@ cdef void _projected_outputs(
     for b in range(st.batch):
         p = _position(st, s, b)
         if s >= st.lengths[b]:
-            _zero(y + p * P, q.lo, q.hi)
-            if h_prev != NULL:  # NULL in inference: NULL + offset would pass _zero's check
-                _zero(h_prev + p * P, q.lo, q.hi)
+            _zero(y, p * P, q.lo, q.hi)
+            _zero(h_prev, p * P, q.lo, q.hi)
             continue
         if h_prev != NULL:
             memcpy(h_prev + p * P + q.lo, h + b * P + q.lo, size)
@@ -462,7 +465,7 @@ cdef void _backward_units(
         dg = dgates + p * 4 * H
         if s >= length:
             for k in range(4):
-                _zero(dg + k * H, u.lo, u.hi)
+                _zero(dg, k * H, u.lo, u.hi)
             continue
         _backward_row(H, u, act + p * 4 * H, c_prev + p * H, peep,
                       (dh_last if s == length - 1 else dh_rec) + b * H,
@@ -483,8 +486,8 @@ cdef void _output_grads(
         length = st.lengths[b]
         p = _position(st, s, b)
         if s >= length:
-            _zero(dh_all + p * P, q.lo, q.hi)
-            _zero(dh_step + b * P, q.lo, q.hi)
+            _zero(dh_all, p * P, q.lo, q.hi)
+            _zero(dh_step, b * P, q.lo, q.hi)
             continue
         dh_in = (dh_last if s == length - 1 else dh_rec) + b * P
         for j in range(q.lo, q.hi):
