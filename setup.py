@@ -42,8 +42,9 @@ class BuildExt(build_ext):
             # pointwise kernels get wider vectors by runtime dispatch instead
             # (src/lstm_cell.h). -fno-trapping-math lets the compiler vectorise
             # their branch-free selects; it changes no result (no FP traps are
-            # ever enabled), unlike -ffast-math.
-            compile_args = ["-O3", "-fno-trapping-math"]
+            # ever enabled), unlike -ffast-math. -g0 drops the debug information
+            # Python's own CFLAGS ask for: it would quadruple the wheel.
+            compile_args = ["-O3", "-fno-trapping-math", "-g0"]
         link_args: list[str] = []
         if USE_OPENMP:
             omp_compile, omp_link = openmp_flags(compiler_type)
@@ -53,6 +54,14 @@ class BuildExt(build_ext):
             ext.extra_compile_args = compile_args
             ext.extra_link_args = link_args
         super().build_extensions()
+
+    def run(self) -> None:
+        super().run()
+        # Also put the compiled modules next to the sources in lstm_c/: Python
+        # started at the repository root imports that folder rather than the
+        # installed copy, and it must find the kernels there too.
+        if not self.inplace:
+            self.copy_extensions_to_source()
 
 
 extensions = [

@@ -1,8 +1,17 @@
-"""Checks and normalises the arguments of the functional API.
+"""Every argument check of the package, in one place.
 
-Shared by the compiled path (`lstm_c.functional`) and the NumPy reference
-(`lstm_c.reference`) so that both accept and refuse exactly the same inputs.
-Every error names the argument, what it got and what was expected.
+The functional API (`lstm_c.functional`) and the NumPy reference
+(`lstm_c.reference`) share `check_forward` and the backward checks, so both
+accept and refuse exactly the same inputs; the layer (`lstm_c.LSTM`) and the
+weight conversions (`lstm_c.interop`) use the same helpers. Every error names
+the argument, what it got and what was expected. One exception type per kind
+of mistake: a wrong type (or dtype) is a TypeError, a wrong value or shape a
+ValueError.
+
+Conversion rule, the same everywhere: an array with a float dtype must be
+float32 or float64 and is never silently converted to the other; integer and
+bool arrays and array-likes without a dtype (lists, scalars) are converted
+to the dtype being computed in.
 """
 
 from __future__ import annotations
@@ -101,6 +110,97 @@ def as_array(name: str, value: Any) -> np.ndarray:
         raise TypeError(f"{name} could not be converted to an array: {error}") from error
 
 
+def check_int(name: str, value: Any, minimum: int) -> int:
+    """An int (Python's or NumPy's, not a bool) >= `minimum`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r} of type {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_probability(name: str, value: Any) -> float:
+    """A real number in [0, 1]."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number in [0, 1], got {value!r}")
+    if not 0 <= value <= 1:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+    return float(value)
+
+
+def check_dtype(name: str, dtype: Any) -> np.dtype:
+    """numpy.float32 or numpy.float64 (as a numpy.dtype), the dtypes lstm_c computes in."""
+    expected = f"{name} must be numpy.float32 or numpy.float64"
+    if dtype is None:  # numpy.dtype(None) would be float64
+        raise TypeError(f"{expected}, got None")
+    try:
+        result = np.dtype(dtype)
+    except TypeError as error:
+        raise TypeError(f"{expected}, got {dtype!r}") from error
+    if result not in SUPPORTED_DTYPES:
+        raise TypeError(f"{expected}, got {result}")
+    return result
+
+
+def as_dtype_array(
+    name: str, value: Any, dtype: np.dtype, *, owner: str = "", convert: bool = True
+) -> np.ndarray:
+    """`value` as an array of `dtype` by the conversion rule (see the module docstring).
+
+    `owner` names what computes in `dtype` (e.g. "this LSTM") for the message
+    when a float array of the other dtype is given. ``convert=False`` returns
+    the array still in its own dtype, known to convert: sizes can then be
+    checked before a zero-stride view of a huge shape is copied.
+    """
+    if not hasattr(value, "dtype"):  # a list or a scalar: it takes the dtype computed in
+        array = as_array(name, value)
+        _check_real(name, array.dtype)
+        return array.astype(dtype, copy=False)
+    array = as_array(name, value)
+    _check_real(name, array.dtype)
+    if array.dtype.kind == "f" and array.dtype != dtype:
+        where = owner or "the computation"
+        raise TypeError(
+            f"{name} has dtype {array.dtype} but {where} computes in {dtype}: convert it with "
+            f".astype(numpy.{dtype})"
+        )
+    return array.astype(dtype, copy=False) if convert else array
+
+
+def as_float_array_of_own_dtype(name: str, value: Any) -> np.ndarray:
+    """`value` as a float32 or float64 array, keeping its dtype (torch tensors accepted)."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch.Tensor
+        value = value.detach().cpu().numpy()
+    array = as_array(name, value)
+    if array.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(
+            f"{name} has dtype {array.dtype}; expected float32 or float64 "
+            f"(convert it with .astype(numpy.float32) or .astype(numpy.float64))"
+        )
+    return array
+
+
+def same_dtype(arrays: Mapping[str, np.ndarray | None]) -> np.dtype:
+    """The one dtype of the given arrays (None entries skipped); mixed dtypes are a TypeError."""
+    dtypes = {name: a.dtype for name, a in arrays.items() if a is not None}
+    if len(set(dtypes.values())) > 1:
+        listed = ", ".join(f"{name} is {dtype}" for name, dtype in dtypes.items())
+        raise TypeError(f"mixed float dtypes ({listed}); convert them to one dtype")
+    return next(iter(dtypes.values()))
+
+
+def check_ndim(name: str, array: np.ndarray, ndim: int, layout: str) -> None:
+    """`array` must have `ndim` dimensions; `layout` names them for the message."""
+    if array.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D {layout}, got {array.ndim}-D shape {array.shape}")
+
+
+def check_shape(name: str, array: np.ndarray, shape: tuple[int, ...], layout: str) -> None:
+    """`array` must have `shape`; `layout` names its axes for the message."""
+    if array.shape != shape:
+        raise ValueError(f"{name} must have shape {layout} = {shape}, got {array.shape}")
+
+
 def check_flag(name: str, value: Any) -> bool:
     """True or False (also NumPy's bool and the ints 0 and 1); anything else is a TypeError.
 
@@ -123,12 +223,8 @@ def as_float_array(
     """
     array = as_array(name, value)
     _check_real(name, array.dtype)
-    if array.ndim != len(shape):
-        raise ValueError(
-            f"{name} must be {len(shape)}-D {layout} = {shape}, got {array.ndim}-D shape {array.shape}"
-        )
-    if array.shape != shape:
-        raise ValueError(f"{name} must have shape {layout} = {shape}, got {array.shape}")
+    check_ndim(name, array, len(shape), f"{layout} = {shape}")
+    check_shape(name, array, shape, layout)
     return np.ascontiguousarray(array, dtype=dtype)
 
 
@@ -383,8 +479,53 @@ def _check_cached_inputs(args: ForwardArgs, producer: str) -> None:
                 f"in {dtype}; an input was resized, reshaped or re-typed in place after "
                 f"{producer} (inputs must not change before the backward pass): run the forward again"
             )
-    if args.lengths.shape != (B,) or args.lengths.dtype != np.intp:
+    lengths = args.lengths
+    if (
+        not isinstance(lengths, np.ndarray)
+        or lengths.shape != (B,)
+        or lengths.dtype != np.intp
+        or not lengths.flags.c_contiguous
+        or (B and (lengths.min() < 0 or lengths.max() > T))
+    ):
         raise ValueError(
-            f"cache no longer matches the forward call that made it: its lengths have shape "
-            f"{args.lengths.shape} and dtype {args.lengths.dtype}, expected ({B},) intp"
+            f"cache no longer matches the forward call that made it: its lengths must be ({B},) "
+            f"intp values in [0, {T}]; they were changed after {producer}: run the forward again"
         )
+    if not isinstance(args.bias, np.ndarray) or args.bias.shape != (4 * H,):
+        raise ValueError(
+            f"cache no longer matches the forward call that made it: its bias must be (4*hidden_size,) "
+            f"= ({4 * H},); run the forward again"
+        )
+
+
+def check_cache_arrays(
+    producer: str, args: ForwardArgs, reverse: Any, arrays: Mapping[str, tuple[Any, int, bool]]
+) -> None:
+    """The activations a cache holds match its forward call, so the kernels stay in bounds.
+
+    `arrays` maps a name to (array, columns, required): each must be a
+    C-contiguous (seq_len*batch, columns) array of the call's dtype, or None
+    when not required. A cache assembled by hand, or whose arrays were
+    replaced or resized, is refused with a ValueError rather than read.
+    """
+    check_flag("cache.reverse", reverse)
+    rows = args.steps * args.batch
+    dtype = args.bias.dtype
+    for name, (array, columns, required) in arrays.items():
+        if array is None and not required:
+            continue
+        if (
+            not isinstance(array, np.ndarray)
+            or array.shape != (rows, columns)
+            or array.dtype != dtype
+            or not array.flags.c_contiguous
+        ):
+            got = (
+                f"shape {array.shape} and dtype {array.dtype}"
+                if isinstance(array, np.ndarray)
+                else type(array).__name__
+            )
+            raise ValueError(
+                f"cache.{name} must be the C-contiguous (seq_len*batch, {columns}) = ({rows}, {columns}) "
+                f"{dtype} array {producer} made, got {got}; use the cache as returned, unchanged"
+            )

@@ -12,6 +12,7 @@ from lstm_c._validation import (
     ForwardArgs,
     check_backward_grads,
     check_cache,
+    check_cache_arrays,
     check_flag,
     check_forward,
     check_num_threads,
@@ -137,9 +138,16 @@ def lstm_forward(
     def scratch(shape: tuple[int, int], needed: bool = True) -> np.ndarray | None:
         return np.empty(shape, dtype) if needed else None
 
-    y = np.empty(args.y_shape, dtype)
     h = args.h0.copy()
     c = args.c0.copy()
+    if rows == 0:  # no position to run: the state stays h0, c0
+        y = np.zeros(args.y_shape, dtype)
+        cache = LSTMCache(
+            args, reverse, np.empty((0, 4 * hidden), dtype), np.empty((0, hidden), dtype),
+            np.empty((0, out), dtype), np.empty((0, hidden), dtype) if projected else None,
+        ) if training else None
+        return y, h, c, cache
+    y = np.empty(args.y_shape, dtype)
     gates = np.empty((rows, 4 * hidden), dtype)
     h_prev = scratch((rows, out), training)
     c_prev = scratch((rows, hidden), training)
@@ -160,7 +168,7 @@ def lstm_forward(
 
 # Up to this batch the recurrent product reads W_hh from panels packed once per
 # call; above it BLAS's GEMM, whose per-call repacking is then amortised.
-PANEL_MAX_BATCH = 64
+_PANEL_MAX_BATCH = 64
 
 
 def _panels(batch: int, blocked: int, other: int, dtype: np.dtype) -> np.ndarray | None:
@@ -171,7 +179,7 @@ def _panels(batch: int, blocked: int, other: int, dtype: np.dtype) -> np.ndarray
     other = P), backward blocks of its columns (blocked = P, other = H).
     """
     width = _lstm.panel_width(dtype.itemsize)
-    if width == 0 or batch > PANEL_MAX_BATCH:
+    if width == 0 or batch > _PANEL_MAX_BATCH:
         return None
     return np.empty(4 * -(-blocked // width) * other * width, dtype)
 
@@ -228,11 +236,20 @@ def lstm_backward(
     """
     check_cache(cache, LSTMCache, "lstm_c.lstm_forward")
     args = cache.args
+    hidden, out = args.hidden_size, args.output_size
+    check_cache_arrays("lstm_c.lstm_forward", args, cache.reverse, {
+        "act": (cache.act, 4 * hidden, True),
+        "c_prev": (cache.c_prev, hidden, True),
+        "h_prev": (cache.h_prev, out, True),
+        "m": (cache.m, hidden, args.w_hr is not None),
+    })
     dy, dh_n, dc_n = check_backward_grads(dy, dh_n, dc_n, args)
     num_threads = check_num_threads(num_threads)
     dtype, rows = args.dtype, args.steps * args.batch
-    batch, hidden, out, inputs = args.batch, args.hidden_size, args.output_size, args.input_size
+    batch, inputs = args.batch, args.input_size
     projected = args.w_hr is not None
+    if rows == 0:  # no position ran: the gradients pass straight through or are zero
+        return _empty_grads(args, dh_n, dc_n)
 
     def scratch(shape: tuple[int, ...], needed: bool = True) -> np.ndarray | None:
         return np.empty(shape, dtype) if needed else None
@@ -261,7 +278,22 @@ def lstm_backward(
     return LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr, dpeephole)
 
 
-def step_unchecked(
+def _empty_grads(args: ForwardArgs, dh_n: np.ndarray | None, dc_n: np.ndarray | None) -> LSTMGrads:
+    """The gradients of a call that ran no position (seq_len or batch 0)."""
+    dtype, batch, hidden, out = args.dtype, args.batch, args.hidden_size, args.output_size
+    return LSTMGrads(
+        np.zeros(args.x.shape, dtype),
+        np.zeros((batch, out), dtype) if dh_n is None else dh_n.copy(),
+        np.zeros((batch, hidden), dtype) if dc_n is None else dc_n.copy(),
+        np.zeros((4 * hidden, args.input_size), dtype),
+        np.zeros((4 * hidden, out), dtype),
+        np.zeros(4 * hidden, dtype),
+        None if args.w_hr is None else np.zeros((out, hidden), dtype),
+        None if args.peephole is None else np.zeros((3, hidden), dtype),
+    )
+
+
+def _step_unchecked(
     x: np.ndarray,
     w_ih: np.ndarray,
     w_hh: np.ndarray,
@@ -272,6 +304,7 @@ def step_unchecked(
     c0: np.ndarray,
     h: np.ndarray,
     c: np.ndarray,
+    num_threads: int | None,
 ) -> None:
     """One inference time step of one layer, writing the new state into `h` and `c`.
 
@@ -279,13 +312,14 @@ def step_unchecked(
     Every array must be C-contiguous, of one dtype and of the right shape:
     x (B, I), w_ih (4H, I), w_hh (4H, P), bias (4H,) (b_ih + b_hh),
     w_hr (P, H) or None, peephole (3, H) or None, h0 and h (B, P),
-    c0 and c (B, H); `c` may be `c0` itself.
+    c0 and c (B, H); `c` may be `c0` itself. `num_threads` as in `lstm_forward`,
+    already checked.
     """
     batch, hidden = c.shape
     dtype = x.dtype
     if c is not c0:
         np.copyto(c, c0)
-    threads = _threads.plan(None, batch, hidden, h.shape[1])
+    threads = _threads.plan(num_threads, batch, hidden, h.shape[1])
     with _threads.single_threaded_blas:
         if threads == 1:
             _lstm.step(

@@ -38,26 +38,26 @@ from typing import Any, Mapping, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from lstm_c.functional import LSTMCache, lstm_backward, lstm_forward, step_unchecked
-from lstm_c import _validation
-from lstm_c._validation import as_array, check_blas_sizes, check_cache, check_flag, check_lengths
+from lstm_c import _validation, functional
+from lstm_c._params import ParamNames, layer_param_names, param_shapes
+from lstm_c._stack import StackTrace, stack_backward, stack_forward
+from lstm_c._validation import (
+    as_array,
+    as_dtype_array,
+    check_blas_sizes,
+    check_cache,
+    check_dtype,
+    check_flag,
+    check_int,
+    check_lengths,
+    check_num_threads,
+    check_probability,
+)
+from lstm_c.functional import LSTMCache
 
 __all__ = ["LSTM"]
 
-_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
 State = tuple[np.ndarray, np.ndarray]
-
-
-class _Names(NamedTuple):
-    """The state_dict names of one layer and direction (None for unused parameters)."""
-
-    w_ih: str
-    w_hh: str
-    b_ih: str | None
-    b_hh: str | None
-    w_hr: str | None
-    peephole: str | None
 
 
 class _Trace(NamedTuple):
@@ -68,14 +68,6 @@ class _Trace(NamedTuple):
     y_shape: tuple[int, ...]  # the shape returned to the caller
     batch: int
     unbatched: bool
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {value!r} of type {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 class LSTM:
@@ -161,20 +153,16 @@ class LSTM:
         dtype: DTypeLike = np.float32,
         seed: int | None = None,
     ) -> None:
-        self.input_size = _check_int("input_size", input_size, 1)
-        self.hidden_size = _check_int("hidden_size", hidden_size, 1)
-        self.num_layers = _check_int("num_layers", num_layers, 1)
-        self.proj_size = _check_int("proj_size", proj_size, 0)
+        self.input_size = check_int("input_size", input_size, 1)
+        self.hidden_size = check_int("hidden_size", hidden_size, 1)
+        self.num_layers = check_int("num_layers", num_layers, 1)
+        self.proj_size = check_int("proj_size", proj_size, 0)
         if self.proj_size >= self.hidden_size:
             raise ValueError(
                 f"proj_size must be smaller than hidden_size (as in torch.nn.LSTM), "
                 f"got proj_size={self.proj_size} with hidden_size={self.hidden_size}"
             )
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.integer, np.floating)):
-            raise TypeError(f"dropout must be a number in [0, 1], got {dropout!r}")
-        if not 0 <= dropout <= 1:
-            raise ValueError(f"dropout must be a probability in [0, 1], got {dropout}")
-        self.dropout = float(dropout)
+        self.dropout = check_probability("dropout", dropout)
         if self.dropout > 0 and self.num_layers == 1:
             warnings.warn(
                 f"dropout={self.dropout} has no effect with num_layers=1: dropout applies to the "
@@ -182,16 +170,9 @@ class LSTM:
                 UserWarning,
                 stacklevel=2,
             )
-        if dtype is None:  # numpy.dtype(None) is float64, while the default here is float32
-            raise TypeError("dtype must be numpy.float32 or numpy.float64, got None")
-        try:
-            self.dtype = np.dtype(dtype)
-        except TypeError as error:
-            raise TypeError(f"dtype must be numpy.float32 or numpy.float64, got {dtype!r}") from error
-        if self.dtype not in _DTYPES:
-            raise TypeError(f"dtype must be numpy.float32 or numpy.float64, got {self.dtype}")
+        self.dtype = check_dtype("dtype", dtype)
         if seed is not None:
-            seed = _check_int("seed", seed, 0)
+            seed = check_int("seed", seed, 0)
         self.bias = check_flag("bias", bias)
         self.batch_first = check_flag("batch_first", batch_first)
         self.bidirectional = check_flag("bidirectional", bidirectional)
@@ -204,28 +185,18 @@ class LSTM:
         self.grads: dict[str, np.ndarray] = {}
         self._trace: _Trace | None = None
 
-        self._names: list[_Names] = []  # index layer * D + direction
-        self._shapes: dict[str, tuple[int, ...]] = {}
-        H, H_out, D = self.hidden_size, self.output_size, self.num_directions
-        for layer in range(self.num_layers):
-            inputs = self.input_size if layer == 0 else D * H_out
-            for direction in range(D):
-                sfx = f"_l{layer}" + ("_reverse" if direction else "")
-                names = _Names(
-                    f"weight_ih{sfx}", f"weight_hh{sfx}",
-                    f"bias_ih{sfx}" if self.bias else None,
-                    f"bias_hh{sfx}" if self.bias else None,
-                    f"weight_hr{sfx}" if self.proj_size else None,
-                    f"peephole{sfx}" if self.peephole else None,
-                )
-                self._names.append(names)
-                shapes = ((4 * H, inputs), (4 * H, H_out), (4 * H,), (4 * H,), (self.proj_size, H), (3, H))
-                for name, shape in zip(names, shapes):
-                    if name is not None:
-                        self._shapes[name] = shape
+        # Index layer * D + direction.
+        self._names: list[ParamNames] = layer_param_names(
+            self.num_layers, self.num_directions,
+            bias=self.bias, projection=self.proj_size > 0, peephole=self.peephole,
+        )
+        self._shapes = param_shapes(
+            self.input_size, self.hidden_size, self.num_layers, self.num_directions,
+            bias=self.bias, proj_size=self.proj_size, peephole=self.peephole,
+        )
 
         init_rng = np.random.default_rng(seed)
-        bound = 1.0 / math.sqrt(H)
+        bound = 1.0 / math.sqrt(self.hidden_size)
         self._params: dict[str, np.ndarray] = {
             name: init_rng.uniform(-bound, bound, shape).astype(self.dtype)
             for name, shape in self._shapes.items()
@@ -377,21 +348,8 @@ class LSTM:
     # ---------------------------------------------------------------- checks
 
     def _array(self, name: str, value: Any) -> np.ndarray:
-        """`value` as an array in the module's dtype; another float dtype is an error."""
-        return self._unconverted(name, value).astype(self.dtype, copy=False)
-
-    def _unconverted(self, name: str, value: Any) -> np.ndarray:
-        """`value` as an array as it is, once its dtype is known to convert to the module's."""
-        array = as_array(name, value)
-        kind = array.dtype.kind
-        if kind not in "fiub":
-            raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
-        if kind == "f" and array.dtype != self.dtype:
-            raise TypeError(
-                f"{name} has dtype {array.dtype} but this LSTM computes in {self.dtype}: convert it "
-                f"with .astype(numpy.{self.dtype}) or build the LSTM with dtype=numpy.{array.dtype}"
-            )
-        return array
+        """`value` as an array in the module's dtype, by the package's conversion rule."""
+        return as_dtype_array(name, value, self.dtype, owner="this LSTM")
 
     def _states(
         self, name: str, pair: Any, layers: int, batch: int, unbatched: bool
@@ -426,14 +384,6 @@ class LSTM:
                 raise ValueError(f"{name}[{k}] must have shape {layout} = {shape}, got {array.shape}{extra}")
             out.append(array[:, None] if unbatched else array)
         return out[0], out[1]
-
-    def _kernel_options(self, names: _Names) -> dict[str, Any]:
-        options: dict[str, Any] = {"num_threads": self.num_threads}
-        if names.w_hr is not None:
-            options["w_hr"] = self._params[names.w_hr]
-        if names.peephole is not None:
-            options["peephole"] = self._params[names.peephole]
-        return options
 
     # --------------------------------------------------------------- forward
 
@@ -471,7 +421,7 @@ class LSTM:
         it drops any previous trace, so `backward` always refers to the most
         recent forward.
         """
-        array = self._unconverted("x", x)
+        array = as_dtype_array("x", x, self.dtype, owner="this LSTM", convert=False)
         if array.ndim == 3:
             unbatched = False
             batch_first = self.batch_first
@@ -505,46 +455,20 @@ class LSTM:
         h0, c0 = self._states("hx", hx, L * D, batch, unbatched)
         training = self.training
         self._trace = None
-        h_n = np.empty((L * D, batch, self.output_size), self.dtype)
-        c_n = np.empty((L * D, batch, self.hidden_size), self.dtype)
-        caches: list[list[Any]] = []
-        masks: list[np.ndarray | None] = []
-        layer_input = array
-        for layer in range(L):
-            if layer > 0:
-                mask = self._dropout_mask(layer_input.shape) if training else None
-                if mask is not None:
-                    layer_input = layer_input * mask
-                masks.append(mask)
-            outputs, layer_caches = [], []
-            for direction in range(D):
-                k = layer * D + direction
-                names = self._names[k]
-                p = self._params
-                y, h, c, cache = lstm_forward(
-                    layer_input, p[names.w_ih], p[names.w_hh],
-                    None if names.b_ih is None else p[names.b_ih],
-                    None if names.b_hh is None else p[names.b_hh],
-                    None if h0 is None else h0[k], None if c0 is None else c0[k],
-                    lengths=lengths, reverse=bool(direction), batch_first=batch_first,
-                    training=training, **self._kernel_options(names),
-                )
-                h_n[k] = h
-                c_n[k] = c
-                outputs.append(y)
-                layer_caches.append(cache)
-            layer_input = outputs[0] if D == 1 else np.concatenate(outputs, axis=-1)
-            caches.append(layer_caches)
-        y = layer_input
+        y, h_n, c_n, trace = stack_forward(
+            functional, self._params, self._names, D, array, h0, c0,
+            lengths=lengths, batch_first=batch_first, training=training,
+            dropout_mask=self._dropout_mask, num_threads=self.num_threads,
+        )
         if unbatched:
             y, h_n, c_n = y[:, 0], h_n[:, 0], c_n[:, 0]
-        if training:
-            self._trace = _Trace(caches, masks, y.shape, batch, unbatched)
+        if trace is not None:
+            self._trace = _Trace(trace.caches, trace.masks, y.shape, batch, unbatched)
         return y, (h_n, c_n)
 
     __call__ = forward
 
-    def _dropout_mask(self, shape: tuple[int, ...]) -> np.ndarray | None:
+    def _dropout_mask(self, layer: int, shape: tuple[int, ...]) -> np.ndarray | None:
         """A scaled inverted-dropout mask (0 or 1/(1-p)), or None without dropout."""
         p = self.dropout
         if p == 0:
@@ -594,7 +518,7 @@ class LSTM:
                 "forward either never ran or ran in eval mode: call m.train() (the default mode), "
                 "then y, (h_n, c_n) = m(x, ...), then m.backward(dy, ...)"
             )
-        L, D, H_out = self.num_layers, self.num_directions, self.output_size
+        L, D = self.num_layers, self.num_directions
         # Every layer's cache before any kernel runs: a parameter resized in place since
         # the forward would otherwise be found only after the later layers ran.
         for layer, caches in enumerate(trace.caches):
@@ -616,41 +540,10 @@ class LSTM:
                 d_out = d_out[:, None]
         dh_n, dc_n = self._states("dhx", dhx, L * D, batch, unbatched)
 
-        dh0 = np.empty((L * D, batch, H_out), self.dtype)
-        dc0 = np.empty((L * D, batch, self.hidden_size), self.dtype)
-        grads: dict[str, np.ndarray] = {}
-        for layer in reversed(range(L)):
-            d_in = None
-            for direction in range(D):
-                k = layer * D + direction
-                dy_k = d_out
-                if d_out is not None and D > 1:
-                    dy_k = d_out[..., direction * H_out : (direction + 1) * H_out]
-                g = lstm_backward(
-                    trace.caches[layer][direction], dy_k,
-                    None if dh_n is None else dh_n[k], None if dc_n is None else dc_n[k],
-                    num_threads=self.num_threads,
-                )
-                dh0[k] = g.dh0
-                dc0[k] = g.dc0
-                if d_in is None:
-                    d_in = g.dx
-                else:
-                    d_in += g.dx
-                names = self._names[k]
-                grads[names.w_ih] = g.dw_ih
-                grads[names.w_hh] = g.dw_hh
-                if names.b_ih is not None:
-                    grads[names.b_ih] = g.db
-                    grads[names.b_hh] = g.db.copy()
-                if names.w_hr is not None:
-                    grads[names.w_hr] = g.dw_hr
-                if names.peephole is not None:
-                    grads[names.peephole] = g.dpeephole
-            if layer > 0 and trace.masks[layer - 1] is not None:
-                d_in *= trace.masks[layer - 1]
-            d_out = d_in
-        dx = d_out
+        dx, dh0, dc0, grads = stack_backward(
+            functional, self._names, D, StackTrace(trace.caches, trace.masks), d_out, dh_n, dc_n,
+            num_threads=self.num_threads,
+        )
         if unbatched:
             dx, dh0, dc0 = dx[:, 0], dh0[:, 0], dc0[:, 0]
         self.grads = {name: grads[name] for name in self._params}
@@ -696,18 +589,19 @@ class LSTM:
             check_blas_sizes({"batch": batch})
         L = self.num_layers
         h0, c0 = self._states("hx", hx, L, batch, unbatched)
+        num_threads = check_num_threads(self.num_threads)
         h_n = np.empty((L, batch, self.output_size), self.dtype)
         c_n = np.empty((L, batch, self.hidden_size), self.dtype)
         layer_input = np.ascontiguousarray(x.reshape(batch, self.input_size))
         p = self._params
         for layer, names in enumerate(self._names):
             # One kernel call per layer and no re-validation: this is the streaming hot path.
-            step_unchecked(
+            functional._step_unchecked(
                 layer_input, p[names.w_ih], p[names.w_hh], self._step_bias(names),
                 None if names.w_hr is None else p[names.w_hr],
                 None if names.peephole is None else p[names.peephole],
                 self._zeros_or(h0, layer, h_n), self._zeros_or(c0, layer, c_n),
-                h_n[layer], c_n[layer],
+                h_n[layer], c_n[layer], num_threads,
             )
             layer_input = h_n[layer]
         y_t = layer_input
@@ -715,7 +609,7 @@ class LSTM:
             return y_t[0], (h_n[:, 0], c_n[:, 0])
         return y_t, (h_n, c_n)
 
-    def _step_bias(self, names: _Names) -> np.ndarray:
+    def _step_bias(self, names: ParamNames) -> np.ndarray:
         """b_ih + b_hh of one layer (zeros without biases), computed per call so that
         in-place parameter updates are seen."""
         if names.b_ih is None:
