@@ -68,13 +68,20 @@ imported by this module at import time.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from lstm_c._validation import as_array, check_flag
+from lstm_c._params import KINDS, param_name, parse_param_name
+from lstm_c._validation import (
+    as_float_array_of_own_dtype,
+    check_flag,
+    check_int,
+    check_ndim,
+    check_shape,
+    same_dtype,
+)
 
 __all__ = [
     "from_keras",
@@ -85,8 +92,6 @@ __all__ = [
     "onnx_attributes",
 ]
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
 # Gate blocks. Ours: i, f, g, o. ONNX: i, o, f, c. Keras: i, f, c, o (= ours).
 # For each of our blocks, the ONNX block it comes from, and the reverse map.
 _OURS_FROM_ONNX_GATES = (0, 2, 3, 1)
@@ -95,8 +100,6 @@ _ONNX_FROM_OURS_GATES = (0, 3, 1, 2)
 _OURS_FROM_ONNX_PEEPHOLES = (0, 2, 1)
 _ONNX_FROM_OURS_PEEPHOLES = (0, 2, 1)
 
-_KEY = re.compile(r"(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr|peephole)_l(\d+)(_reverse)?")
-_KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "peephole")
 
 _ONNX_ACTIVATIONS = ("sigmoid", "tanh", "tanh")
 _ONNX_DIRECTIONS = {"forward": 1, "reverse": 1, "bidirectional": 2}
@@ -116,38 +119,6 @@ _ONNX_ATTRIBUTES = frozenset(
 
 # ----------------------------------------------------------------------------
 # Helpers
-
-
-def _array(name: str, value: Any) -> np.ndarray:
-    """`value` as a NumPy array of float32 or float64 (torch tensors accepted)."""
-    if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch.Tensor
-        value = value.detach().cpu().numpy()
-    array = as_array(name, value)
-    if array.dtype not in _FLOATS:
-        raise TypeError(
-            f"{name} has dtype {array.dtype}; expected float32 or float64 "
-            f"(convert it with .astype(numpy.float32) or .astype(numpy.float64))"
-        )
-    return array
-
-
-def _same_dtype(arrays: Mapping[str, np.ndarray | None]) -> np.dtype:
-    """The one dtype of the given arrays; mixed dtypes are a TypeError."""
-    dtypes = {name: a.dtype for name, a in arrays.items() if a is not None}
-    if len(set(dtypes.values())) > 1:
-        listed = ", ".join(f"{name} is {dtype}" for name, dtype in dtypes.items())
-        raise TypeError(f"mixed float dtypes ({listed}); convert them to one dtype")
-    return next(iter(dtypes.values()))
-
-
-def _check_ndim(name: str, array: np.ndarray, ndim: int, layout: str) -> None:
-    if array.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D {layout}, got {array.ndim}-D shape {array.shape}")
-
-
-def _check_shape(name: str, array: np.ndarray, shape: tuple[int, ...], layout: str) -> None:
-    if array.shape != shape:
-        raise ValueError(f"{name} must have shape {layout} = {shape}, got {array.shape}")
 
 
 def _hidden_from_gates(name: str, rows: int, shape: tuple[int, ...], layout: str) -> int:
@@ -170,16 +141,6 @@ def _copy(array: np.ndarray) -> np.ndarray:
     return np.array(array, order="C", copy=True)
 
 
-def _suffix(reverse: bool) -> str:
-    return "_reverse" if reverse else ""
-
-
-def _check_layer(layer: Any) -> int:
-    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer < 0:
-        raise ValueError(f"layer must be an int >= 0, got {layer!r}")
-    return int(layer)
-
-
 def _parse_state_dict(state_dict: Any) -> dict[tuple[int, bool], dict[str, np.ndarray]]:
     """Group a state_dict by (layer, reverse); unknown keys are a ValueError."""
     if not isinstance(state_dict, Mapping):
@@ -188,15 +149,17 @@ def _parse_state_dict(state_dict: Any) -> dict[tuple[int, bool], dict[str, np.nd
         )
     groups: dict[tuple[int, bool], dict[str, np.ndarray]] = {}
     for key, value in state_dict.items():
-        match = _KEY.fullmatch(key) if isinstance(key, str) else None
-        if match is None:
+        parsed = parse_param_name(key)
+        if parsed is None:
             raise ValueError(
                 f"state_dict has the key {key!r}; expected LSTM parameter names such as "
-                f"'weight_ih_l0', 'bias_hh_l0_reverse' (kinds: {', '.join(_KINDS)}); strip any "
+                f"'weight_ih_l0', 'bias_hh_l0_reverse' (kinds: {', '.join(KINDS)}); strip any "
                 f"module prefix such as 'lstm.' first"
             )
-        kind, layer, reverse = match.group(1), int(match.group(2)), match.group(3) is not None
-        groups.setdefault((layer, reverse), {})[kind] = _array(f"state_dict[{key!r}]", value)
+        kind, layer, reverse = parsed
+        groups.setdefault((layer, reverse), {})[kind] = as_float_array_of_own_dtype(
+            f"state_dict[{key!r}]", value
+        )
     if not groups:
         raise ValueError("state_dict is empty; expected at least 'weight_ih_l0' and 'weight_hh_l0'")
     return groups
@@ -206,39 +169,37 @@ def _check_direction(
     params: Mapping[str, np.ndarray], layer: int, reverse: bool
 ) -> tuple[int, int, int]:
     """Check the shapes of one layer and direction; return (I, H, H_out)."""
-    suffix = _suffix(reverse)
-
     def key(kind: str) -> str:
-        return f"state_dict['{kind}_l{layer}{suffix}']"
+        return f"state_dict[{param_name(kind, layer, reverse)!r}]"
 
     for kind in ("weight_ih", "weight_hh"):
         if kind not in params:
-            present = ", ".join(sorted(f"{k}_l{layer}{suffix}" for k in params))
-            raise ValueError(f"state_dict has no '{kind}_l{layer}{suffix}' (has {present})")
+            present = ", ".join(sorted(param_name(k, layer, reverse) for k in params))
+            raise ValueError(f"state_dict has no {param_name(kind, layer, reverse)!r} (has {present})")
     w_ih = params["weight_ih"]
-    _check_ndim(key("weight_ih"), w_ih, 2, "(4*hidden_size, input_size)")
+    check_ndim(key("weight_ih"), w_ih, 2, "(4*hidden_size, input_size)")
     hidden = _hidden_from_gates(key("weight_ih"), w_ih.shape[0], w_ih.shape, "(4*hidden_size, input_size)")
     inputs = w_ih.shape[1]
     hidden_out = hidden
     if "weight_hr" in params:
         w_hr = params["weight_hr"]
-        _check_ndim(key("weight_hr"), w_hr, 2, "(proj_size, hidden_size)")
+        check_ndim(key("weight_hr"), w_hr, 2, "(proj_size, hidden_size)")
         if w_hr.shape[1] != hidden or w_hr.shape[0] < 1:
             raise ValueError(
                 f"{key('weight_hr')} must have shape (proj_size, hidden_size) = (P, {hidden}) with "
                 f"P >= 1, got {w_hr.shape}"
             )
         hidden_out = w_hr.shape[0]
-    _check_shape(
+    check_shape(
         key("weight_hh"), params["weight_hh"], (4 * hidden, hidden_out),
         "(4*hidden_size, proj_size)" if "weight_hr" in params else "(4*hidden_size, hidden_size)",
     )
     for kind in ("bias_ih", "bias_hh"):
         if kind in params:
-            _check_shape(key(kind), params[kind], (4 * hidden,), "(4*hidden_size,)")
+            check_shape(key(kind), params[kind], (4 * hidden,), "(4*hidden_size,)")
     if "peephole" in params:
-        _check_shape(key("peephole"), params["peephole"], (3, hidden), "(3, hidden_size), rows i, f, o")
-    _same_dtype({f"{kind}_l{layer}{suffix}": a for kind, a in params.items()})
+        check_shape(key("peephole"), params["peephole"], (3, hidden), "(3, hidden_size), rows i, f, o")
+    same_dtype({param_name(kind, layer, reverse): a for kind, a in params.items()})
     return inputs, hidden, hidden_out
 
 
@@ -307,29 +268,31 @@ def from_keras(
         "recurrent_activation", recurrent_activation, "sigmoid",
         " (Keras before 2.3 defaulted to 'hard_sigmoid')",
     )
-    layer = _check_layer(layer)
+    layer = check_int("layer", layer, 0)
     reverse = check_flag("reverse", reverse)
-    k = _array("kernel", kernel)
-    r = _array("recurrent_kernel", recurrent_kernel)
-    b = None if bias is None else _array("bias", bias)
-    dtype = _same_dtype({"kernel": k, "recurrent_kernel": r, "bias": b})
+    k = as_float_array_of_own_dtype("kernel", kernel)
+    r = as_float_array_of_own_dtype("recurrent_kernel", recurrent_kernel)
+    b = None if bias is None else as_float_array_of_own_dtype("bias", bias)
+    dtype = same_dtype({"kernel": k, "recurrent_kernel": r, "bias": b})
 
-    _check_ndim("kernel", k, 2, "(input_size, 4*hidden_size)")
+    check_ndim("kernel", k, 2, "(input_size, 4*hidden_size)")
     hidden = _hidden_from_gates("kernel", k.shape[1], k.shape, "(input_size, 4*hidden_size)")
-    _check_shape("recurrent_kernel", r, (hidden, 4 * hidden), "(hidden_size, 4*hidden_size)")
+    check_shape("recurrent_kernel", r, (hidden, 4 * hidden), "(hidden_size, 4*hidden_size)")
     if b is not None:
         if b.shape == (8 * hidden,):
             raise ValueError(
                 f"bias has shape {b.shape} = (8*hidden_size,), the layout of the old CuDNNLSTM layer; "
                 f"expected the Keras LSTM bias (4*hidden_size,) = ({4 * hidden},)"
             )
-        _check_shape("bias", b, (4 * hidden,), "(4*hidden_size,)")
+        check_shape("bias", b, (4 * hidden,), "(4*hidden_size,)")
 
-    s = f"_l{layer}{_suffix(reverse)}"
-    out = {f"weight_ih{s}": _copy(k.T), f"weight_hh{s}": _copy(r.T)}
+    out = {
+        param_name("weight_ih", layer, reverse): _copy(k.T),
+        param_name("weight_hh", layer, reverse): _copy(r.T),
+    }
     if b is not None:
-        out[f"bias_ih{s}"] = _copy(b)
-        out[f"bias_hh{s}"] = np.zeros(4 * hidden, dtype)
+        out[param_name("bias_ih", layer, reverse)] = _copy(b)
+        out[param_name("bias_hh", layer, reverse)] = np.zeros(4 * hidden, dtype)
     return out
 
 
@@ -365,26 +328,25 @@ def to_keras(
         The layer/direction is missing, a shape does not fit, or it has a
         projection (``weight_hr``) or peepholes, which Keras's LSTM lacks.
     """
-    layer = _check_layer(layer)
+    layer = check_int("layer", layer, 0)
     reverse = check_flag("reverse", reverse)
     groups = _parse_state_dict(state_dict)
-    suffix = _suffix(reverse)
     if (layer, bool(reverse)) not in groups:
         have = ", ".join(f"layer {l}{' reverse' if r else ''}" for l, r in sorted(groups))
         raise ValueError(
-            f"state_dict has no 'weight_ih_l{layer}{suffix}' (layer={layer}, reverse={bool(reverse)}); "
-            f"it has {have}"
+            f"state_dict has no {param_name('weight_ih', layer, reverse)!r} (layer={layer}, "
+            f"reverse={bool(reverse)}); it has {have}"
         )
     params = groups[(layer, bool(reverse))]
     _check_direction(params, layer, bool(reverse))
     if "weight_hr" in params:
         raise ValueError(
-            f"state_dict has 'weight_hr_l{layer}{suffix}' (a projection, proj_size > 0); "
+            f"state_dict has {param_name('weight_hr', layer, reverse)!r} (a projection, proj_size > 0); "
             f"Keras's LSTM has no projection, so it cannot be converted exactly"
         )
     if "peephole" in params:
         raise ValueError(
-            f"state_dict has 'peephole_l{layer}{suffix}' (peephole connections); "
+            f"state_dict has {param_name('peephole', layer, reverse)!r} (peephole connections); "
             f"Keras's LSTM has no peepholes, so it cannot be converted exactly"
         )
     kernel = _copy(params["weight_ih"].T)
@@ -508,13 +470,13 @@ def from_onnx(
     TypeError
         A dtype is not float32/float64, or the dtypes differ.
     """
-    w = _array("W", W)
-    r = _array("R", R)
-    b = None if B is None else _array("B", B)
-    p = None if P is None else _array("P", P)
-    _same_dtype({"W": w, "R": r, "B": b, "P": p})
+    w = as_float_array_of_own_dtype("W", W)
+    r = as_float_array_of_own_dtype("R", R)
+    b = None if B is None else as_float_array_of_own_dtype("B", B)
+    p = None if P is None else as_float_array_of_own_dtype("P", P)
+    same_dtype({"W": w, "R": r, "B": b, "P": p})
 
-    _check_ndim("W", w, 3, "(num_directions, 4*hidden_size, input_size)")
+    check_ndim("W", w, 3, "(num_directions, 4*hidden_size, input_size)")
     directions = w.shape[0]
     if directions not in (1, 2):
         raise ValueError(
@@ -522,25 +484,27 @@ def from_onnx(
             f"1 or 2, got {w.shape}"
         )
     hidden = _hidden_from_gates("W", w.shape[1], w.shape, "(num_directions, 4*hidden_size, input_size)")
-    _check_shape(
+    check_shape(
         "R", r, (directions, 4 * hidden, hidden), "(num_directions, 4*hidden_size, hidden_size)"
     )
     if b is not None:
-        _check_shape("B", b, (directions, 8 * hidden), "(num_directions, 8*hidden_size)")
+        check_shape("B", b, (directions, 8 * hidden), "(num_directions, 8*hidden_size)")
     if p is not None:
-        _check_shape("P", p, (directions, 3 * hidden), "(num_directions, 3*hidden_size)")
+        check_shape("P", p, (directions, 3 * hidden), "(num_directions, 3*hidden_size)")
     direction = _check_onnx_attributes(directions, activations, clip, input_forget, layout, direction)
 
     out: dict[str, np.ndarray] = {}
     for d in range(directions):
-        s = "_l0" + _suffix(d == 1 or direction == "reverse")
-        out[f"weight_ih{s}"] = _permute_blocks(w[d], _OURS_FROM_ONNX_GATES)
-        out[f"weight_hh{s}"] = _permute_blocks(r[d], _OURS_FROM_ONNX_GATES)
+        reverse = d == 1 or direction == "reverse"
+        out[param_name("weight_ih", 0, reverse)] = _permute_blocks(w[d], _OURS_FROM_ONNX_GATES)
+        out[param_name("weight_hh", 0, reverse)] = _permute_blocks(r[d], _OURS_FROM_ONNX_GATES)
         if b is not None:
-            out[f"bias_ih{s}"] = _permute_blocks(b[d, : 4 * hidden], _OURS_FROM_ONNX_GATES)
-            out[f"bias_hh{s}"] = _permute_blocks(b[d, 4 * hidden :], _OURS_FROM_ONNX_GATES)
+            out[param_name("bias_ih", 0, reverse)] = _permute_blocks(b[d, : 4 * hidden], _OURS_FROM_ONNX_GATES)
+            out[param_name("bias_hh", 0, reverse)] = _permute_blocks(b[d, 4 * hidden :], _OURS_FROM_ONNX_GATES)
         if p is not None:
-            out[f"peephole{s}"] = _permute_blocks(p[d], _OURS_FROM_ONNX_PEEPHOLES).reshape(3, hidden)
+            out[param_name("peephole", 0, reverse)] = _permute_blocks(
+                p[d], _OURS_FROM_ONNX_PEEPHOLES
+            ).reshape(3, hidden)
     return out
 
 
@@ -670,7 +634,7 @@ def _onnx_layer(state_dict: Mapping[str, Any]) -> tuple[list[dict[str, np.ndarra
         shapes.append(_check_direction(params, 0, reverse))
         if "weight_hr" in params:
             raise ValueError(
-                f"state_dict has 'weight_hr_l0{_suffix(reverse)}' (a projection, proj_size > 0); "
+                f"state_dict has {param_name('weight_hr', 0, reverse)!r} (a projection, proj_size > 0); "
                 f"the ONNX LSTM operator has no projection, so it cannot be converted exactly"
             )
     if len(set(shapes)) > 1:
@@ -679,8 +643,8 @@ def _onnx_layer(state_dict: Mapping[str, Any]) -> tuple[list[dict[str, np.ndarra
             f"{shapes[0][:2]} forward and {shapes[1][:2]} reverse"
         )
     directions = [groups[(0, reverse)] for reverse in reverses]
-    _same_dtype(
-        {f"{kind}_l0{_suffix(rev)}": a for rev, p in zip(reverses, directions) for kind, a in p.items()}
+    same_dtype(
+        {param_name(kind, 0, rev): a for rev, p in zip(reverses, directions) for kind, a in p.items()}
     )
     return directions, direction, shapes[0][0], shapes[0][1]
 
