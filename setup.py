@@ -8,7 +8,6 @@ Environment switches:
 import os
 import sys
 
-import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -68,8 +67,7 @@ extensions = [
     Extension(
         "lstm_c._lstm",
         sources=["src/_lstm.pyx"],
-        include_dirs=["src", numpy.get_include()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+        include_dirs=["src"],
     )
 ]
 

@@ -81,12 +81,12 @@ print(f"{Path(archive).name}: {len(names)} files")
 for name in names:
     print("  " + name)
 
-package = sorted(f"lstm_c/{p.name}" for p in (repo / "lstm_c").glob("*.py"))
+package = sorted(p.relative_to(repo).as_posix() for p in (repo / "lstm_c").rglob("*.py"))
 required = package + ["lstm_c/py.typed", "lstm_c/_lstm.pyi"]
 problems = []
 if kind == "sdist":
     required += ["pyproject.toml", "setup.py", "README.md", "MANIFEST.in", "CHANGELOG.md",
-                 "PKG-INFO"]
+                 "LICENSE", "NOTICE.md", "PKG-INFO"]
     required += sorted(f"src/{p.name}" for pattern in ("*.pyx", "*.pxd", "*.h")
                        for p in (repo / "src").glob(pattern))
     # Hand-written C (no .pyx of the same name) is a source too.
@@ -113,6 +113,10 @@ else:
     for n in names:
         if n.endswith((".pyx", ".pxd", ".c", ".h")) or n.startswith(("src/", "tests/")):
             problems.append(f"source file {n} does not belong in a wheel")
+    # The licence of lstm_c and the notice of the bundled OpenMP runtime.
+    for notice in ("LICENSE", "NOTICE.md"):
+        if not any(n.endswith(f".dist-info/licenses/{notice}") for n in names):
+            problems.append(f"no {notice} in the wheel's .dist-info/licenses/")
     if kind == "repaired":
         if not any(n.startswith("lstm_c.libs/libgomp") and ".so" in n for n in names):
             problems.append("no lstm_c.libs/libgomp*.so: the OpenMP runtime was not grafted")
@@ -147,6 +151,10 @@ esac
 PATH="$tools:$PATH" "$tools/auditwheel" show "$repaired" | tee "$work/show.txt"
 grep -q 'manylinux_' "$work/show.txt" || fail "auditwheel show names no manylinux tag"
 check_contents repaired "$repaired" "$repo"
+# Release builds carry no debug information: the repaired wheel, libgomp inside, stays small.
+size=$(stat -c %s "$repaired")
+echo "repaired wheel: $size bytes"
+[ "$size" -lt 1000000 ] || fail "the repaired wheel is $size bytes, over 1 MB (debug information?)"
 
 section "Install the repaired wheel in a fresh venv: binary only, no compiler"
 "$py" -m venv "$work/wheel-env"
@@ -179,7 +187,7 @@ PY
     env -u PYTHONPATH "$wpy" -m lstm_c info
     # -c /dev/null: the source tree's pytest config is not here; set what it sets.
     env -u PYTHONPATH LSTM_C_REQUIRE_OPENMP=1 "$wpy" -m pytest -p no:cacheprovider \
-        -c /dev/null --rootdir "$work/run" --import-mode=importlib -ra -q tests
+        -c /dev/null --rootdir "$work/run" --import-mode=importlib -o pythonpath=tests -ra -q tests
 )
 
 section "Install the sdist in a fresh venv (builds from source) and smoke-test it"

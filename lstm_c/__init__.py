@@ -7,7 +7,7 @@ oracle with the same functional API.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from lstm_c import interop
+from lstm_c import interop, reference
 from lstm_c._lstm import openmp_enabled
 from lstm_c._threads import get_num_threads, set_num_threads
 from lstm_c._types import LSTMGrads
@@ -28,6 +28,7 @@ __all__ = [
     "get_num_threads",
     "interop",
     "openmp_enabled",
+    "reference",
     "set_num_threads",
     "__version__",
 ]

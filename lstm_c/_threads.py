@@ -12,12 +12,13 @@ duration of the calls under way and restores it after the last one ends
 from __future__ import annotations
 
 import ctypes
+import math
 import os
 import threading
 from typing import Any, Callable
 
 from lstm_c import _lstm
-from lstm_c._validation import check_num_threads
+from lstm_c._validation import MAX_THREADS, check_num_threads
 
 # Below this much work per time step (about the flops of one step) a parallel
 # region's barriers cost more than the second thread saves.
@@ -30,8 +31,42 @@ _teams_started = False
 _forked_after_teams = False
 
 
-# Set by set_num_threads; None follows OpenMP's default.
+# Set by set_num_threads; None follows the default (see get_num_threads).
 _default_threads: int | None = None
+
+
+def _cgroup_cpu_limit() -> float | None:
+    """The CPU quota of this process's cgroup (v2, then v1), in CPUs, or None if unlimited."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as f:
+            quota, period = f.read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", encoding="ascii") as f:
+            quota_us = int(f.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us", encoding="ascii") as f:
+            period_us = int(f.read())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask, within its cgroup's CPU quota.
+
+    Every time step of a call ends at a barrier that waits for the slowest
+    thread, so threads beyond these CPUs only wait for each other.
+    """
+    if hasattr(os, "sched_getaffinity"):
+        cpus = len(os.sched_getaffinity(0))
+    else:
+        cpus = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    if limit is not None:
+        cpus = min(cpus, max(1, math.ceil(limit)))
+    return max(1, cpus)
 
 
 def set_num_threads(num_threads: int | None) -> None:
@@ -40,9 +75,8 @@ def set_num_threads(num_threads: int | None) -> None:
     Parameters
     ----------
     num_threads : int or None
-        A positive count, or None to follow OpenMP's default again: the
-        ``OMP_NUM_THREADS`` environment variable, a threadpoolctl limit on
-        the "openmp" API, else the number of cores.
+        A count from 1 to 64 (or 4 per CPU on larger machines), or None to
+        return to the default (see `get_num_threads`).
     """
     global _default_threads
     _default_threads = check_num_threads(num_threads)
@@ -54,10 +88,19 @@ def get_num_threads() -> int:
     Returns
     -------
     int
-        The count given to `set_num_threads`, else OpenMP's default (1 in a
-        build without OpenMP). Calls too small to split still run on one.
+        The count given to `set_num_threads`; else ``OMP_NUM_THREADS`` when
+        it is set; else the CPUs this process may use (its CPU affinity and
+        its container's CPU quota), or fewer under a threadpoolctl limit on
+        the "openmp" API. Never more than 64 (or 4 per CPU on larger
+        machines), and 1 in a build without OpenMP. Calls too small to split
+        still run on one thread.
     """
-    return _default_threads if _default_threads is not None else _lstm.omp_max_threads()
+    if _default_threads is not None:
+        return _default_threads
+    threads = _lstm.omp_max_threads()  # follows OMP_NUM_THREADS and threadpoolctl's limits
+    if not os.environ.get("OMP_NUM_THREADS"):
+        threads = min(threads, usable_cpus())
+    return max(1, min(threads, MAX_THREADS))
 
 
 def resolve(num_threads: int | None) -> int:
@@ -106,7 +149,10 @@ def _openblas_functions(controller: Any) -> tuple[int, int] | None:
                 set_ = getattr(library, f"{prefix}openblas_set_num_threads{suffix}")
             except AttributeError:
                 continue
-            return (ctypes.cast(get, ctypes.c_void_p).value, ctypes.cast(set_, ctypes.c_void_p).value)
+            get_address = ctypes.cast(get, ctypes.c_void_p).value
+            set_address = ctypes.cast(set_, ctypes.c_void_p).value
+            if get_address and set_address:
+                return get_address, set_address
     return None
 
 
@@ -136,7 +182,12 @@ class _SingleThreadedBlas:
             self._set = lambda counts: _lstm.set_blas_threads(counts[0])
         else:
             self._get = lambda: [c.get_num_threads() for c in controllers]
-            self._set = lambda counts: [c.set_num_threads(n) for c, n in zip(controllers, counts)]
+
+            def set_counts(counts: list[int]) -> None:
+                for controller, count in zip(controllers, counts):
+                    controller.set_num_threads(count)
+
+            self._set = set_counts
 
     def __enter__(self) -> None:
         with self._lock:

@@ -446,10 +446,10 @@ def check_cache(cache: Any, cache_type: type, producer: str) -> None:
             f"cache must be the {cache_type.__name__} returned by {producer}, "
             f"got {type(cache).__name__}"
         )
-    _check_cached_inputs(cache.args, producer)
+    _check_cached_inputs(getattr(cache, "args", None), producer)
 
 
-def _check_cached_inputs(args: ForwardArgs, producer: str) -> None:
+def _check_cached_inputs(args: Any, producer: str) -> None:
     """The arrays a cache references have the shapes, dtype and layout the forward saw."""
     if not isinstance(args, ForwardArgs):
         raise TypeError(f"cache.args must be the ForwardArgs of {producer}, got {type(args).__name__}")

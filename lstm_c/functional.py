@@ -162,8 +162,10 @@ def lstm_forward(
             scratch((batch, 4 * hidden)), scratch((batch, hidden), projected),
             scratch((batch, out), projected), _panels(batch, hidden, out, dtype), threads,
         )
-    cache = LSTMCache(args, reverse, gates, c_prev, h_prev, m) if training else None
-    return y, h, c, cache
+    if not training:
+        return y, h, c, None
+    assert c_prev is not None and h_prev is not None
+    return y, h, c, LSTMCache(args, reverse, gates, c_prev, h_prev, m)
 
 
 # Up to this batch the recurrent product reads W_hh from panels packed once per

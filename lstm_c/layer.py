@@ -362,7 +362,7 @@ class LSTM:
                 f"{name} must be a tuple (h, c) of two arrays or None, got {type(pair).__name__}"
                 + (f" of length {len(pair)}" if isinstance(pair, (tuple, list)) else "")
             )
-        out = []
+        out: list[np.ndarray | None] = []
         expected = (
             (pair[0], self.output_size, "proj_size or hidden_size"),
             (pair[1], self.hidden_size, "hidden_size"),
@@ -612,7 +612,7 @@ class LSTM:
     def _step_bias(self, names: ParamNames) -> np.ndarray:
         """b_ih + b_hh of one layer (zeros without biases), computed per call so that
         in-place parameter updates are seen."""
-        if names.b_ih is None:
+        if names.b_ih is None or names.b_hh is None:
             return np.zeros(4 * self.hidden_size, self.dtype)
         return self._params[names.b_ih] + self._params[names.b_hh]
 
