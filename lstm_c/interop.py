@@ -652,6 +652,11 @@ def _onnx_layer(state_dict: Mapping[str, Any]) -> tuple[list[dict[str, np.ndarra
 def onnx_attributes(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """The ONNX LSTM attributes that go with :func:`to_onnx` of `state_dict`.
 
+    Parameters
+    ----------
+    state_dict : mapping of str to array_like
+        One layer, as for :func:`to_onnx`.
+
     Returns
     -------
     dict
