@@ -1,10 +1,12 @@
-"""Result types of the functional API."""
+"""The types the functional API returns: its cache and its gradients."""
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
 import numpy as np
+
+from lstm_c._validation import ForwardArgs
 
 
 class LSTMGrads(NamedTuple):
@@ -30,3 +32,40 @@ class LSTMGrads(NamedTuple):
     db: np.ndarray
     dw_hr: np.ndarray | None = None
     dpeephole: np.ndarray | None = None
+
+
+class LSTMCache:
+    """What `lstm_backward` needs from a training-mode `lstm_forward`.
+
+    Holds references to the inputs (not copies) and, per position, the gate
+    activations i, f, g, o (4H), the cell state entering the step (H) and the
+    hidden state entering the step (H, or P with a projection): about T·B·6H
+    numbers; a projection adds the cell outputs before it (H). Treat it as
+    opaque; the inputs must not be changed in place before the backward pass.
+    """
+
+    __slots__ = ("args", "reverse", "act", "c_prev", "h_prev", "m")
+
+    def __init__(
+        self,
+        args: ForwardArgs,
+        reverse: bool,
+        act: np.ndarray,
+        c_prev: np.ndarray,
+        h_prev: np.ndarray,
+        m: np.ndarray | None,
+    ) -> None:
+        self.args = args
+        self.reverse = reverse
+        self.act = act
+        self.c_prev = c_prev
+        self.h_prev = h_prev
+        self.m = m
+
+    def __repr__(self) -> str:
+        a = self.args
+        return (
+            f"LSTMCache(seq_len={a.steps}, batch={a.batch}, input_size={a.input_size}, "
+            f"hidden_size={a.hidden_size}, dtype={a.dtype}, reverse={self.reverse}, "
+            f"batch_first={a.batch_first})"
+        )

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from lstm_c import _lstm, _threads
-from lstm_c._types import LSTMGrads
+from lstm_c._types import LSTMCache, LSTMGrads
 from lstm_c._validation import (
     ForwardArgs,
     check_backward_grads,
@@ -17,43 +17,6 @@ from lstm_c._validation import (
     check_forward,
     check_num_threads,
 )
-
-
-class LSTMCache:
-    """What `lstm_backward` needs from a training-mode `lstm_forward`.
-
-    Holds references to the inputs (not copies) and, per position, the gate
-    activations i, f, g, o (4H), the cell state entering the step (H) and the
-    hidden state entering the step (H, or P with a projection): about T·B·6H
-    numbers; a projection adds the cell outputs before it (H). Treat it as
-    opaque; the inputs must not be changed in place before the backward pass.
-    """
-
-    __slots__ = ("args", "reverse", "act", "c_prev", "h_prev", "m")
-
-    def __init__(
-        self,
-        args: ForwardArgs,
-        reverse: bool,
-        act: np.ndarray,
-        c_prev: np.ndarray,
-        h_prev: np.ndarray,
-        m: np.ndarray | None,
-    ) -> None:
-        self.args = args
-        self.reverse = reverse
-        self.act = act
-        self.c_prev = c_prev
-        self.h_prev = h_prev
-        self.m = m
-
-    def __repr__(self) -> str:
-        a = self.args
-        return (
-            f"LSTMCache(seq_len={a.steps}, batch={a.batch}, input_size={a.input_size}, "
-            f"hidden_size={a.hidden_size}, dtype={a.dtype}, reverse={self.reverse}, "
-            f"batch_first={a.batch_first})"
-        )
 
 
 def lstm_forward(

@@ -53,7 +53,7 @@ from lstm_c._validation import (
     check_num_threads,
     check_probability,
 )
-from lstm_c.functional import LSTMCache
+from lstm_c._types import LSTMCache
 
 __all__ = ["LSTM"]
 

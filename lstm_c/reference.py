@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
-from ._types import LSTMGrads
-from ._validation import (
+from lstm_c._types import LSTMGrads
+from lstm_c._validation import (
     ForwardArgs,
     check_backward_grads,
     check_cache,
