@@ -17,6 +17,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import lstm_bench  # noqa: E402
 
+from lstm_c._cli.peers import DTYPES, limit_threads  # noqa: E402
+
 QUICK_BUDGET, QUICK_MIN_ROUNDS = 1.0, 3
 SETTINGS = pytest.StashKey[dict]()  # the options below, resolved
 PEAKS = pytest.StashKey[dict]()  # GFLOP/s of sgemm/dgemm, by dtype
@@ -26,10 +28,10 @@ LOAD = pytest.StashKey[list]()  # load average when the session's benchmarks sta
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("lstm_c-bench", "lstm_c benchmark suite")
     group.addoption(
-        "--bench-threads", type=int,
-        default=int(os.environ.get("LSTM_C_BENCH_THREADS", lstm_bench.DEFAULT_THREADS)),
+        "--bench-threads", type=int, default=None,
         help="threads for every implementation (lstm_c num_threads=, torch.set_num_threads, "
-             "ONNX Runtime intra_op_num_threads, BLAS/OpenMP pools); default 2 or $LSTM_C_BENCH_THREADS",
+             "ONNX Runtime intra_op_num_threads, BLAS/OpenMP pools); default $LSTM_C_BENCH_THREADS, "
+             "else lstm_c.get_num_threads(): the CPUs this process may use",
     )
     group.addoption("--bench-quick", action="store_true",
                     help="only the quick subset (the `quick` marker), with a "
@@ -49,7 +51,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "quick: the quick subset of the benchmark suite (~1-2 min)")
     quick = config.getoption("--bench-quick")
     config.stash[SETTINGS] = {
-        "threads": config.getoption("--bench-threads"),
+        "threads": config.getoption("--bench-threads") or lstm_bench.default_threads(),
         "quick": quick,
         "budget": config.getoption("--bench-budget") or (QUICK_BUDGET if quick else 2.0),
         "min_rounds": config.getoption("--bench-min-rounds") or (QUICK_MIN_ROUNDS if quick else 5),
@@ -83,28 +85,27 @@ def bench_settings(request: pytest.FixtureRequest):
     config = request.config
     settings = config.stash[SETTINGS]
     threads = settings["threads"]
-    limiter = lstm_bench.limit_threads(threads)
-    peaks = {dt: lstm_bench.gemm_peak(dt, threads) for dt in lstm_bench.DTYPES}
-    config.stash[PEAKS] = peaks
-    config.stash[LOAD] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    with limit_threads(threads):
+        peaks = {dt: lstm_bench.gemm_peak(dt, threads) for dt in DTYPES}
+        config.stash[PEAKS] = peaks
+        config.stash[LOAD] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
-    def sample_peak(dtype: str) -> float:
-        """One more GEMM timing (the suite takes one before each case): the peak is the best seen."""
-        rate = lstm_bench.gemm_peak(dtype, threads, repeats=1)
-        peaks[dtype] = max(peaks[dtype], rate)
-        return rate
+        def sample_peak(dtype: str) -> float:
+            """One more GEMM timing (the suite takes one before each case): the peak is the best seen."""
+            rate = lstm_bench.gemm_peak(dtype, threads, repeats=1)
+            peaks[dtype] = max(peaks[dtype], rate)
+            return rate
 
-    yield {**settings, "sample_peak": sample_peak}
-    # The best of all measurements: a busy machine only ever lowers it.
-    for dt in lstm_bench.DTYPES:
-        peaks[dt] = max(peaks[dt], lstm_bench.gemm_peak(dt, threads))
-    limiter.restore_original_limits()
+        yield {**settings, "sample_peak": sample_peak}
+        # The best of all measurements: a busy machine only ever lowers it.
+        for dt in DTYPES:
+            peaks[dt] = max(peaks[dt], lstm_bench.gemm_peak(dt, threads))
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
     settings = config.stash.get(SETTINGS, {})
-    info = lstm_bench.machine_info(settings.get("threads", lstm_bench.DEFAULT_THREADS))
+    info = lstm_bench.machine_info(settings.get("threads") or lstm_bench.default_threads())
     info["gemm_peak_gflops"] = config.stash.get(PEAKS, None)
     info["load_average_start"] = config.stash.get(LOAD, None)
     info["quick"] = settings.get("quick", False)

@@ -3,9 +3,8 @@
     python bench/report.py bench/results.json [--md bench/RESULTS.md] [--png bench/results.png]
 
 The Markdown has one table per (kind, dtype) with medians, lstm_c's GFLOP/s
-and fraction of the GEMM peak measured in the same run, the speed ratio to
-each peer, and the issue's targets with their measured values. The chart
-shows GFLOP/s by shape, one bar per implementation (matplotlib, optional:
+and fraction of the GEMM peak measured in the same run, and the speed ratio
+to each peer. The chart shows GFLOP/s by shape, one bar per implementation (matplotlib, optional:
 without it only the Markdown is written).
 """
 
@@ -13,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -21,17 +19,16 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# Column order and labels (mirrors lstm_bench.IMPLS / IMPL_LABELS; kept here so the
-# report runs on a JSON alone).
+# What each implementation is called: the package's labels (the suite's and `python -m lstm_c
+# bench`'s); where lstm_c is not importable, `load` takes them from the JSON (impl_label).
+try:
+    from lstm_c._cli.peers import LABELS as _PACKAGE_LABELS
+except ImportError:
+    _PACKAGE_LABELS = {}
+LABELS: dict[str, str] = dict(_PACKAGE_LABELS)
+
+# Column order.
 IMPLS = ("lstm_c", "lstm_c_forward_t1", "reference", "torch", "onnxruntime", "lstm_c_1thread")
-LABELS = {
-    "lstm_c": "lstm_c",
-    "lstm_c_1thread": "lstm_c, 1 thread",
-    "lstm_c_forward_t1": "lstm_c.lstm_forward, T=1",
-    "reference": "NumPy reference",
-    "torch": "PyTorch",
-    "onnxruntime": "ONNX Runtime",
-}
 SHORT = {"reference": "reference", "torch": "PyTorch", "onnxruntime": "ORT",
          "lstm_c_forward_t1": "lstm_forward T=1"}
 COLORS = {"lstm_c": "#d62728", "lstm_c_1thread": "#ff9896", "lstm_c_forward_t1": "#9467bd",
@@ -66,6 +63,7 @@ def load(path: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         if "impl" not in info:
             continue
         stats = bench["stats"]
+        LABELS.setdefault(info["impl"], info.get("impl_label") or info["impl"])
         row = pooled.setdefault((info["case"], info["dtype"], info["impl"]), {**info, "data": [], "medians": []})
         row["data"] += stats.get("data") or []
         row["medians"].append(stats["median"])
@@ -120,11 +118,6 @@ def ratio(peer: dict | None, ours: dict | None) -> float | None:
 
 def fmt_ratio(r: float | None) -> str:
     return "—" if r is None else f"{r:.2f}×"
-
-
-def geomean(values):
-    values = [v for v in values if v is not None]
-    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
 
 
 def machine_lines(m: dict, rows: list[dict]) -> list[str]:
@@ -195,67 +188,6 @@ def section_table(cases: list[tuple[tuple[str, str], dict[str, dict]]], kind: st
     return lines
 
 
-def targets(idx: dict, peaks: dict) -> list[tuple[str, str, bool | None]]:
-    """The issue's targets: (target, measured, met or None when not measured)."""
-
-    def cases_where(kind, dtype, note=None, min_h=0):
-        return [(k, v) for k, v in idx.items()
-                if k[1] == dtype and v and next(iter(v.values()))["kind"] == kind
-                and (note is None or next(iter(v.values())).get("note") == note)
-                and next(iter(v.values()))["H"] >= min_h]
-
-    def ratios(cases, peer):
-        return [ratio(v.get(peer), v.get("lstm_c")) for _, v in cases
-                if v.get(peer) and v.get("lstm_c")]
-
-    out = []
-
-    def add(name, values, floor, how="min"):
-        values = [v for v in values if v is not None]
-        if not values:
-            out.append((name, "not measured", None))
-            return
-        if how == "geomean+min":
-            g, lo = geomean(values), min(values)
-            out.append((name, f"geomean {g:.2f}×, min {lo:.2f}× ({len(values)} shapes)",
-                        g >= floor[0] and lo >= floor[1]))
-        elif how == "geomean":
-            g = geomean(values)
-            out.append((name, f"geomean {g:.2f}× ({len(values)} shapes)", g >= floor))
-        else:
-            lo = min(values)
-            out.append((name, f"min {lo:.2f}× ({len(values)} shapes)", lo >= floor))
-
-    train32 = cases_where("training", "float32", "DeepBench training")
-    train64 = cases_where("training", "float64", "DeepBench training")
-    add("float32 training vs PyTorch: geomean ≥ 1.3×, none below 1×", ratios(train32, "torch"),
-        (1.3, 1.0), "geomean+min")
-    big = idx.get(("train_H1024_B64_T25", "float32"), {}).get("lstm_c")
-    if big and peaks.get("float32"):
-        frac = big["gflops"] / peaks["float32"]
-        out.append(("float32 training, H=1024 B=64: ≥ 80% of SGEMM peak", f"{100 * frac:.0f}%", frac >= 0.8))
-    else:
-        out.append(("float32 training, H=1024 B=64: ≥ 80% of SGEMM peak", "not measured", None))
-    inf32 = cases_where("inference", "float32", "DeepBench inference", min_h=512)
-    add("float32 inference, H ≥ 512: at least as fast as ONNX Runtime", ratios(inf32, "onnxruntime"), 1.0)
-    add("float32 inference, H ≥ 512: ≥ 1.5× PyTorch", ratios(inf32, "torch"), 1.5)
-    add("float64 training vs PyTorch: geomean ≥ 1.8×", ratios(train64, "torch"), 1.8, "geomean")
-    small = [(k, v) for k, v in idx.items() if k == ("infer_H128_B1_T100", "float32")]
-    add("small batch (H=128 B=1 T=100 inference, float32): ≥ 2.5× PyTorch", ratios(small, "torch"), 2.5)
-    step = idx.get(("step_H128_B1", "float32"), {}).get("lstm_c")
-    out.append(("LSTM.step, B=1 H=128 float32: ≤ 10 µs per step",
-                fmt_time(step["median"]) if step else "not measured (no lstm_c.LSTM)",
-                None if step is None else step["median"] <= 10e-6))
-    add("every training shape: ≥ 3× the NumPy reference", ratios(train32 + train64, "reference"), 3.0)
-    one = idx.get(("train_H512_B64_T25", "float32"), {})
-    if one.get("lstm_c") and one.get("lstm_c_1thread"):
-        r = ratio(one["lstm_c_1thread"], one["lstm_c"])
-        out.append(("2 threads vs 1 thread, training H=512 B=64 float32: ≥ 1.8×", f"{r:.2f}×", r >= 1.8))
-    else:
-        out.append(("2 threads vs 1 thread, training H=512 B=64 float32: ≥ 1.8×", "not measured", None))
-    return out
-
-
 def markdown(rows: list[dict], machine: dict, png_name: str | None) -> str:
     idx = index(rows)
     peaks = machine.get("gemm_peak_gflops") or {}
@@ -273,7 +205,7 @@ def markdown(rows: list[dict], machine: dict, png_name: str | None) -> str:
         f"\\* marks a noisy measurement (interquartile range above {NOISY:.0%} of the median); "
         f"† marks a shape during which the machine was busy (the GEMM timed just before it ran below "
         f"{BUSY:.0%} of the peak). "
-        "— means not run (not installed, not supported, or lstm_c.LSTM not available yet).",
+        "— means not run (not installed, or not supported).",
         "",
     ]
     if png_name:
@@ -289,17 +221,13 @@ def markdown(rows: list[dict], machine: dict, png_name: str | None) -> str:
         lines.append("")
     scaling = [(k, v) for k, v in idx.items() if "lstm_c_1thread" in v and "lstm_c" in v]
     if scaling:
-        lines += ["## Thread scaling", "", "| shape | dtype | lstm_c, 1 thread | lstm_c, "
+        lines += ["## Thread scaling", "", f"| shape | dtype | {LABELS['lstm_c_1thread']} | lstm_c, "
                   f"{machine.get('bench_threads')} threads | speed-up |", "|---|---|---|---|---|"]
         for (case, dtype), v in scaling:
             lines.append(f"| {v['lstm_c']['shape']} ({v['lstm_c']['kind']}) | {dtype} | "
                          f"{fmt_cell(v['lstm_c_1thread'])} | {fmt_cell(v['lstm_c'])} | "
                          f"{fmt_ratio(ratio(v['lstm_c_1thread'], v['lstm_c']))} |")
         lines.append("")
-    lines += ["## Targets (issue 4)", "", "| target | measured | met |", "|---|---|---|"]
-    for name, value, met in targets(idx, peaks):
-        lines.append(f"| {name} | {value} | {'—' if met is None else ('yes' if met else '**no**')} |")
-    lines.append("")
     return "\n".join(lines)
 
 
@@ -387,11 +315,9 @@ def chart(rows: list[dict], machine: dict, path: str) -> bool:
         ax.yaxis.set_major_formatter(plain)
         ax.yaxis.set_minor_formatter(plain)
         ax.tick_params(axis="y", which="minor", labelsize=7)
-        ax.axhline(10, color="k", ls="--", lw=1)
-        ax.text(-0.55, 10, "target 10 µs", va="bottom", ha="left", fontsize=8)
         lo = min(r["median"] for _, impls in groups for r in impls.values()) * 1e6
         hi = max(r["median"] for _, impls in groups for r in impls.values()) * 1e6
-        ax.set_ylim(min(lo, 10) / 1.5, hi * 1.6)
+        ax.set_ylim(lo / 1.5, hi * 1.6)
         ax.set_ylabel("µs per step (lower is better)")
         ax.set_title("streaming step", fontsize=10, loc="left")
     m = machine

@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run lstm_c's benchmark suite and write the report.")
     parser.add_argument("--quick", action="store_true", help="the quick subset (about 1-2 minutes)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="threads for every implementation (default 2, or $LSTM_C_BENCH_THREADS)")
+                        help="threads for every implementation (default $LSTM_C_BENCH_THREADS, else "
+                             "lstm_c.get_num_threads(): the CPUs this process may use)")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds of timed rounds per case and implementation (default 2, quick 1)")
     parser.add_argument("--impls", default=None, help="comma-separated implementations to keep")

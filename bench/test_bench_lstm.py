@@ -21,8 +21,10 @@ import pytest
 
 pytest.importorskip("pytest_benchmark")
 
-import lstm_bench  # noqa: E402  (put on sys.path by conftest.py)
-from lstm_bench import BUILDERS, CASES, CASES_BY_NAME, IMPL_LABELS, Unavailable  # noqa: E402
+from lstm_bench import CASES, CASES_BY_NAME  # noqa: E402  (put on sys.path by conftest.py)
+
+from lstm_c._cli import peers  # noqa: E402
+from lstm_c._cli.peers import BUILDERS, LABELS, Unavailable  # noqa: E402
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -49,8 +51,8 @@ def _case_state(case, dtype, settings) -> dict:
     key = (case.name, dtype)
     if _current.get("key") != key:
         _current.clear()
-        data = lstm_bench.make_data(case, dtype)
-        _current.update(key=key, data=data, expected=lstm_bench.oracle(case, data),
+        data = peers.make_data(case, dtype)
+        _current.update(key=key, data=data, expected=peers.oracle(case, data),
                         gemm_rate=settings["sample_peak"](dtype), impls={})
     return _current
 
@@ -77,9 +79,9 @@ def _build(case, dtype, impl, state, settings) -> dict:
     start = time.perf_counter()
     first = runner.run()
     first_seconds = time.perf_counter() - start
-    problem = lstm_bench.mismatch(runner.normalize(first), state["expected"], dtype)
+    problem = peers.mismatch(runner.normalize(first), state["expected"], dtype)
     if problem is not None:
-        return {"fail": f"{IMPL_LABELS[impl]} disagrees with the NumPy reference on {case.name} {dtype}: {problem}"}
+        return {"fail": f"{LABELS[impl]} disagrees with the NumPy reference on {case.name} {dtype}: {problem}"}
     del first
     per_call = _seconds_per_call(runner.run, first_seconds)
     # Rounds of at least 1 ms (several calls for the streaming step), enough to fill the budget,
@@ -107,10 +109,10 @@ def test_lstm(benchmark, bench_settings, case_name, dtype, pass_index, impl):
 
     benchmark.group = f"{case.name} {dtype}"
     benchmark.extra_info.update(
-        case=case.name, kind=case.kind, dtype=dtype, impl=impl, impl_label=IMPL_LABELS[impl],
+        case=case.name, kind=case.kind, dtype=dtype, impl=impl, impl_label=LABELS[impl],
         T=case.T, B=case.B, I=case.I, H=case.H, layers=case.layers,
         bidirectional=case.bidirectional, shape=case.shape, note=case.note,
-        flops=lstm_bench.flops(case), threads=1 if impl == "lstm_c_1thread" else bench_settings["threads"],
+        flops=peers.flops(case), threads=1 if impl == "lstm_c_1thread" else bench_settings["threads"],
         gemm_gflops_before_case=state["gemm_rate"], pass_index=pass_index,
         passes=bench_settings["passes"],
     )

@@ -589,19 +589,6 @@ def test_from_onnx_node_refuses_initializers_that_are_not_a_table():
         interop.from_onnx_node(node, 42)
 
 
-# ----------------------------------------------------------------------------- command line
-
-
-@pytest.mark.parametrize("args", [("--nonsense",), ("INFO",), ("demo", "--json"), ("info", "--json", "extra"),
-                                  ("info", "--json=yes")])
-def test_cli_usage_errors_exit_2(tmp_path, args):
-    result = subprocess.run([sys.executable, "-m", "lstm_c", *args], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 2, (result.returncode, result.stderr)
-    assert "usage: python -m lstm_c" in result.stderr and "error:" in result.stderr
-    assert result.stdout == ""
-
-
 # ============================================================================= layouts
 
 

@@ -1,8 +1,10 @@
-"""The seed's worked example: a one-unit LSTM that remembers day 1 of a stock price.
+"""``python -m lstm_c demo``: a one-unit LSTM that remembers day 1 of a stock price.
 
-Two companies' prices over four days differ only on day 1 (0 for A, 1 for B);
-on day 5 A returns to 0 and B to 1. An LSTM with the hand-set weights below
-carries day 1 in its long-term memory c and predicts day 5 as its last output.
+The example is from StatQuest's video "Long Short-Term Memory (LSTM), Clearly
+Explained" (Josh Starmer). Two companies' prices over four days differ only on
+day 1 (0 for A, 1 for B); on day 5 A returns to 0 and B to 1. An LSTM with the
+video's hand-set weights (below, in PyTorch's gate order) carries day 1 in its
+long-term memory c and predicts day 5 as its last output.
 
 The demo first learns such weights: a one-unit `lstm_c.LSTM` from random
 weights, trained with its backward pass and a small Adam loop.
@@ -18,10 +20,12 @@ import numpy as np
 from lstm_c.functional import lstm_forward
 from lstm_c.layer import LSTM
 
-# Gates in PyTorch's order i, f, g, o; one input, one hidden unit.
-SEED_W_IH = np.array([[1.65], [1.63], [0.94], [-0.19]])
-SEED_W_HH = np.array([[2.00], [2.70], [1.41], [4.38]])
-SEED_B_IH = np.array([0.62, 1.62, -0.32, 0.59])
+# The video's hand-set weights, gates in PyTorch's order i, f, g, o; one input, one hidden unit.
+HAND_SET_W_IH = np.array([[1.65], [1.63], [0.94], [-0.19]])
+HAND_SET_W_HH = np.array([[2.00], [2.70], [1.41], [4.38]])
+HAND_SET_B_IH = np.array([0.62, 1.62, -0.32, 0.59])
+
+SOURCE = 'StatQuest\'s video "Long Short-Term Memory (LSTM), Clearly Explained" (Josh Starmer)'
 
 # Days 1-4 of each company's price and the day-5 value the LSTM should predict.
 COMPANIES = {"A": ([0.0, 0.5, 0.25, 1.0], 0.0), "B": ([1.0, 0.5, 0.25, 1.0], 1.0)}
@@ -100,8 +104,8 @@ def train_stock_lstm(seed: int = TRAIN_SEED, steps: int = TRAIN_STEPS, lr: float
     return Training(model.eval(), np.array(losses), np.array(predictions))
 
 
-def seed_memories() -> tuple[np.ndarray, np.ndarray]:
-    """Run both companies as one batch, one day at a time.
+def hand_set_memories() -> tuple[np.ndarray, np.ndarray]:
+    """Run both companies through the hand-set weights as one batch, one day at a time.
 
     Returns
     -------
@@ -109,12 +113,12 @@ def seed_memories() -> tuple[np.ndarray, np.ndarray]:
         Short- and long-term memory after each day, per company; h is also
         the output, so h[-1] predicts day 5.
     """
-    x = np.array([prices for prices, _ in COMPANIES.values()]).T[:, :, None]  # (T=4, B=2, I=1)
+    x = stock_batch()[0]
     state = (np.zeros((2, 1)), np.zeros((2, 1)))
     hs, cs = [], []
     for day in range(x.shape[0]):
-        _, h, c, _ = lstm_forward(x[day : day + 1], SEED_W_IH, SEED_W_HH, SEED_B_IH, None, *state,
-                                  training=False)
+        _, h, c, _ = lstm_forward(x[day : day + 1], HAND_SET_W_IH, HAND_SET_W_HH, HAND_SET_B_IH, None,
+                                  *state, training=False)
         state = (h, c)
         hs.append(h[:, 0])
         cs.append(c[:, 0])
@@ -149,10 +153,10 @@ def run_training(out: TextIO = sys.stdout) -> Training:
 def run(out: TextIO = sys.stdout) -> None:
     """Train from random weights, then print the hand-set weights' memories day by day."""
     run_training(out)
-    h, c = seed_memories()
-    print("Hand-set weights from the seed documents (gates i, f, g, o):", file=out)
-    print(f"  w_ih = {SEED_W_IH[:, 0].tolist()}  w_hh = {SEED_W_HH[:, 0].tolist()}  "
-          f"b_ih = {SEED_B_IH.tolist()}", file=out)
+    h, c = hand_set_memories()
+    print(f"Hand-set weights from {SOURCE} (gates i, f, g, o):", file=out)
+    print(f"  w_ih = {HAND_SET_W_IH[:, 0].tolist()}  w_hh = {HAND_SET_W_HH[:, 0].tolist()}  "
+          f"b_ih = {HAND_SET_B_IH.tolist()}", file=out)
     for k, (name, (prices, target)) in enumerate(COMPANIES.items()):
         print(f"\nCompany {name}: prices {prices}, day 5 should be {target}", file=out)
         print("  day  input  long-term c  short-term h", file=out)

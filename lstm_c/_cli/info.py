@@ -58,7 +58,7 @@ def gather() -> dict[str, Any]:
             "model": cpu_model(),
             "machine": platform.machine(),
             "logical_cpus": os.cpu_count(),
-            "usable_cpus": _usable_cpus(),
+            "usable_cpus": usable_cpus(),
         },
         "dtypes": supported_dtypes(),
     }
@@ -122,7 +122,7 @@ def _linux_cpu_model() -> str | None:
     return None
 
 
-def _usable_cpus() -> int | None:
+def usable_cpus() -> int | None:
     """CPUs this process may run on (affinity masks, cgroup-limited containers)."""
     if hasattr(os, "process_cpu_count"):  # Python 3.13+
         return os.process_cpu_count()
