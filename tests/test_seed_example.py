@@ -1,4 +1,4 @@
-"""The seed documents' worked example, run through the compiled kernels and the CLI."""
+"""The demo's stock example (StatQuest's LSTM video), run through the compiled kernels and the CLI."""
 
 import subprocess
 import sys
@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 import lstm_c
-from lstm_c._demo import SEED_B_IH, SEED_W_HH, SEED_W_IH, seed_memories
+from lstm_c._cli.demo import HAND_SET_B_IH, HAND_SET_W_HH, HAND_SET_W_IH, hand_set_memories
 
 
-def test_one_step_from_the_seed_state():
-    y, h, c, _ = lstm_c.lstm_forward([[[1.0]]], SEED_W_IH, SEED_W_HH, SEED_B_IH, None, [[1.0]], [[2.0]])
+def test_one_step_from_a_given_state():
+    y, h, c, _ = lstm_c.lstm_forward([[[1.0]]], HAND_SET_W_IH, HAND_SET_W_HH, HAND_SET_B_IH, None,
+                                     [[1.0]], [[2.0]])
     assert c[0, 0] == pytest.approx(2.95, abs=0.005)
     assert h[0, 0] == pytest.approx(0.99, abs=0.005)
     assert y[0, 0, 0] == h[0, 0]
@@ -20,7 +21,7 @@ def test_one_step_from_the_seed_state():
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_company_a_and_b_in_one_batch(dtype):
     x = np.array([[0, 0.5, 0.25, 1], [1, 0.5, 0.25, 1]], dtype).T[:, :, None]
-    w = [a.astype(dtype) for a in (SEED_W_IH, SEED_W_HH, SEED_B_IH)]
+    w = [a.astype(dtype) for a in (HAND_SET_W_IH, HAND_SET_W_HH, HAND_SET_B_IH)]
     y, h_n, c_n, _ = lstm_c.lstm_forward(x, *w)
     assert y[-1, 0, 0] == pytest.approx(0.0, abs=0.01)  # company A: day 5 is 0
     assert y[-1, 1, 0] == pytest.approx(0.97, abs=0.005)  # company B: day 5 is 1
@@ -31,9 +32,9 @@ def test_company_a_and_b_in_one_batch(dtype):
 
 
 def test_stepping_day_by_day_equals_one_call():
-    h, c = seed_memories()
+    h, c = hand_set_memories()
     x = np.array([[0, 0.5, 0.25, 1], [1, 0.5, 0.25, 1]]).T[:, :, None]
-    y, h_n, c_n, _ = lstm_c.lstm_forward(x, SEED_W_IH, SEED_W_HH, SEED_B_IH)
+    y, h_n, c_n, _ = lstm_c.lstm_forward(x, HAND_SET_W_IH, HAND_SET_W_HH, HAND_SET_B_IH)
     np.testing.assert_allclose(h, y[:, :, 0], rtol=1e-14)
     np.testing.assert_allclose(c[-1], c_n[:, 0], rtol=1e-14)
 
@@ -57,11 +58,11 @@ def test_cli_without_a_command_fails_with_usage(tmp_path):
     assert "usage" in done.stderr
 
 
-# The seed's example end to end: learn such weights from random ones with our backward pass.
+# The example end to end: learn such weights from random ones with our backward pass.
 
 
 def test_training_from_random_weights_predicts_day_5():
-    from lstm_c._demo import stock_batch, train_stock_lstm
+    from lstm_c._cli.demo import stock_batch, train_stock_lstm
 
     result = train_stock_lstm()
     x, target = stock_batch()
@@ -82,7 +83,7 @@ def test_training_from_random_weights_predicts_day_5():
 
 @pytest.mark.parametrize("seed", [9, 14, 28])
 def test_training_converges_from_other_seeds_too(seed):
-    from lstm_c._demo import stock_batch, train_stock_lstm
+    from lstm_c._cli.demo import stock_batch, train_stock_lstm
 
     result = train_stock_lstm(seed=seed)
     np.testing.assert_allclose(result.predictions[-1], stock_batch()[1], atol=0.1)
@@ -102,4 +103,4 @@ def test_demo_command_trains_first_then_shows_the_hand_set_weights(tmp_path):
     assert abs(float(found.group(1)) - 0.0) <= 0.1
     assert abs(float(found.group(2)) - 1.0) <= 0.1
     assert out.index("Training a one-unit LSTM from random weights") < found.start()
-    assert found.start() < out.index("Hand-set weights from the seed documents")
+    assert found.start() < out.index("Hand-set weights from StatQuest's video")
