@@ -14,6 +14,8 @@ from elsewhere (the wheel check).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -27,6 +29,9 @@ from lstm_c._stack import stack_backward, stack_forward
 
 DTYPES = [np.float32, np.float64]
 APIS = pytest.mark.parametrize("api", [lstm_c, reference], ids=["lstm_c", "reference"])
+
+# One layer without and with both extras (projection P = 1, peepholes), for the edge cases.
+VARIANTS = {"plain": dict(), "projection_peephole": dict(P=1, peephole=True)}
 
 # Which input each field of LSTMGrads is the gradient of (db is that of b_ih and of b_hh).
 GRAD_OF = dict(dx="x", dh0="h0", dc0="c0", dw_ih="w_ih", dw_hh="w_hh", db="b_ih", dw_hr="w_hr",
@@ -217,6 +222,18 @@ def as_layout(a: Any, layout: str) -> Any:
 def zero_stride(shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
     """A read-only array of `shape` that takes one element of memory."""
     return np.broadcast_to(np.zeros((), dtype), shape)
+
+
+def run_in_child(script: str, cwd: Any, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`script` in a new interpreter (outside the source tree: cwd), so that a crash fails
+    the test that ran it instead of ending the test run."""
+    return subprocess.run([sys.executable, "-c", script, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def child_failure(result: subprocess.CompletedProcess) -> str:
+    return (f"exit code {result.returncode} (a negative code is the signal that killed it)\n"
+            f"{result.stderr[-2000:]}")
 
 
 # ----------------------------------------------------------------------------- the layer
