@@ -20,7 +20,6 @@ from helpers import (
     assert_identical,
     check_finite_differences,
     child_failure,
-    grads_for,
     like,
     make_problem,
     run,
