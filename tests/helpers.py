@@ -103,6 +103,13 @@ def assert_identical(actual: Any, expected: Any, names: Sequence[Any] | None = N
         np.testing.assert_array_equal(a, b, err_msg=name)
 
 
+def assert_mentions(message: Any, words: Sequence[str]) -> None:
+    """Every one of `words` is in `message` (a string, or what pytest.raises caught)."""
+    text = str(getattr(message, "value", message))
+    for word in words:
+        assert word in text, f"{word!r} not in {text!r}"
+
+
 # ----------------------------------------------------------------------------- the functional API
 
 

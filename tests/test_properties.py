@@ -12,9 +12,6 @@ import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
 from helpers import (  # noqa: E402
     assert_close,
     assert_identical,
@@ -25,6 +22,8 @@ from helpers import (  # noqa: E402
     make_problem,
     reference_layer_call,
 )
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 import lstm_c  # noqa: E402
 from lstm_c import LSTM, reference  # noqa: E402

@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from helpers import make_problem
+from helpers import assert_identical, make_problem
 from numpy.testing import assert_allclose, assert_array_equal
 
 from lstm_c import reference
@@ -173,9 +173,7 @@ def test_batch_first_is_transposed_time_major(reverse):
     y_bf, h_bf, c_bf, cache_bf = forward(bf, lengths=LENGTHS, reverse=reverse, batch_first=True)
     assert y_bf.shape == (B_LEN, T_LEN, H_LEN)
     assert y_bf.flags.c_contiguous
-    assert_array_equal(y_bf, y.transpose(1, 0, 2))
-    assert_array_equal(h_bf, h_n)
-    assert_array_equal(c_bf, c_n)
+    assert_identical((y_bf, h_bf, c_bf), (y.transpose(1, 0, 2), h_n, c_n))
     dy = rng.normal(size=y.shape)
     g = reference.lstm_backward(cache, dy, h_n, c_n)
     g_bf = reference.lstm_backward(cache_bf, dy.transpose(1, 0, 2), h_n, c_n)
@@ -204,9 +202,7 @@ def test_inference_mode_returns_no_cache_and_same_outputs():
     assert isinstance(cache, reference.ReferenceCache)
     y2, h2, c2, cache2 = forward(inputs, lengths=LENGTHS, training=False)
     assert cache2 is None
-    assert_array_equal(y2, y)
-    assert_array_equal(h2, h_n)
-    assert_array_equal(c2, c_n)
+    assert_identical((y2, h2, c2), (y, h_n, c_n))
 
 
 def test_inputs_are_not_modified():
@@ -224,9 +220,7 @@ def test_inputs_are_not_modified():
     for k in INPUT_NAMES:
         assert_array_equal(inputs[k], copies[k], err_msg=k)
     assert_array_equal(lengths, LENGTHS)
-    assert_array_equal(dy, dy_c)
-    assert_array_equal(dh, dh_c)
-    assert_array_equal(dc, dc_c)
+    assert_identical((dy, dh, dc), (dy_c, dh_c, dc_c))
 
 
 @pytest.mark.parametrize("batch_first", [False, True], ids=["time_major", "batch_first"])
@@ -289,9 +283,7 @@ def test_defaults_are_zeros():
     )
     y, h_n, c_n, _ = forward(explicit)
     y2, h2, c2, _ = reference.lstm_forward(inputs["x"], inputs["w_ih"], inputs["w_hh"])
-    assert_array_equal(y2, y)
-    assert_array_equal(h2, h_n)
-    assert_array_equal(c2, c_n)
+    assert_identical((y2, h2, c2), (y, h_n, c_n))
 
 
 def test_float32_in_float32_out():
@@ -343,9 +335,7 @@ def test_nan_propagates_to_its_row_only():
     assert np.all(np.isnan(y_p[1:3, 0]))
     assert np.all(y_p[3:, 0] == 0)
     assert np.all(np.isnan(h_p[0])) and np.all(np.isnan(c_p[0]))
-    assert_array_equal(y_p[:, 1:], y[:, 1:])
-    assert_array_equal(h_p[1:], h_n[1:])
-    assert_array_equal(c_p[1:], c_n[1:])
+    assert_identical((y_p[:, 1:], h_p[1:], c_p[1:]), (y[:, 1:], h_n[1:], c_n[1:]))
 
 
 def test_padding_past_lengths_is_never_read():
@@ -357,9 +347,7 @@ def test_padding_past_lengths_is_never_read():
         for b, n in enumerate(LENGTHS):
             padded["x"][n:, b] = np.nan
         y_p, h_p, c_p, cache_p = forward(padded, lengths=LENGTHS, reverse=reverse)
-        assert_array_equal(y_p, y)
-        assert_array_equal(h_p, h_n)
-        assert_array_equal(c_p, c_n)
+        assert_identical((y_p, h_p, c_p), (y, h_n, c_n))
         g = reference.lstm_backward(cache, np.ones_like(y))
         g_p = reference.lstm_backward(cache_p, np.ones_like(y))
         for a, b in zip(g, g_p):

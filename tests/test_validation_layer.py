@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
-from helpers import assert_identical
+from helpers import assert_identical, assert_mentions
 
 from lstm_c import LSTM
 from lstm_c._params import param_name
@@ -18,12 +18,6 @@ from lstm_c._validation import BLAS_INT_MAX
 
 T, B, I, H = 5, 3, 4, 6
 LD = 4  # num_layers=2, bidirectional
-
-
-def assert_names(error_info, words):
-    message = str(error_info.value)
-    for word in words:
-        assert word in message, (word, message)
 
 
 # (what to change, the exception, words the message must contain)
@@ -73,7 +67,7 @@ def test_constructor_refuses_before_allocating(case):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert_names(info, words)
+    assert_mentions(info, words)
     assert peak < 2**20, peak
 
 
@@ -157,7 +151,7 @@ def test_forward_refuses_before_any_kernel_runs(case, kernels):
     args = {**dict(x=np.zeros((T, B, I)), hx=None, lengths=None), **change}
     with pytest.raises(error) as info:
         small_lstm()(args["x"], args["hx"], lengths=args["lengths"])
-    assert_names(info, words)
+    assert_mentions(info, words)
     assert kernels == []
 
 
@@ -168,7 +162,7 @@ def test_a_float64_array_on_a_float32_module_is_refused_naming_x(kernels):
                        (lambda: m(np.zeros((T, B, I), np.float32), (np.zeros((2, B, H)), None)), "hx[0]")]:
         with pytest.raises(TypeError) as info:
             call()
-        assert_names(info, [f"{name} has dtype float64", "computes in float32", ".astype(numpy.float32)"])
+        assert_mentions(info, [f"{name} has dtype float64", "computes in float32", ".astype(numpy.float32)"])
     assert kernels == []
 
 
@@ -191,7 +185,7 @@ def test_backward_refuses_before_any_kernel_runs(case, kernels):
     args = {**dict(dy=None, dhx=None), **change}
     with pytest.raises(error) as info:
         m.backward(args["dy"], args["dhx"])
-    assert_names(info, words)
+    assert_mentions(info, words)
     assert "backward" not in kernels
 
 
@@ -255,7 +249,7 @@ def test_step_refuses_before_any_kernel_runs(case, kernels):
     args = {**dict(x_t=np.zeros((B, I)), hx=None), **change}
     with pytest.raises(error) as info:
         m.step(args["x_t"], args["hx"])
-    assert_names(info, words)
+    assert_mentions(info, words)
     assert kernels == []
 
 
