@@ -55,12 +55,6 @@ def compare(case, spec, dtype, num_threads=None):
     assert_close(ours[1], theirs[1], dtype)
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("case", CASES)
-def test_kernels_match_reference(case, dtype):
-    compare(case, CASES[case], dtype)
-
-
 # ----------------------------------------------------------------------------- every kernel path
 
 # functional._panels picks the recurrent product: W_hh packed in panels up to
@@ -102,7 +96,17 @@ def kernel_path(monkeypatch):
     return force
 
 
-def test_no_other_test_needs_a_batch_above_the_panel_limit():
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", CASES)
+def test_kernels_match_reference(case, dtype, path, kernel_path):
+    taken = kernel_path(path)
+    compare(case, CASES[case], dtype)
+    available = _lstm.panel_width(np.dtype(dtype).itemsize) > 0
+    assert taken["panels"] == [path == "panels" and available] * 2  # forward and backward
+
+
+def test_the_path_cases_straddle_the_panel_limit():
     assert functional._PANEL_MAX_BATCH == 64  # PATH_CASES has batches on both sides of it
     batches = [spec["B"] for spec in PATH_CASES.values()]
     assert min(batches) <= functional._PANEL_MAX_BATCH < max(batches)
