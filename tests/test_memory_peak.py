@@ -1,4 +1,4 @@
-"""Peak extra memory of the functional API, as the README's Memory section states it.
+"""Peak extra memory of the functional API, as the user guide's "What is promised" page (Memory) states it.
 
 NumPy reports its allocations to tracemalloc, so the peak traced during a call
 is the memory the call needed beyond its inputs.
@@ -8,6 +8,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from helpers import make_problem
 
 import lstm_c
 
@@ -19,12 +20,7 @@ SMALL = 64 * 1024  # per-step buffers and Python objects
 
 @pytest.fixture
 def inputs():
-    rng = np.random.default_rng(0)
-    p = dict(
-        x=rng.standard_normal((T, B, I)),
-        w_ih=rng.standard_normal((4 * H, I)) * 0.2,
-        w_hh=rng.standard_normal((4 * H, H)) * 0.2,
-    )
+    p = make_problem(np.random.default_rng(0), T, B, I, H, bias=False, state=False)
     # The first call binds to SciPy's BLAS once (threadpoolctl): not the call's memory.
     y, _, _, cache = lstm_c.lstm_forward(**p)
     lstm_c.lstm_backward(cache, y)

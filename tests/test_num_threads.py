@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import make_problem
 
 import lstm_c
 
@@ -16,13 +17,7 @@ def default_threads():
 
 
 def problem(dtype=np.float32):
-    rng = np.random.default_rng(0)
-    T, B, I, H = 6, 32, 24, 64
-    return dict(
-        x=rng.standard_normal((T, B, I)).astype(dtype),
-        w_ih=(rng.standard_normal((4 * H, I)) * 0.2).astype(dtype),
-        w_hh=(rng.standard_normal((4 * H, H)) * 0.2).astype(dtype),
-    )
+    return make_problem(np.random.default_rng(0), 6, 32, 24, 64, dtype, bias=False, state=False)
 
 
 def test_set_and_get_num_threads():

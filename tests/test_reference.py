@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers import assert_identical, make_problem
 from numpy.testing import assert_allclose, assert_array_equal
 
 from lstm_c import reference
@@ -13,36 +14,8 @@ from lstm_c import reference
 INPUT_NAMES = ("x", "w_ih", "w_hh", "b_ih", "b_hh", "h0", "c0")
 
 
-def make_inputs(rng, T, B, I, H, *, batch_first=False, dtype=np.float64, scale=0.5, P=0,
-                peephole=False):
-    """Random forward inputs as a dict keyed by the argument names.
-
-    P > 0 adds a projection "w_hr" (P, H); `peephole` adds "peephole" (3, H).
-    """
-    x_shape = (B, T, I) if batch_first else (T, B, I)
-    out = P or H
-    inputs = {
-        "x": rng.normal(size=x_shape).astype(dtype),
-        "w_ih": (scale * rng.normal(size=(4 * H, I))).astype(dtype),
-        "w_hh": (scale * rng.normal(size=(4 * H, out))).astype(dtype),
-        "b_ih": (scale * rng.normal(size=4 * H)).astype(dtype),
-        "b_hh": (scale * rng.normal(size=4 * H)).astype(dtype),
-        "h0": (scale * rng.normal(size=(B, out))).astype(dtype),
-        "c0": rng.normal(size=(B, H)).astype(dtype),
-    }
-    if P:
-        inputs["w_hr"] = (scale * rng.normal(size=(P, H))).astype(dtype)
-    if peephole:
-        inputs["peephole"] = (scale * rng.normal(size=(3, H))).astype(dtype)
-    return inputs
-
-
 def forward(inputs, **kwargs):
-    return reference.lstm_forward(
-        inputs["x"], inputs["w_ih"], inputs["w_hh"], inputs["b_ih"], inputs["b_hh"],
-        inputs["h0"], inputs["c0"], w_hr=inputs.get("w_hr"), peephole=inputs.get("peephole"),
-        **kwargs,
-    )
+    return reference.lstm_forward(**inputs, **kwargs)
 
 
 # --------------------------------------------------------------------------------------
@@ -78,7 +51,7 @@ def test_gradients_match_finite_differences(case):
     assert not cfg
 
     rng = np.random.default_rng(1234)
-    inputs = make_inputs(rng, T, B, I, H, batch_first=batch_first, **extras)
+    inputs = make_problem(rng, T, B, I, H, batch_first=batch_first, **extras)
     kwargs = dict(lengths=lengths, reverse=reverse, batch_first=batch_first)
     y, h_n, c_n, cache = forward(inputs, **kwargs)
     # Random weights on every output, including y past each row's length
@@ -121,7 +94,7 @@ def test_gradients_match_finite_differences(case):
 
 def test_backward_none_means_zeros():
     rng = np.random.default_rng(7)
-    inputs = make_inputs(rng, 3, 2, 2, 3)
+    inputs = make_problem(rng, 3, 2, 2, 3)
     y, h_n, c_n, cache = forward(inputs, lengths=[3, 1])
     zeros = reference.lstm_backward(cache, np.zeros_like(y), np.zeros_like(h_n), np.zeros_like(c_n))
     nones = reference.lstm_backward(cache)
@@ -137,58 +110,7 @@ def test_backward_none_means_zeros():
 
 
 # --------------------------------------------------------------------------------------
-# 2. the seed documents' worked example: a one-unit LSTM that remembers day 1
-# --------------------------------------------------------------------------------------
-
-SEED_W_IH = np.array([[1.65], [1.63], [0.94], [-0.19]])
-SEED_W_HH = np.array([[2.00], [2.70], [1.41], [4.38]])
-SEED_B_IH = np.array([0.62, 1.62, -0.32, 0.59])
-COMPANY_A = [0.0, 0.5, 0.25, 1.0]
-COMPANY_B = [1.0, 0.5, 0.25, 1.0]
-
-
-def seed_run(prices, h0=None, c0=None):
-    x = np.array(prices, dtype=np.float64).reshape(-1, 1, 1)  # (T, B=1, I=1)
-    return reference.lstm_forward(x, SEED_W_IH, SEED_W_HH, SEED_B_IH, None, h0, c0)
-
-
-def test_seed_one_step():
-    y, h_n, c_n, _ = seed_run([1.0], h0=[[1.0]], c0=[[2.0]])
-    assert abs(c_n[0, 0] - 2.95) < 0.01
-    assert abs(h_n[0, 0] - 0.99) < 0.01
-    assert y[0, 0, 0] == h_n[0, 0]
-
-
-@pytest.mark.parametrize(
-    "prices, day1_c, day1_h, final",
-    [(COMPANY_A, -0.20, -0.13, 0.0), (COMPANY_B, 0.50, 0.28, 0.97)],
-    ids=["company_A", "company_B"],
-)
-def test_seed_companies(prices, day1_c, day1_h, final):
-    _, h1, c1, _ = seed_run(prices[:1])
-    assert abs(c1[0, 0] - day1_c) < 0.01
-    assert abs(h1[0, 0] - day1_h) < 0.01
-    y, h_n, _, _ = seed_run(prices)
-    assert y[0, 0, 0] == h1[0, 0]
-    assert abs(y[-1, 0, 0] - final) < (0.05 if final == 0.0 else 0.01)
-    assert h_n[0, 0] == y[-1, 0, 0]
-
-
-def test_seed_both_companies_in_one_batch():
-    x = np.array([COMPANY_A, COMPANY_B]).T[:, :, None]  # (T=4, B=2, I=1)
-    y, h_n, c_n, _ = reference.lstm_forward(x, SEED_W_IH, SEED_W_HH, SEED_B_IH)
-    assert abs(y[0, 0, 0] - -0.13) < 0.01
-    assert abs(y[0, 1, 0] - 0.28) < 0.01
-    assert abs(h_n[0, 0]) < 0.05
-    assert abs(h_n[1, 0] - 0.97) < 0.01
-    for b, prices in enumerate([COMPANY_A, COMPANY_B]):
-        y_alone, _, c_alone, _ = seed_run(prices)
-        assert_allclose(y[:, b], y_alone[:, 0], rtol=1e-14, atol=0)
-        assert_allclose(c_n[b], c_alone[0], rtol=1e-14, atol=0)
-
-
-# --------------------------------------------------------------------------------------
-# 3. semantics
+# 2. semantics
 # --------------------------------------------------------------------------------------
 
 LENGTHS = [3, 0, 5, 5, 1, 4]
@@ -198,7 +120,7 @@ T_LEN, B_LEN, I_LEN, H_LEN = 5, len(LENGTHS), 3, 4
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_rows_match_running_alone(reverse):
     rng = np.random.default_rng(11)
-    inputs = make_inputs(rng, T_LEN, B_LEN, I_LEN, H_LEN)
+    inputs = make_problem(rng, T_LEN, B_LEN, I_LEN, H_LEN)
     y, h_n, c_n, _ = forward(inputs, lengths=LENGTHS, reverse=reverse)
     assert y.shape == (T_LEN, B_LEN, H_LEN)
     for b, n in enumerate(LENGTHS):
@@ -223,7 +145,7 @@ def test_rows_match_running_alone(reverse):
 
 def test_reverse_gradients_match_flipped_forward():
     rng = np.random.default_rng(12)
-    inputs = make_inputs(rng, T_LEN, B_LEN, I_LEN, H_LEN)
+    inputs = make_problem(rng, T_LEN, B_LEN, I_LEN, H_LEN)
     y, h_n, c_n, cache = forward(inputs, lengths=LENGTHS, reverse=True)
     dy, dh, dc = rng.normal(size=y.shape), rng.normal(size=h_n.shape), rng.normal(size=c_n.shape)
     grads = reference.lstm_backward(cache, dy, dh, dc)
@@ -245,15 +167,13 @@ def test_reverse_gradients_match_flipped_forward():
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 def test_batch_first_is_transposed_time_major(reverse):
     rng = np.random.default_rng(13)
-    inputs = make_inputs(rng, T_LEN, B_LEN, I_LEN, H_LEN)
+    inputs = make_problem(rng, T_LEN, B_LEN, I_LEN, H_LEN)
     y, h_n, c_n, cache = forward(inputs, lengths=LENGTHS, reverse=reverse)
     bf = dict(inputs, x=np.ascontiguousarray(inputs["x"].transpose(1, 0, 2)))
     y_bf, h_bf, c_bf, cache_bf = forward(bf, lengths=LENGTHS, reverse=reverse, batch_first=True)
     assert y_bf.shape == (B_LEN, T_LEN, H_LEN)
     assert y_bf.flags.c_contiguous
-    assert_array_equal(y_bf, y.transpose(1, 0, 2))
-    assert_array_equal(h_bf, h_n)
-    assert_array_equal(c_bf, c_n)
+    assert_identical((y_bf, h_bf, c_bf), (y.transpose(1, 0, 2), h_n, c_n))
     dy = rng.normal(size=y.shape)
     g = reference.lstm_backward(cache, dy, h_n, c_n)
     g_bf = reference.lstm_backward(cache_bf, dy.transpose(1, 0, 2), h_n, c_n)
@@ -266,7 +186,7 @@ def test_batch_first_is_transposed_time_major(reverse):
 
 def test_non_contiguous_x_gives_same_result():
     rng = np.random.default_rng(14)
-    inputs = make_inputs(rng, T_LEN, B_LEN, I_LEN, H_LEN)
+    inputs = make_problem(rng, T_LEN, B_LEN, I_LEN, H_LEN)
     y, h_n, _, _ = forward(inputs, lengths=LENGTHS)
     strided = np.zeros((T_LEN, B_LEN, 2 * I_LEN))
     strided[:, :, ::2] = inputs["x"]
@@ -277,19 +197,17 @@ def test_non_contiguous_x_gives_same_result():
 
 def test_inference_mode_returns_no_cache_and_same_outputs():
     rng = np.random.default_rng(15)
-    inputs = make_inputs(rng, T_LEN, B_LEN, I_LEN, H_LEN)
+    inputs = make_problem(rng, T_LEN, B_LEN, I_LEN, H_LEN)
     y, h_n, c_n, cache = forward(inputs, lengths=LENGTHS)
     assert isinstance(cache, reference.ReferenceCache)
     y2, h2, c2, cache2 = forward(inputs, lengths=LENGTHS, training=False)
     assert cache2 is None
-    assert_array_equal(y2, y)
-    assert_array_equal(h2, h_n)
-    assert_array_equal(c2, c_n)
+    assert_identical((y2, h2, c2), (y, h_n, c_n))
 
 
 def test_inputs_are_not_modified():
     rng = np.random.default_rng(16)
-    inputs = make_inputs(rng, T_LEN, B_LEN, I_LEN, H_LEN)
+    inputs = make_problem(rng, T_LEN, B_LEN, I_LEN, H_LEN)
     lengths = np.array(LENGTHS)
     copies = {k: v.copy() for k, v in inputs.items()}
     y, h_n, c_n, cache = forward(inputs, lengths=lengths, reverse=True)
@@ -302,16 +220,14 @@ def test_inputs_are_not_modified():
     for k in INPUT_NAMES:
         assert_array_equal(inputs[k], copies[k], err_msg=k)
     assert_array_equal(lengths, LENGTHS)
-    assert_array_equal(dy, dy_c)
-    assert_array_equal(dh, dh_c)
-    assert_array_equal(dc, dc_c)
+    assert_identical((dy, dh, dc), (dy_c, dh_c, dc_c))
 
 
 @pytest.mark.parametrize("batch_first", [False, True], ids=["time_major", "batch_first"])
 def test_zero_steps(batch_first):
     rng = np.random.default_rng(17)
     B, I, H = 3, 2, 4
-    inputs = make_inputs(rng, 0, B, I, H, batch_first=batch_first)
+    inputs = make_problem(rng, 0, B, I, H, batch_first=batch_first)
     y, h_n, c_n, cache = forward(inputs, batch_first=batch_first)
     assert y.shape == ((B, 0, H) if batch_first else (0, B, H))
     assert_array_equal(h_n, inputs["h0"])
@@ -335,7 +251,7 @@ def test_zero_steps(batch_first):
 def test_all_lengths_zero(reverse):
     rng = np.random.default_rng(18)
     T, B, I, H = 4, 3, 2, 3
-    inputs = make_inputs(rng, T, B, I, H)
+    inputs = make_problem(rng, T, B, I, H)
     y, h_n, c_n, cache = forward(inputs, lengths=np.zeros(B, dtype=np.int32), reverse=reverse)
     assert y.shape == (T, B, H)
     assert not np.any(y)
@@ -351,7 +267,7 @@ def test_all_lengths_zero(reverse):
 
 def test_empty_batch():
     rng = np.random.default_rng(19)
-    inputs = make_inputs(rng, 3, 0, 2, 3)
+    inputs = make_problem(rng, 3, 0, 2, 3)
     y, h_n, c_n, cache = forward(inputs, lengths=np.zeros(0, dtype=np.intp))
     assert y.shape == (3, 0, 3) and h_n.shape == (0, 3) and c_n.shape == (0, 3)
     g = reference.lstm_backward(cache, np.zeros(y.shape))
@@ -361,20 +277,18 @@ def test_empty_batch():
 
 def test_defaults_are_zeros():
     rng = np.random.default_rng(20)
-    inputs = make_inputs(rng, 3, 2, 2, 3)
+    inputs = make_problem(rng, 3, 2, 2, 3)
     explicit = dict(
         inputs, b_ih=np.zeros(12), b_hh=np.zeros(12), h0=np.zeros((2, 3)), c0=np.zeros((2, 3))
     )
     y, h_n, c_n, _ = forward(explicit)
     y2, h2, c2, _ = reference.lstm_forward(inputs["x"], inputs["w_ih"], inputs["w_hh"])
-    assert_array_equal(y2, y)
-    assert_array_equal(h2, h_n)
-    assert_array_equal(c2, c_n)
+    assert_identical((y2, h2, c2), (y, h_n, c_n))
 
 
 def test_float32_in_float32_out():
     rng = np.random.default_rng(21)
-    inputs64 = make_inputs(rng, T_LEN, B_LEN, I_LEN, H_LEN)
+    inputs64 = make_problem(rng, T_LEN, B_LEN, I_LEN, H_LEN)
     inputs32 = {k: v.astype(np.float32) for k, v in inputs64.items()}
     y, h_n, c_n, cache = forward(inputs32, lengths=LENGTHS)
     for out in (y, h_n, c_n):
@@ -410,7 +324,7 @@ def test_saturation_is_exact_and_silent(dtype):
 
 def test_nan_propagates_to_its_row_only():
     rng = np.random.default_rng(23)
-    inputs = make_inputs(rng, T_LEN, B_LEN, I_LEN, H_LEN)
+    inputs = make_problem(rng, T_LEN, B_LEN, I_LEN, H_LEN)
     y, h_n, c_n, _ = forward(inputs, lengths=LENGTHS)
     poisoned = dict(inputs, x=inputs["x"].copy())
     poisoned["x"][1, 0, 0] = np.nan  # row 0 has length 3: time 1 is valid
@@ -421,94 +335,20 @@ def test_nan_propagates_to_its_row_only():
     assert np.all(np.isnan(y_p[1:3, 0]))
     assert np.all(y_p[3:, 0] == 0)
     assert np.all(np.isnan(h_p[0])) and np.all(np.isnan(c_p[0]))
-    assert_array_equal(y_p[:, 1:], y[:, 1:])
-    assert_array_equal(h_p[1:], h_n[1:])
-    assert_array_equal(c_p[1:], c_n[1:])
+    assert_identical((y_p[:, 1:], h_p[1:], c_p[1:]), (y[:, 1:], h_n[1:], c_n[1:]))
 
 
 def test_padding_past_lengths_is_never_read():
     rng = np.random.default_rng(24)
-    inputs = make_inputs(rng, T_LEN, B_LEN, I_LEN, H_LEN)
+    inputs = make_problem(rng, T_LEN, B_LEN, I_LEN, H_LEN)
     for reverse in (False, True):
         y, h_n, c_n, cache = forward(inputs, lengths=LENGTHS, reverse=reverse)
         padded = dict(inputs, x=inputs["x"].copy())
         for b, n in enumerate(LENGTHS):
             padded["x"][n:, b] = np.nan
         y_p, h_p, c_p, cache_p = forward(padded, lengths=LENGTHS, reverse=reverse)
-        assert_array_equal(y_p, y)
-        assert_array_equal(h_p, h_n)
-        assert_array_equal(c_p, c_n)
+        assert_identical((y_p, h_p, c_p), (y, h_n, c_n))
         g = reference.lstm_backward(cache, np.ones_like(y))
         g_p = reference.lstm_backward(cache_p, np.ones_like(y))
         for a, b in zip(g, g_p):
             assert_array_equal(a, b)
-
-
-# --------------------------------------------------------------------------------------
-# 4. errors name the argument
-# --------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def good():
-    rng = np.random.default_rng(30)
-    return make_inputs(rng, 4, 3, 2, 5)
-
-
-def test_x_must_be_3d(good):
-    with pytest.raises(ValueError, match=r"\bx must be 3-D"):
-        reference.lstm_forward(good["x"][0], good["w_ih"], good["w_hh"])
-
-
-def test_w_hh_wrong_shape(good):
-    with pytest.raises(ValueError, match="w_hh"):
-        reference.lstm_forward(good["x"], good["w_ih"], good["w_hh"][:, :-1])
-
-
-@pytest.mark.parametrize(
-    "lengths, error",
-    [
-        ([4, 5, 1], ValueError),
-        ([4, -1, 1], ValueError),
-        ([4.0, 2.0, 1.0], TypeError),
-        ([4, 2], ValueError),
-    ],
-    ids=["too_long", "negative", "floats", "wrong_count"],
-)
-def test_bad_lengths(good, lengths, error):
-    with pytest.raises(error, match="lengths"):
-        reference.lstm_forward(good["x"], good["w_ih"], good["w_hh"], lengths=lengths)
-
-
-def test_complex_x(good):
-    with pytest.raises(TypeError, match=r"\bx\b"):
-        reference.lstm_forward(good["x"].astype(np.complex128), good["w_ih"], good["w_hh"])
-
-
-def test_mixed_float_dtypes(good):
-    with pytest.raises(TypeError, match="w_hh"):
-        reference.lstm_forward(good["x"], good["w_ih"], good["w_hh"].astype(np.float32))
-
-
-def test_bad_num_threads(good):
-    with pytest.raises(ValueError, match="num_threads"):
-        reference.lstm_forward(good["x"], good["w_ih"], good["w_hh"], num_threads=0)
-    _, _, _, cache = reference.lstm_forward(good["x"], good["w_ih"], good["w_hh"], num_threads=3)
-    with pytest.raises(TypeError, match="num_threads"):
-        reference.lstm_backward(cache, num_threads=1.5)
-
-
-def test_backward_needs_a_cache(good):
-    _, _, _, cache = reference.lstm_forward(good["x"], good["w_ih"], good["w_hh"], training=False)
-    with pytest.raises(ValueError, match="cache"):
-        reference.lstm_backward(cache)
-    with pytest.raises(TypeError, match="cache"):
-        reference.lstm_backward({"not": "a cache"})
-
-
-def test_backward_dy_wrong_shape(good):
-    y, _, _, cache = reference.lstm_forward(good["x"], good["w_ih"], good["w_hh"])
-    with pytest.raises(ValueError, match="dy"):
-        reference.lstm_backward(cache, y[:-1])
-    with pytest.raises(ValueError, match="dh_n"):
-        reference.lstm_backward(cache, y, dh_n=np.zeros((3, 4)))

@@ -4,6 +4,7 @@ import zlib
 
 import numpy as np
 import pytest
+from helpers import assert_close, tol
 
 torch = pytest.importorskip("torch")
 
@@ -13,7 +14,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not sup
 import lstm_c  # noqa: E402
 from lstm_c.layer import LSTM  # noqa: E402
 
-TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=1e-4, atol=1e-5)}
 TORCH_DTYPE = {np.float64: torch.float64, np.float32: torch.float32}
 
 T, B, I, H = 6, 4, 5, 7
@@ -75,12 +75,6 @@ def run_torch(model, x, hx, lengths, dy, dh_n, dc_n):
     return (y.detach().numpy(), h.detach().numpy(), c.detach().numpy()), (xt.grad.numpy(), *dhx), grads
 
 
-def assert_close(ours, theirs, dtype, what):
-    assert ours.dtype == dtype, what
-    assert ours.shape == theirs.shape, what
-    np.testing.assert_allclose(ours, theirs, **TOL[dtype], err_msg=what)
-
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("case", CASES)
 def test_outputs_and_all_gradients_match_torch(case, dtype):
@@ -110,14 +104,14 @@ def test_outputs_and_all_gradients_match_torch(case, dtype):
 
     outputs, input_grads, grads = run_torch(theirs, x, hx, lengths, dy, dh_n, dc_n)
     for what, a, b in zip(["y", "h_n", "c_n"], (y, h_n, c_n), outputs):
-        assert_close(a, b, dtype, what)
-    assert_close(dx, input_grads[0], dtype, "dx")
+        assert_close(a, b, dtype, what=what)
+    assert_close(dx, input_grads[0], dtype, what="dx")
     if hx is not None:
-        assert_close(dh0, input_grads[1], dtype, "dh0")
-        assert_close(dc0, input_grads[2], dtype, "dc0")
+        assert_close(dh0, input_grads[1], dtype, what="dh0")
+        assert_close(dc0, input_grads[2], dtype, what="dc0")
     assert list(ours.grads) == list(grads), "every parameter gets a gradient, in torch's order"
     for name, g in grads.items():
-        assert_close(ours.grads[name], g, dtype, name)
+        assert_close(ours.grads[name], g, dtype, what=name)
     if lengths is not None:
         # torch pads with zeros past each row's length; ours leaves zeros there too.
         time = np.arange(T)[:, None] < np.asarray(lengths)[None, :]  # (T, B)
@@ -140,7 +134,7 @@ def test_dropout_in_eval_mode_matches_torch(dtype):
         out, (h, c) = theirs(packed)
     yt, _ = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=T)
     for what, a, b in zip(["y", "h_n", "c_n"], (y, h_n, c_n), (yt, h, c)):
-        assert_close(a, b.numpy(), dtype, what)
+        assert_close(a, b.numpy(), dtype, what=what)
 
 
 @pytest.mark.parametrize("proj_size", [0, 3])
@@ -166,7 +160,7 @@ def test_float32_torch_weights_load_into_a_float64_layer():
     y, _ = ours(x)
     with torch.no_grad():
         yt, _ = theirs(torch.tensor(x, dtype=torch.float32))
-    np.testing.assert_allclose(y, yt.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(y, yt.numpy(), **tol(np.float32))
 
 
 def test_default_initialisation_has_torchs_bounds():
@@ -188,9 +182,9 @@ def test_stepping_matches_torch(proj_size):
         outputs.append(y_t)
     with torch.no_grad():
         yt, (h, c) = theirs(torch.tensor(x))
-    np.testing.assert_allclose(np.stack(outputs), yt.numpy(), **TOL[np.float64])
-    np.testing.assert_allclose(state[0], h.numpy(), **TOL[np.float64])
-    np.testing.assert_allclose(state[1], c.numpy(), **TOL[np.float64])
+    np.testing.assert_allclose(np.stack(outputs), yt.numpy(), **tol(np.float64))
+    np.testing.assert_allclose(state[0], h.numpy(), **tol(np.float64))
+    np.testing.assert_allclose(state[1], c.numpy(), **tol(np.float64))
 
 
 def test_lstm_is_exported():

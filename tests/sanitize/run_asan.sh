@@ -18,15 +18,16 @@
 #        LSTM_C_DEBUG=1     Cython's boundscheck and initializedcheck on, -O0 -g (setup.py)
 #        CFLAGS/LDFLAGS     -fsanitize=address -fno-omit-frame-pointer
 #   3. Runs pytest, from the temporary directory, on the kernel tests: test_kernels.py,
-#      test_reference.py, test_errors.py, test_layer.py, test_hardening.py,
-#      test_properties.py and test_threads.py, with
+#      test_functional.py, test_numerics.py, test_reference.py, test_validation.py,
+#      test_validation_layer.py, test_blas_guard.py, test_layer.py, test_layer_edges.py,
+#      test_stack.py, test_properties.py and test_threads.py (helpers.py beside them), with
 #        LD_PRELOAD=$(gcc -print-file-name=libasan.so)   the Python host is not built with
 #                          ASan, so its runtime must be loaded first
 #        ASAN_OPTIONS      detect_leaks=0 (CPython keeps objects alive at exit on purpose),
 #                          exitcode=86 (tells a sanitizer report from a failed test),
 #                          log_path (the report goes to a file, printed at the end: pytest
 #                          captures stderr, and a stopped process never shows it)
-#        LSTM_C_UNDER_SANITIZER=1   timing and RSS tests skip themselves, and so do tests
+#        LSTM_C_UNDER_SANITIZER=1   RSS tests skip themselves, and so do tests
 #                          that import torch (its C++ exceptions and a preloaded ASan runtime
 #                          do not mix: "CHECK failed ... real___cxa_throw")
 #
@@ -102,8 +103,10 @@ env \
     LSTM_C_RUN_SANITIZER=0 \
     "$py" -m pytest -p no:cacheprovider -p no:faulthandler -q \
         -m "not sanitizer" \
-        tests/test_kernels.py tests/test_reference.py tests/test_errors.py tests/test_layer.py \
-        tests/test_hardening.py tests/test_properties.py tests/test_threads.py \
+        tests/test_kernels.py tests/test_functional.py tests/test_numerics.py tests/test_reference.py \
+        tests/test_validation.py tests/test_validation_layer.py tests/test_blas_guard.py \
+        tests/test_layer.py tests/test_layer_edges.py tests/test_stack.py tests/test_properties.py \
+        tests/test_threads.py \
         "$@" || status=$?
 
 shopt -s nullglob
