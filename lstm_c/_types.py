@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -34,6 +35,17 @@ class LSTMGrads(NamedTuple):
     dpeephole: np.ndarray | None = None
 
 
+def describe_cache(cache: LSTMCache | Any) -> str:
+    """The repr of a functional API's cache: its call's sizes, not its arrays."""
+    a = cache.args
+    return (
+        f"{type(cache).__name__}(seq_len={a.steps}, batch={a.batch}, input_size={a.input_size}, "
+        f"hidden_size={a.hidden_size}, dtype={a.dtype}, reverse={cache.reverse}, "
+        f"batch_first={a.batch_first})"
+    )
+
+
+@dataclass(slots=True, eq=False, repr=False)
 class LSTMCache:
     """What `lstm_backward` needs from a training-mode `lstm_forward`.
 
@@ -44,28 +56,11 @@ class LSTMCache:
     opaque; the inputs must not be changed in place before the backward pass.
     """
 
-    __slots__ = ("args", "reverse", "act", "c_prev", "h_prev", "m")
+    args: ForwardArgs
+    reverse: bool
+    act: np.ndarray
+    c_prev: np.ndarray
+    h_prev: np.ndarray
+    m: np.ndarray | None
 
-    def __init__(
-        self,
-        args: ForwardArgs,
-        reverse: bool,
-        act: np.ndarray,
-        c_prev: np.ndarray,
-        h_prev: np.ndarray,
-        m: np.ndarray | None,
-    ) -> None:
-        self.args = args
-        self.reverse = reverse
-        self.act = act
-        self.c_prev = c_prev
-        self.h_prev = h_prev
-        self.m = m
-
-    def __repr__(self) -> str:
-        a = self.args
-        return (
-            f"LSTMCache(seq_len={a.steps}, batch={a.batch}, input_size={a.input_size}, "
-            f"hidden_size={a.hidden_size}, dtype={a.dtype}, reverse={self.reverse}, "
-            f"batch_first={a.batch_first})"
-        )
+    __repr__ = describe_cache

@@ -27,12 +27,13 @@ pre-activations saturate exactly to 0/1/-1 without warnings, and NaN propagates.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy.special import expit
 
-from lstm_c._types import LSTMGrads
+from lstm_c._types import LSTMGrads, describe_cache
 from lstm_c._validation import (
     ForwardArgs,
     check_backward_grads,
@@ -47,6 +48,7 @@ __all__ = ["ReferenceCache", "lstm_forward", "lstm_backward"]
 _PRODUCER = "lstm_c.reference.lstm_forward"
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class ReferenceCache:
     """What :func:`lstm_forward` keeps (``training=True``) for :func:`lstm_backward`.
 
@@ -79,50 +81,18 @@ class ReferenceCache:
         Cell output ``o * tanh(c_t)`` at each step (before any projection).
     """
 
-    __slots__ = (
-        "args",
-        "reverse",
-        "valid",
-        "time_index",
-        "x_steps",
-        "gates",
-        "h_prev",
-        "c_prev",
-        "c_new",
-        "m",
-    )
+    args: ForwardArgs
+    reverse: bool
+    valid: np.ndarray
+    time_index: np.ndarray
+    x_steps: np.ndarray
+    gates: np.ndarray
+    h_prev: np.ndarray
+    c_prev: np.ndarray
+    c_new: np.ndarray
+    m: np.ndarray
 
-    def __init__(
-        self,
-        args: ForwardArgs,
-        reverse: bool,
-        valid: np.ndarray,
-        time_index: np.ndarray,
-        x_steps: np.ndarray,
-        gates: np.ndarray,
-        h_prev: np.ndarray,
-        c_prev: np.ndarray,
-        c_new: np.ndarray,
-        m: np.ndarray,
-    ) -> None:
-        self.args = args
-        self.reverse = reverse
-        self.valid = valid
-        self.time_index = time_index
-        self.x_steps = x_steps
-        self.gates = gates
-        self.h_prev = h_prev
-        self.c_prev = c_prev
-        self.c_new = c_new
-        self.m = m
-
-    def __repr__(self) -> str:
-        a = self.args
-        return (
-            f"ReferenceCache(seq_len={a.steps}, batch={a.batch}, input_size={a.input_size}, "
-            f"hidden_size={a.hidden_size}, dtype={a.dtype}, reverse={self.reverse}, "
-            f"batch_first={a.batch_first})"
-        )
+    __repr__ = describe_cache
 
 
 def _step_indices(lengths: np.ndarray, steps: int, reverse: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -134,6 +104,9 @@ def _step_indices(lengths: np.ndarray, steps: int, reverse: bool) -> tuple[np.nd
     return valid, time_index
 
 
+# lstm_forward and lstm_backward repeat lstm_c.functional's signatures on purpose:
+# the two APIs are interchangeable (lstm_c._stack runs over either), so that
+# this plain-NumPy oracle can stand in for the kernels anywhere.
 def lstm_forward(
     x: Any,
     w_ih: Any,
