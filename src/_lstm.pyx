@@ -68,14 +68,15 @@ cdef extern from "lstm_omp.h" nogil:
         int generation
     void lstm_barrier_wait(lstm_barrier_t* barrier, int team)
     ctypedef struct lstm_poll_t:
-        int stop
-        int enabled
+        int raised
     int64_t lstm_now_ns()
     void lstm_poll_init(lstm_poll_t* poll, int enabled, double work)
     int lstm_poll_due(lstm_poll_t* poll)
     int lstm_poll_due_now(lstm_poll_t* poll)
     void lstm_poll_answered(lstm_poll_t* poll, int64_t asked_ns, int stop)
-    int lstm_poll_stopped(lstm_poll_t* poll)
+    int lstm_poll_raised(lstm_poll_t* poll)
+    void lstm_poll_decide(lstm_poll_t* poll)
+    int lstm_poll_stopping(lstm_poll_t* poll)
     int lstm_try_threads(int n, size_t stack)
 
 cdef extern from "lstm_cell.h" nogil:
@@ -195,9 +196,11 @@ cdef void _check_signals(lstm_poll_t* poll) noexcept nogil:
 
 
 cdef inline void _poll(lstm_poll_t* poll) noexcept nogil:
-    """Thread 0, at a step boundary: ask Python when it is time (see lstm_omp.h)."""
+    """Thread 0, at the top of a step: ask Python when it is time, and decide
+    whether every thread leaves the loop after this step's first barrier (lstm_omp.h)."""
     if lstm_poll_due(poll):
         _check_signals(poll)
+    lstm_poll_decide(poll)
 
 
 cdef int _raise_pending() except -1:
@@ -207,32 +210,36 @@ cdef int _raise_pending() except -1:
 
 cdef enum:
     # The large GEMMs before and after the time loop run in pieces of about
-    # this many flops (a millisecond or a few), with a poll between pieces.
+    # this many flops (a millisecond or a few), with a poll between pieces...
     PIECE_WORK = 64000000
     # ...but of at least this many rows (output rows, or inner-dimension rows when
     # a GEMM sums over all positions), so that no piece is too small for BLAS.
     PIECE_MIN_ROWS = 64
     PIECE_MIN_INNER = 1024
+    # The GEMMs of one time step only at very large batches: in pieces of
+    # several milliseconds, where repacking W_hh per piece costs nothing.
+    STEP_PIECE_WORK = 256000000
+    STEP_PIECE_MIN_ROWS = 256
     # The sums over all positions (db, peephole gradients) poll every this many rows.
     POLL_ROWS = 1024
 
 
 cdef void _gemm_pieces(bint sum_rows, bint trans_b, int m, int n, int k, const floating* a, int lda,
                        const floating* b, int ldb, floating* c, int ldc,
-                       lstm_poll_t* poll, bint master) noexcept nogil:
+                       Py_ssize_t work, Py_ssize_t min_piece, lstm_poll_t* poll,
+                       bint master) noexcept nogil:
     """C (m x n) = A op(B) (A m x k) or, with sum_rows, A^T B (A k x m, B k x n), row-major.
 
     The rows of C (or, with sum_rows, the k rows summed over) are taken in
-    pieces of about PIECE_WORK flops; between pieces thread 0 (`master`) polls
-    for signals and every thread stops early once the call is stopping. The
-    pieces depend only on the sizes, so results repeat bitwise whether or not
-    signals are checked.
+    pieces of about `work` flops and at least `min_piece` rows; between pieces
+    thread 0 (`master`) polls for signals and every thread stops early once
+    the call is stopping. The pieces depend only on the sizes, so results
+    repeat bitwise whether or not signals are checked.
     """
     cdef Py_ssize_t rows = k if sum_rows else m
     cdef Py_ssize_t flops_per_row = 2 * <Py_ssize_t>n * (m if sum_rows else k)
-    cdef Py_ssize_t piece = PIECE_WORK // max(flops_per_row, 1)
+    cdef Py_ssize_t piece = max(work // max(flops_per_row, 1), min_piece)
     cdef Py_ssize_t lo = 0, hi
-    piece = max(piece, PIECE_MIN_INNER if sum_rows else PIECE_MIN_ROWS)
     if m == 0 or n == 0:
         return
     if rows <= piece:
@@ -245,7 +252,7 @@ cdef void _gemm_pieces(bint sum_rows, bint trans_b, int m, int n, int k, const f
         if master:
             if lstm_poll_due_now(poll):
                 _check_signals(poll)
-        if lstm_poll_stopped(poll):
+        if lstm_poll_raised(poll):
             return
         hi = min(rows, lo + piece)
         if sum_rows:
@@ -607,37 +614,39 @@ def forward(
         q = _slice(P, ALIGN, tid, team)
         # The input projection of every position at once, split by rows.
         _gemm_pieces(False, True, <int>(r.hi - r.lo), <int>G, <int>I, x_p + r.lo * I, <int>I,
-                     w_ih_p, <int>I, gates_p + r.lo * G, <int>G, &poll, tid == 0)
-        if panels_p != NULL and not lstm_poll_stopped(&poll):
+                     w_ih_p, <int>I, gates_p + r.lo * G, <int>G, PIECE_WORK, PIECE_MIN_ROWS,
+                     &poll, tid == 0)
+        if panels_p != NULL and not lstm_poll_raised(&poll):
             _pack_panels(w_hh_p, H, P, u, panels_p)
         lstm_barrier_wait(&barrier, team)
         for s in range(steps):
             if tid == 0:
                 _poll(&poll)
-            if s < max_length and u.hi > u.lo and not lstm_poll_stopped(&poll):
+            if s < max_length and u.hi > u.lo and not lstm_poll_raised(&poll):
                 # This thread's units of all four gates: h_{t-1} W_hh[rows of u]^T.
                 if panels_p != NULL:
                     _panel_product(panels_p, B, H, P, u, h_p, rec_p)
                 else:
                     for k in range(4):
-                        gemm(False, True, <int>B, <int>(u.hi - u.lo), <int>P, 1, h_p, <int>P,
-                             w_hh_p + (k * H + u.lo) * P, <int>P, 0, rec_p + k * H + u.lo,
-                             <int>G)
+                        _gemm_pieces(False, True, <int>B, <int>(u.hi - u.lo), <int>P, h_p, <int>P,
+                                     w_hh_p + (k * H + u.lo) * P, <int>P, rec_p + k * H + u.lo,
+                                     <int>G, STEP_PIECE_WORK, STEP_PIECE_MIN_ROWS, &poll, tid == 0)
             lstm_barrier_wait(&barrier, team)  # every thread has read h before any writes it
-            if lstm_poll_stopped(&poll):
-                # Set (by thread 0) only before this barrier and next after the
-                # following one: every thread sees the same value and leaves at this step.
+            if lstm_poll_stopping(&poll):
+                # Decided by thread 0 before this barrier, next changed after the
+                # step's last one: every thread sees the same value and leaves here.
                 break
             _forward_units(s, u, H, st, gates_p, rec_p, bias_p, peep_p, h_p, c_p, y_p,
                            h_prev_p, c_prev_p, m_step_p, m_all_p)
             lstm_barrier_wait(&barrier, team)
             if projected:
                 if s < max_length and q.hi > q.lo:
-                    gemm(False, True, <int>B, <int>(q.hi - q.lo), <int>H, 1, m_step_p, <int>H,
-                         w_hr_p + q.lo * H, <int>H, 0, proj_p + q.lo, <int>P)
+                    _gemm_pieces(False, True, <int>B, <int>(q.hi - q.lo), <int>H, m_step_p, <int>H,
+                                 w_hr_p + q.lo * H, <int>H, proj_p + q.lo, <int>P,
+                                 STEP_PIECE_WORK, STEP_PIECE_MIN_ROWS, &poll, tid == 0)
                 _projected_outputs(s, q, P, st, proj_p, h_p, y_p, h_prev_p)
                 lstm_barrier_wait(&barrier, team)
-    if poll.stop:
+    if poll.raised:
         _raise_pending()
 
 
@@ -704,7 +713,7 @@ cdef inline bint _stopping(Py_ssize_t r, lstm_poll_t* poll, bint master) noexcep
         return False
     if master and lstm_poll_due_now(poll):
         _check_signals(poll)
-    return lstm_poll_stopped(poll)
+    return lstm_poll_raised(poll)
 
 
 cdef void _column_sums(const floating* m, Py_ssize_t rows, Py_ssize_t cols, Slice part,
@@ -840,26 +849,28 @@ def backward(
                 _output_grads(s, q, P, st, dy_p, dh_n_p, dh0_p, dh_all_p, dh_step_p)
                 lstm_barrier_wait(&barrier, team)
                 if s < max_length and u.hi > u.lo:
-                    gemm(False, False, <int>B, <int>(u.hi - u.lo), <int>P, 1, dh_step_p, <int>P,
-                         w_hr_p + u.lo, <int>H, 0, dm_step_p + u.lo, <int>H)
+                    _gemm_pieces(False, False, <int>B, <int>(u.hi - u.lo), <int>P, dh_step_p,
+                                 <int>P, w_hr_p + u.lo, <int>H, dm_step_p + u.lo, <int>H,
+                                 STEP_PIECE_WORK, STEP_PIECE_MIN_ROWS, &poll, tid == 0)
             _backward_units(s, u, H, st, act_p, c_prev_p, peep_p, cell_dy, cell_dh_last,
                             cell_dh_rec, dc0_p, dgates_p, dgates_step_p)
             lstm_barrier_wait(&barrier, team)
-            if lstm_poll_stopped(&poll):
-                # Set (by thread 0) only before this barrier and next after the
-                # following one: every thread sees the same value and leaves at this step.
+            if lstm_poll_stopping(&poll):
+                # Decided by thread 0 before this barrier, next changed after the
+                # step's last one: every thread sees the same value and leaves here.
                 break
             if s < max_length and q.hi > q.lo:
                 # This thread's features of dh_{t-1} = dgates W_hh[:, q].
                 if panels_p != NULL:
                     _column_panel_product(panels_p, B, G, P, q, dgates_step_p, dh0_p)
                 else:
-                    gemm(False, False, <int>B, <int>(q.hi - q.lo), <int>G, 1, dgates_step_p,
-                         <int>G, w_hh_p + q.lo, <int>P, 0, dh0_p + q.lo, <int>P)
+                    _gemm_pieces(False, False, <int>B, <int>(q.hi - q.lo), <int>G, dgates_step_p,
+                                 <int>G, w_hh_p + q.lo, <int>P, dh0_p + q.lo, <int>P,
+                                 STEP_PIECE_WORK, STEP_PIECE_MIN_ROWS, &poll, tid == 0)
             lstm_barrier_wait(&barrier, team)  # every thread has read dgates_step before any rewrites it
-        # Skipped when stopping (whether the loop broke, or thread 0 has stopped
-        # since: that only skips work, no barrier follows).
-        if not lstm_poll_stopped(&poll):
+        # Skipped once a handler has raised: the loop broke, or thread 0 learnt it
+        # since (then reading `raised` only skips work: no barrier follows).
+        if not lstm_poll_raised(&poll):
             # Rows that never ran pass dh_n straight through.
             for b in range(B):
                 if lengths[b] == 0 and q.hi > q.lo:
@@ -867,20 +878,22 @@ def backward(
                            (q.hi - q.lo) * sizeof(floating))
             # The weight and input gradients of all positions at once, each thread its tile.
             _gemm_pieces(False, False, <int>(r.hi - r.lo), <int>I, <int>G, dgates_p + r.lo * G,
-                         <int>G, w_ih_p, <int>I, dx_p + r.lo * I, <int>I, &poll, tid == 0)
+                         <int>G, w_ih_p, <int>I, dx_p + r.lo * I, <int>I, PIECE_WORK,
+                         PIECE_MIN_ROWS, &poll, tid == 0)
             _gemm_pieces(True, False, <int>(gcols.hi - gcols.lo), <int>I, <int>rows,
                          dgates_p + gcols.lo, <int>G, x_p, <int>I, dw_ih_p + gcols.lo * I, <int>I,
-                         &poll, tid == 0)
+                         PIECE_WORK, PIECE_MIN_INNER, &poll, tid == 0)
             _gemm_pieces(True, False, <int>(gcols.hi - gcols.lo), <int>P, <int>rows,
                          dgates_p + gcols.lo, <int>G, h_prev_p, <int>P, dw_hh_p + gcols.lo * P,
-                         <int>P, &poll, tid == 0)
+                         <int>P, PIECE_WORK, PIECE_MIN_INNER, &poll, tid == 0)
             _column_sums(dgates_p, rows, G, gcols, db_p, &poll, tid == 0)
             if projected:
                 _gemm_pieces(True, False, <int>(q.hi - q.lo), <int>H, <int>rows, dh_all_p + q.lo,
-                             <int>P, m_all_p, <int>H, dw_hr_p + q.lo * H, <int>H, &poll, tid == 0)
+                             <int>P, m_all_p, <int>H, dw_hr_p + q.lo * H, <int>H, PIECE_WORK,
+                             PIECE_MIN_INNER, &poll, tid == 0)
             if peep_p != NULL:
                 _peephole_grads(dgates_p, act_p, c_prev_p, rows, H, u, dpeep_p, &poll, tid == 0)
-    if poll.stop:
+    if poll.raised:
         _raise_pending()
 
 
@@ -949,7 +962,7 @@ def step(
             if lo > 0:
                 if lstm_poll_due_now(&poll):
                     _check_signals(&poll)
-                if lstm_poll_stopped(&poll):
+                if lstm_poll_raised(&poll):
                     break
             n = min(piece, B - lo)
             gemm(False, True, <int>n, <int>G, <int>I, 1, x_p + lo * I, <int>I, w_ih_p, <int>I,
@@ -964,5 +977,5 @@ def step(
                 gemm(False, True, <int>n, <int>P, <int>H, 1, m_p + lo * H, <int>H, w_hr_p, <int>H,
                      0, h_p + lo * P, <int>P)
             lo += n
-    if poll.stop:
+    if poll.raised:
         _raise_pending()

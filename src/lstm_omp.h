@@ -83,10 +83,14 @@ static void lstm_barrier_wait(lstm_barrier_t *b, int team) {
  * polls (about LSTM_POLL_WORK flops of work apart), and asks Python once at
  * least LSTM_POLL_INTERVAL_NS have passed since it last did.
  *
- * `stop` is written by thread 0 only and read by every thread right after a
- * barrier, so that all leave the time loop at the same step (no thread may wait
- * at a barrier the others skipped); elsewhere a thread may read it merely to
- * skip work early, which is harmless since the call then raises.
+ * Two flags, both written by thread 0 only. `raised` is set as soon as a handler
+ * has raised (its exception is then pending): any thread may read it at any
+ * time, but only to skip work, which is harmless since the call then raises.
+ * `stop` is the decision to leave the time loop: thread 0 copies `raised` into
+ * it at the top of a step, before the step's first barrier, and every thread
+ * reads it right after that barrier, so that all leave at the same step (no
+ * thread may wait at a barrier the others skipped); thread 0 writes it next
+ * only after the step's last barrier, when every thread has read it.
  */
 #include <stdint.h>
 #if defined(_WIN32)
@@ -122,17 +126,27 @@ static int64_t lstm_now_ns(void) {
 }
 
 typedef struct {
-    int stop;         /* a signal handler raised: the call stops (written by thread 0 only) */
+    int stop;         /* leave the time loop (see above) */
+    int raised;       /* a signal handler raised: the call is stopping */
     int enabled;      /* signals are checked at all */
     long countdown;   /* polls left until the next clock read */
     long stride;      /* polls between clock reads */
     int64_t due_ns;   /* when Python is next asked */
 } lstm_poll_t;
 
+#if defined(__GNUC__) || defined(__clang__)
+#define LSTM_LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define LSTM_STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+#else
+#define LSTM_LOAD(x) (*(volatile int *)&(x))
+#define LSTM_STORE(x, v) (*(volatile int *)&(x) = (v))
+#endif
+
 /* `work` is the flops between two polls of the time loop (one step). */
 static void lstm_poll_init(lstm_poll_t *p, int enabled, double work) {
     double stride = work > 0 ? LSTM_POLL_WORK / work : LSTM_POLL_WORK;
     p->stop = 0;
+    p->raised = 0;
     p->enabled = enabled;
     p->stride = stride < 1 ? 1 : (stride > 1e6 ? 1000000L : (long)stride);
     p->countdown = p->stride;
@@ -154,29 +168,28 @@ static inline int lstm_poll_due_now(lstm_poll_t *p) {
 /* Thread 0, after asking Python (which took since `asked_ns`): when to ask next.
  * A slow answer (a contended GIL) spaces the questions out, so that waiting for
  * the GIL never costs more than a few percent of the call. */
-static void lstm_poll_answered(lstm_poll_t *p, int64_t asked_ns, int stop) {
+static void lstm_poll_answered(lstm_poll_t *p, int64_t asked_ns, int raised) {
     int64_t now = lstm_now_ns(), interval = 20 * (now - asked_ns);
     if (interval < LSTM_POLL_INTERVAL_NS) interval = LSTM_POLL_INTERVAL_NS;
     if (interval > LSTM_POLL_MAX_INTERVAL_NS) interval = LSTM_POLL_MAX_INTERVAL_NS;
     p->due_ns = now + interval;
-    if (stop) {
+    if (raised) {
         /* Never ask again: a handler must not run while another's exception is set. */
         p->enabled = 0;
-#if defined(__GNUC__) || defined(__clang__)
-        __atomic_store_n(&p->stop, 1, __ATOMIC_RELAXED);
-#else
-        *(volatile int *)&p->stop = 1;
-#endif
+        LSTM_STORE(p->raised, 1);
     }
 }
 
-static inline int lstm_poll_stopped(lstm_poll_t *p) {
-#if defined(__GNUC__) || defined(__clang__)
-    return __atomic_load_n(&p->stop, __ATOMIC_RELAXED);
-#else
-    return *(volatile int *)&p->stop;
-#endif
+/* Any thread, any time: whether the call is stopping (to skip work only). */
+static inline int lstm_poll_raised(lstm_poll_t *p) { return LSTM_LOAD(p->raised); }
+
+/* Thread 0, at the top of a step, before its first barrier: decide to stop. */
+static inline void lstm_poll_decide(lstm_poll_t *p) {
+    if (LSTM_LOAD(p->raised) && !p->stop) LSTM_STORE(p->stop, 1);
 }
+
+/* Every thread, right after the step's first barrier: whether to leave the loop. */
+static inline int lstm_poll_stopping(lstm_poll_t *p) { return LSTM_LOAD(p->stop); }
 
 /* ------------------------------------------------------------------ thread creation
  *
