@@ -208,18 +208,35 @@ cdef int _raise_pending() except -1:
     return -1
 
 
+# The large GEMMs before and after the time loop run in pieces of about
+# _piece_work flops (10-50 ms on one core), with a poll between pieces, and of
+# at least _piece_min_rows rows (output rows), or _piece_min_inner rows of the
+# inner dimension when a GEMM sums over all positions. BLAS packs a whole
+# operand again for every call: pieces of 64 rows made the input projection
+# 10-15% slower. The GEMMs of one time step run in pieces only at very large
+# batches (_step_piece_*), large enough that repacking W_hh costs nothing.
+cdef Py_ssize_t _piece_work = 2000000000
+cdef Py_ssize_t _piece_min_rows = 512
+cdef Py_ssize_t _piece_min_inner = 1024
+cdef Py_ssize_t _step_piece_work = 1000000000
+cdef Py_ssize_t _step_piece_min_rows = 512
+
+
+def _set_piece_sizes(Py_ssize_t work, Py_ssize_t min_rows, Py_ssize_t min_inner,
+                     Py_ssize_t step_work, Py_ssize_t step_min_rows) -> tuple:
+    """Set the GEMM piece sizes (see above) and return the previous ones; for tests only.
+
+    Tiny pieces let small problems take the paths that only huge ones take.
+    """
+    global _piece_work, _piece_min_rows, _piece_min_inner, _step_piece_work, _step_piece_min_rows
+    previous = (_piece_work, _piece_min_rows, _piece_min_inner, _step_piece_work,
+                _step_piece_min_rows)
+    _piece_work, _piece_min_rows, _piece_min_inner = work, min_rows, min_inner
+    _step_piece_work, _step_piece_min_rows = step_work, step_min_rows
+    return previous
+
+
 cdef enum:
-    # The large GEMMs before and after the time loop run in pieces of about
-    # this many flops (a millisecond or a few), with a poll between pieces...
-    PIECE_WORK = 64000000
-    # ...but of at least this many rows (output rows, or inner-dimension rows when
-    # a GEMM sums over all positions), so that no piece is too small for BLAS.
-    PIECE_MIN_ROWS = 64
-    PIECE_MIN_INNER = 1024
-    # The GEMMs of one time step only at very large batches: in pieces of
-    # several milliseconds, where repacking W_hh per piece costs nothing.
-    STEP_PIECE_WORK = 256000000
-    STEP_PIECE_MIN_ROWS = 256
     # The sums over all positions (db, peephole gradients) poll every this many rows.
     POLL_ROWS = 1024
 
@@ -238,7 +255,7 @@ cdef void _gemm_pieces(bint sum_rows, bint trans_b, int m, int n, int k, const f
     """
     cdef Py_ssize_t rows = k if sum_rows else m
     cdef Py_ssize_t flops_per_row = 2 * <Py_ssize_t>n * (m if sum_rows else k)
-    cdef Py_ssize_t piece = max(work // max(flops_per_row, 1), min_piece)
+    cdef Py_ssize_t piece = max(work // max(flops_per_row, 1), min_piece, 1)
     cdef Py_ssize_t lo = 0, hi
     if m == 0 or n == 0:
         return
@@ -614,7 +631,7 @@ def forward(
         q = _slice(P, ALIGN, tid, team)
         # The input projection of every position at once, split by rows.
         _gemm_pieces(False, True, <int>(r.hi - r.lo), <int>G, <int>I, x_p + r.lo * I, <int>I,
-                     w_ih_p, <int>I, gates_p + r.lo * G, <int>G, PIECE_WORK, PIECE_MIN_ROWS,
+                     w_ih_p, <int>I, gates_p + r.lo * G, <int>G, _piece_work, _piece_min_rows,
                      &poll, tid == 0)
         if panels_p != NULL and not lstm_poll_raised(&poll):
             _pack_panels(w_hh_p, H, P, u, panels_p)
@@ -630,7 +647,7 @@ def forward(
                     for k in range(4):
                         _gemm_pieces(False, True, <int>B, <int>(u.hi - u.lo), <int>P, h_p, <int>P,
                                      w_hh_p + (k * H + u.lo) * P, <int>P, rec_p + k * H + u.lo,
-                                     <int>G, STEP_PIECE_WORK, STEP_PIECE_MIN_ROWS, &poll, tid == 0)
+                                     <int>G, _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
             lstm_barrier_wait(&barrier, team)  # every thread has read h before any writes it
             if lstm_poll_stopping(&poll):
                 # Decided by thread 0 before this barrier, next changed after the
@@ -643,7 +660,7 @@ def forward(
                 if s < max_length and q.hi > q.lo:
                     _gemm_pieces(False, True, <int>B, <int>(q.hi - q.lo), <int>H, m_step_p, <int>H,
                                  w_hr_p + q.lo * H, <int>H, proj_p + q.lo, <int>P,
-                                 STEP_PIECE_WORK, STEP_PIECE_MIN_ROWS, &poll, tid == 0)
+                                 _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
                 _projected_outputs(s, q, P, st, proj_p, h_p, y_p, h_prev_p)
                 lstm_barrier_wait(&barrier, team)
     if poll.raised:
@@ -851,7 +868,7 @@ def backward(
                 if s < max_length and u.hi > u.lo:
                     _gemm_pieces(False, False, <int>B, <int>(u.hi - u.lo), <int>P, dh_step_p,
                                  <int>P, w_hr_p + u.lo, <int>H, dm_step_p + u.lo, <int>H,
-                                 STEP_PIECE_WORK, STEP_PIECE_MIN_ROWS, &poll, tid == 0)
+                                 _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
             _backward_units(s, u, H, st, act_p, c_prev_p, peep_p, cell_dy, cell_dh_last,
                             cell_dh_rec, dc0_p, dgates_p, dgates_step_p)
             lstm_barrier_wait(&barrier, team)
@@ -866,7 +883,7 @@ def backward(
                 else:
                     _gemm_pieces(False, False, <int>B, <int>(q.hi - q.lo), <int>G, dgates_step_p,
                                  <int>G, w_hh_p + q.lo, <int>P, dh0_p + q.lo, <int>P,
-                                 STEP_PIECE_WORK, STEP_PIECE_MIN_ROWS, &poll, tid == 0)
+                                 _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
             lstm_barrier_wait(&barrier, team)  # every thread has read dgates_step before any rewrites it
         # Skipped once a handler has raised: the loop broke, or thread 0 learnt it
         # since (then reading `raised` only skips work: no barrier follows).
@@ -878,19 +895,19 @@ def backward(
                            (q.hi - q.lo) * sizeof(floating))
             # The weight and input gradients of all positions at once, each thread its tile.
             _gemm_pieces(False, False, <int>(r.hi - r.lo), <int>I, <int>G, dgates_p + r.lo * G,
-                         <int>G, w_ih_p, <int>I, dx_p + r.lo * I, <int>I, PIECE_WORK,
-                         PIECE_MIN_ROWS, &poll, tid == 0)
+                         <int>G, w_ih_p, <int>I, dx_p + r.lo * I, <int>I, _piece_work,
+                         _piece_min_rows, &poll, tid == 0)
             _gemm_pieces(True, False, <int>(gcols.hi - gcols.lo), <int>I, <int>rows,
                          dgates_p + gcols.lo, <int>G, x_p, <int>I, dw_ih_p + gcols.lo * I, <int>I,
-                         PIECE_WORK, PIECE_MIN_INNER, &poll, tid == 0)
+                         _piece_work, _piece_min_inner, &poll, tid == 0)
             _gemm_pieces(True, False, <int>(gcols.hi - gcols.lo), <int>P, <int>rows,
                          dgates_p + gcols.lo, <int>G, h_prev_p, <int>P, dw_hh_p + gcols.lo * P,
-                         <int>P, PIECE_WORK, PIECE_MIN_INNER, &poll, tid == 0)
+                         <int>P, _piece_work, _piece_min_inner, &poll, tid == 0)
             _column_sums(dgates_p, rows, G, gcols, db_p, &poll, tid == 0)
             if projected:
                 _gemm_pieces(True, False, <int>(q.hi - q.lo), <int>H, <int>rows, dh_all_p + q.lo,
-                             <int>P, m_all_p, <int>H, dw_hr_p + q.lo * H, <int>H, PIECE_WORK,
-                             PIECE_MIN_INNER, &poll, tid == 0)
+                             <int>P, m_all_p, <int>H, dw_hr_p + q.lo * H, <int>H, _piece_work,
+                             _piece_min_inner, &poll, tid == 0)
             if peep_p != NULL:
                 _peephole_grads(dgates_p, act_p, c_prev_p, rows, H, u, dpeep_p, &poll, tid == 0)
     if poll.raised:
@@ -928,13 +945,16 @@ def step(
     h (B, P) receives the new h. Scratch: gates and rec (B, 4H), and with a
     projection (w_hr (P, H), else None) m (B, H). Runs on the calling thread;
     BLAS may use its own threads (no parallel region is open). A batch of
-    more than about PIECE_WORK flops runs in pieces of rows, with a check for
-    signals between pieces.
+    more than about _step_piece_work flops runs in pieces of rows, with a
+    check for signals between pieces.
     """
     cdef Py_ssize_t B = c.shape[0], H = c.shape[1], P = h.shape[1], I = x.shape[1]
     cdef Py_ssize_t G = 4 * H, b, lo, n
-    cdef Py_ssize_t piece = max(<Py_ssize_t>PIECE_MIN_ROWS,
-                                PIECE_WORK // max(2 * G * (I + P) + (2 * P * H if m is not None else 0), 1))
+    # Pieces of at least _step_piece_min_rows / 2 rows: a huge step still stops
+    # within a few tens of milliseconds; repacking the weights per piece costs a
+    # few percent at most.
+    cdef Py_ssize_t piece = max(_step_piece_min_rows // 2, 1, _step_piece_work // max(
+        2 * G * (I + P) + (2 * P * H if m is not None else 0), 1))
     cdef Slice u
     cdef lstm_poll_t poll
     cdef floating* out

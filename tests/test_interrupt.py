@@ -19,8 +19,10 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+import lstm_c
 from lstm_c import _lstm
 
 pytestmark = pytest.mark.slow
@@ -226,3 +228,85 @@ def test_interrupt_checks_are_on_by_default_and_can_be_switched():
     finally:
         _lstm.set_interrupt_checks(True)
     assert _lstm.interrupt_checks() is True
+
+
+# The GEMMs run in pieces (with a check for signals between them) only when
+# they are huge; tiny pieces make small problems take those paths too.
+
+
+@pytest.fixture
+def tiny_pieces():
+    previous = _lstm._set_piece_sizes(1, 5, 3, 1, 7)
+    try:
+        yield
+    finally:
+        _lstm._set_piece_sizes(*previous)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(B=3),
+        dict(B=70, P=12, peephole=True),  # B > 64: the per-step GEMMs are BLAS's, in pieces
+        dict(B=70, reverse=True, batch_first=True, lengths=True),
+    ],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemms_in_pieces_give_the_reference_results(tiny_pieces, options, threads, dtype):
+    from lstm_c import reference
+
+    options = dict(options)
+    rng = np.random.default_rng(3)
+    T, I, H, B = 9, 13, 40, options.pop("B")
+    P = options.pop("P", 0)
+    out = P or H
+    batch_first = options.pop("batch_first", False)
+    p = dict(
+        x=rng.standard_normal((B, T, I) if batch_first else (T, B, I)).astype(dtype),
+        w_ih=(rng.standard_normal((4 * H, I)) / np.sqrt(I)).astype(dtype),
+        w_hh=(rng.standard_normal((4 * H, out)) / np.sqrt(out)).astype(dtype),
+        b_ih=(0.3 * rng.standard_normal(4 * H)).astype(dtype),
+        b_hh=None,
+        h0=(0.5 * rng.standard_normal((B, out))).astype(dtype),
+        c0=rng.standard_normal((B, H)).astype(dtype),
+        batch_first=batch_first,
+        reverse=options.pop("reverse", False),
+    )
+    if P:
+        p["w_hr"] = (rng.standard_normal((P, H)) / np.sqrt(H)).astype(dtype)
+    if options.pop("peephole", False):
+        p["peephole"] = (0.5 * rng.standard_normal((3, H))).astype(dtype)
+    if options.pop("lengths", False):
+        p["lengths"] = rng.integers(0, T + 1, B)
+    ours = lstm_c.lstm_forward(**p, num_threads=threads)
+    theirs = reference.lstm_forward(**p)
+    dy = rng.standard_normal(ours[0].shape).astype(dtype)
+    grads = lstm_c.lstm_backward(ours[3], dy, num_threads=threads)
+    ref_grads = reference.lstm_backward(theirs[3], dy)
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
+    for a, b in zip(ours[:3], theirs[:3]):
+        np.testing.assert_allclose(a, b, **tol)
+    for name, a, b in zip(grads._fields, grads, ref_grads):
+        if b is None:
+            assert a is None, name
+        else:
+            np.testing.assert_allclose(a, b, **tol, err_msg=name)
+
+
+@pytest.mark.parametrize("projected", [False, True])
+def test_a_step_in_pieces_gives_the_sequence_kernels_result(tiny_pieces, projected):
+    rng = np.random.default_rng(4)
+    B, I, H = 23, 5, 16
+    P = 6 if projected else 0
+    model = lstm_c.LSTM(I, H, proj_size=P, seed=0, dtype=np.float64)
+    model.eval()
+    x = rng.standard_normal((1, B, I))
+    y, _ = model(x)
+    previous = lstm_c.get_num_threads()
+    lstm_c.set_num_threads(1)  # the one-step kernel (more threads run the sequence kernel)
+    try:
+        h, _ = model.step(x[0])
+    finally:
+        lstm_c.set_num_threads(previous)
+    np.testing.assert_allclose(h, y[0], rtol=1e-10, atol=1e-12)
