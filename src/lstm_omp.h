@@ -142,6 +142,12 @@ typedef struct {
 #define LSTM_STORE(x, v) (*(volatile int *)&(x) = (v))
 #endif
 
+/* The interval between questions that the last answer set. A GIL slow to get
+ * (another Python thread is computing) stays slow for a while, so each call
+ * starts with it: short calls then do not wait for the GIL at all. Only calls
+ * from the main thread ask, so only the main thread writes it. */
+static int64_t lstm_poll_interval_ns = LSTM_POLL_INTERVAL_NS;
+
 /* `work` is the flops between two polls of the time loop (one step). */
 static void lstm_poll_init(lstm_poll_t *p, int enabled, double work) {
     double stride = work > 0 ? LSTM_POLL_WORK / work : LSTM_POLL_WORK;
@@ -150,7 +156,7 @@ static void lstm_poll_init(lstm_poll_t *p, int enabled, double work) {
     p->enabled = enabled;
     p->stride = stride < 1 ? 1 : (stride > 1e6 ? 1000000L : (long)stride);
     p->countdown = p->stride;
-    p->due_ns = enabled ? lstm_now_ns() + LSTM_POLL_INTERVAL_NS : 0;
+    p->due_ns = enabled ? lstm_now_ns() + lstm_poll_interval_ns : 0;
 }
 
 /* Thread 0, once per step: whether Python is to be asked now. */
@@ -172,6 +178,7 @@ static void lstm_poll_answered(lstm_poll_t *p, int64_t asked_ns, int raised) {
     int64_t now = lstm_now_ns(), interval = 20 * (now - asked_ns);
     if (interval < LSTM_POLL_INTERVAL_NS) interval = LSTM_POLL_INTERVAL_NS;
     if (interval > LSTM_POLL_MAX_INTERVAL_NS) interval = LSTM_POLL_MAX_INTERVAL_NS;
+    lstm_poll_interval_ns = interval;
     p->due_ns = now + interval;
     if (raised) {
         /* Never ask again: a handler must not run while another's exception is set. */
