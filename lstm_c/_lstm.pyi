@@ -40,8 +40,3 @@ def interrupt_checks() -> bool:
 
 def ensure_threads(n: int) -> None:
     """Check that a team of `n` threads can be created, before OpenMP tries (RuntimeError if not)."""
-
-def _set_piece_sizes(
-    work: int, min_rows: int, min_inner: int, step_work: int, step_min_rows: int
-) -> tuple[int, int, int, int, int]:
-    """Set the GEMM piece sizes and return the previous ones; for tests only."""
