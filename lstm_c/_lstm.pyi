@@ -31,3 +31,12 @@ def set_blas_threads(n: int) -> None:
 
 def panel_width(dtype_size: int) -> int:
     """Values per packed panel row for this itemsize, or 0 where panels are not built."""
+
+def set_interrupt_checks(enabled: bool) -> None:
+    """Turn the kernels' checks for pending signals (Ctrl-C) on or off; for benchmarking."""
+
+def interrupt_checks() -> bool:
+    """Whether the kernels check for pending signals (see set_interrupt_checks)."""
+
+def ensure_threads(n: int) -> None:
+    """Check that a team of `n` threads can be created, before OpenMP tries (RuntimeError if not)."""

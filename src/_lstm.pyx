@@ -32,14 +32,31 @@
 # the per-step products read them (lstm_cell.h): BLAS would repack W_hh on
 # every step. Larger batches call BLAS's GEMM.
 #
+# Interrupts. A long call must not hold up Ctrl-C: the calling thread (thread
+# 0 of the team) asks Python at step boundaries and between pieces of the large
+# GEMMs whether a signal handler has raised (every few milliseconds at most,
+# taking the GIL for a moment: see lstm_omp.h); if one has, every thread leaves
+# at the same step and the call raises that exception. Calls from threads other
+# than the main one never ask (only the main thread runs signal handlers).
+#
 # The Python layer (lstm_c.functional) validates and allocates; these functions
 # only compute, with the GIL released.
 
+import os
+import threading
+
 from cython cimport floating
 from cython.parallel cimport parallel
-from libc.string cimport memcpy, memset
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy, memset, strerror
 
 from _blas cimport gemm
+
+cdef extern from "Python.h":
+    # Declared here without an exception value, so that Cython leaves the
+    # exception a handler raised in place until the kernel has stopped.
+    int PyErr_CheckSignals()
+    unsigned long PyThread_get_thread_ident() nogil
 
 cdef extern from "lstm_omp.h" nogil:
     int lstm_omp_enabled()
@@ -50,6 +67,17 @@ cdef extern from "lstm_omp.h" nogil:
         int count
         int generation
     void lstm_barrier_wait(lstm_barrier_t* barrier, int team)
+    ctypedef struct lstm_poll_t:
+        int raised
+    int64_t lstm_now_ns()
+    void lstm_poll_init(lstm_poll_t* poll, int enabled, double work)
+    int lstm_poll_due(lstm_poll_t* poll)
+    int lstm_poll_due_now(lstm_poll_t* poll)
+    void lstm_poll_answered(lstm_poll_t* poll, int64_t asked_ns, int stop)
+    int lstm_poll_raised(lstm_poll_t* poll)
+    void lstm_poll_decide(lstm_poll_t* poll)
+    int lstm_poll_stopping(lstm_poll_t* poll)
+    int lstm_try_threads(int n, size_t stack)
 
 cdef extern from "lstm_cell.h" nogil:
     # The vectorised pointwise math of one row (see the header).
@@ -125,6 +153,190 @@ def openmp_enabled() -> bool:
 def omp_max_threads() -> int:
     """OpenMP's default thread count (follows OMP_NUM_THREADS); 1 without OpenMP."""
     return lstm_omp_max_threads()
+
+
+# ---------------------------------------------------------------- interrupts
+
+# Off only to measure what the checks cost (bench/interrupt_check.py).
+cdef bint _interrupt_checks = True
+cdef object _main_thread = threading.main_thread
+
+
+def set_interrupt_checks(bint enabled) -> None:
+    """Turn the kernels' checks for pending signals (Ctrl-C) on or off; for benchmarking.
+
+    Parameters
+    ----------
+    enabled : bool
+        False makes every later call run to its end however long it takes,
+        as if no signal had arrived (a handler's exception is then raised only
+        when the call returns). On by default.
+    """
+    global _interrupt_checks
+    _interrupt_checks = enabled
+
+
+def interrupt_checks() -> bool:
+    """Whether the kernels check for pending signals (see set_interrupt_checks)."""
+    return _interrupt_checks
+
+
+cdef bint _may_check_signals():
+    """Whether this call asks for signals: checks are on and this is the main thread."""
+    return _interrupt_checks and PyThread_get_thread_ident() == _main_thread().ident
+
+
+cdef void _check_signals(lstm_poll_t* poll) noexcept nogil:
+    """Run pending signal handlers now; if one raised, leave its exception set and stop."""
+    cdef int64_t asked = lstm_now_ns()
+    cdef int raised
+    with gil:
+        raised = PyErr_CheckSignals()
+    lstm_poll_answered(poll, asked, raised != 0)
+
+
+cdef inline void _poll(lstm_poll_t* poll) noexcept nogil:
+    """Thread 0, at the top of a step: ask Python when it is time, and decide
+    whether every thread leaves the loop after this step's first barrier (lstm_omp.h)."""
+    if lstm_poll_due(poll):
+        _check_signals(poll)
+    lstm_poll_decide(poll)
+
+
+cdef int _raise_pending() except -1:
+    """Propagate the exception a signal handler raised during the call."""
+    return -1
+
+
+# The large GEMMs before and after the time loop run in pieces of about
+# _piece_work flops (10-50 ms on one core), with a poll between pieces, and of
+# at least _piece_min_rows rows (output rows), or _piece_min_inner rows of the
+# inner dimension when a GEMM sums over all positions. BLAS packs a whole
+# operand again for every call: pieces of 64 rows made the input projection
+# 10-15% slower. The GEMMs of one time step run in pieces only at very large
+# batches (_step_piece_*), large enough that repacking W_hh costs nothing.
+cdef Py_ssize_t _piece_work = 2000000000
+cdef Py_ssize_t _piece_min_rows = 512
+cdef Py_ssize_t _piece_min_inner = 1024
+cdef Py_ssize_t _step_piece_work = 1000000000
+cdef Py_ssize_t _step_piece_min_rows = 512
+
+
+def _set_piece_sizes(Py_ssize_t work, Py_ssize_t min_rows, Py_ssize_t min_inner,
+                     Py_ssize_t step_work, Py_ssize_t step_min_rows) -> tuple:
+    """Set the GEMM piece sizes (see above) and return the previous ones; for tests only.
+
+    Tiny pieces let small problems take the paths that only huge ones take.
+    """
+    global _piece_work, _piece_min_rows, _piece_min_inner, _step_piece_work, _step_piece_min_rows
+    previous = (_piece_work, _piece_min_rows, _piece_min_inner, _step_piece_work,
+                _step_piece_min_rows)
+    _piece_work, _piece_min_rows, _piece_min_inner = work, min_rows, min_inner
+    _step_piece_work, _step_piece_min_rows = step_work, step_min_rows
+    return previous
+
+
+cdef enum:
+    # The sums over all positions (db, peephole gradients) poll every this many rows.
+    POLL_ROWS = 1024
+
+
+cdef void _gemm_pieces(bint sum_rows, bint trans_b, int m, int n, int k, const floating* a, int lda,
+                       const floating* b, int ldb, floating* c, int ldc,
+                       Py_ssize_t work, Py_ssize_t min_piece, lstm_poll_t* poll,
+                       bint master) noexcept nogil:
+    """C (m x n) = A op(B) (A m x k) or, with sum_rows, A^T B (A k x m, B k x n), row-major.
+
+    The rows of C (or, with sum_rows, the k rows summed over) are taken in
+    pieces of about `work` flops and at least `min_piece` rows; between pieces
+    thread 0 (`master`) polls for signals and every thread stops early once
+    the call is stopping. The pieces depend only on the sizes, so results
+    repeat bitwise whether or not signals are checked.
+    """
+    cdef Py_ssize_t rows = k if sum_rows else m
+    cdef Py_ssize_t flops_per_row = 2 * <Py_ssize_t>n * (m if sum_rows else k)
+    cdef Py_ssize_t piece = max(work // max(flops_per_row, 1), min_piece, 1)
+    cdef Py_ssize_t lo = 0, hi
+    if m == 0 or n == 0:
+        return
+    if rows <= piece:
+        if sum_rows:
+            gemm(True, False, m, n, k, 1, a, lda, b, ldb, 0, c, ldc)
+        else:
+            gemm(False, trans_b, m, n, k, 1, a, lda, b, ldb, 0, c, ldc)
+        return
+    while lo < rows:
+        if master:
+            if lstm_poll_due_now(poll):
+                _check_signals(poll)
+        if lstm_poll_raised(poll):
+            return
+        hi = min(rows, lo + piece)
+        if sum_rows:
+            # Each piece adds its rows' products to C (beta = 1 after the first).
+            gemm(True, False, m, n, <int>(hi - lo), 1, a + lo * lda, lda, b + lo * ldb, ldb,
+                 0 if lo == 0 else 1, c, ldc)
+        else:
+            gemm(False, trans_b, <int>(hi - lo), n, k, 1, a + lo * lda, lda, b, ldb, 0,
+                 c + lo * ldc, ldc)
+        lo = hi
+
+
+# ---------------------------------------------------------------- threads
+
+# The largest thread count ensure_threads has seen created.
+cdef int _verified_threads = 1
+
+
+cdef size_t _omp_stack_size():
+    """The stack OpenMP gives its threads when OMP_STACKSIZE/GOMP_STACKSIZE set it, else 0."""
+    cdef dict units = {"B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    for name in ("OMP_STACKSIZE", "GOMP_STACKSIZE"):
+        value = os.environ.get(name, "").strip().upper()
+        if not value:
+            continue
+        unit = units.get(value[len(value) - 1:])
+        digits = value[:len(value) - 1].strip() if unit is not None else value
+        if digits.isdigit():
+            # A bare number counts kilobytes (the OpenMP specification).
+            return int(digits) * (unit if unit is not None else 1 << 10)
+    return 0
+
+
+def ensure_threads(int n) -> None:
+    """Check that a team of `n` threads can be created, before OpenMP tries.
+
+    libgomp ends the whole process when it cannot create the threads a
+    parallel region asks for (e.g. too many threads under a memory limit).
+    This creates n - 1 threads that exist at once, with the stack OpenMP
+    would give them, and joins them; the largest n that worked is remembered,
+    so later calls with no more threads cost nothing. On Windows it checks
+    nothing.
+
+    Parameters
+    ----------
+    n : int
+        The team's size, the calling thread included.
+
+    Raises
+    ------
+    RuntimeError
+        When a thread cannot be created.
+    """
+    global _verified_threads
+    cdef int err
+    cdef size_t stack
+    if n <= _verified_threads:
+        return
+    stack = _omp_stack_size()
+    with nogil:
+        err = lstm_try_threads(n - 1, stack)
+    if err != 0:
+        raise RuntimeError(
+            f"cannot run {n} threads: creating a thread failed ({strerror(err).decode()}); "
+            "ask for fewer with lstm_c.set_num_threads(), num_threads= or OMP_NUM_THREADS"
+        )
+    _verified_threads = n
 
 
 cdef struct Slice:
@@ -403,10 +615,14 @@ def forward(
     cdef const floating* bias_p = &bias[0]
     cdef floating* panels_p = &panels[0] if panels is not None else NULL
     cdef lstm_barrier_t barrier
+    cdef lstm_poll_t poll
     barrier.count = 0
     barrier.generation = 0
     if rows == 0:
-        return
+        return  # nothing to compute: h and c already hold h_n = h0 and c_n = c0
+    # Thread 0 polls once per step (about this much work apart) for signals.
+    lstm_poll_init(&poll, _may_check_signals(),
+                   2.0 * B * G * P + (2.0 * B * P * H if projected else 0) + 40.0 * B * H)
     with nogil, parallel(num_threads=num_threads):
         tid = lstm_omp_thread_num()
         team = lstm_omp_num_threads()
@@ -414,31 +630,41 @@ def forward(
         u = _slice(H, ALIGN, tid, team)
         q = _slice(P, ALIGN, tid, team)
         # The input projection of every position at once, split by rows.
-        gemm(False, True, <int>(r.hi - r.lo), <int>G, <int>I, 1, x_p + r.lo * I, <int>I,
-             w_ih_p, <int>I, 0, gates_p + r.lo * G, <int>G)
-        if panels_p != NULL:
+        _gemm_pieces(False, True, <int>(r.hi - r.lo), <int>G, <int>I, x_p + r.lo * I, <int>I,
+                     w_ih_p, <int>I, gates_p + r.lo * G, <int>G, _piece_work, _piece_min_rows,
+                     &poll, tid == 0)
+        if panels_p != NULL and not lstm_poll_raised(&poll):
             _pack_panels(w_hh_p, H, P, u, panels_p)
         lstm_barrier_wait(&barrier, team)
         for s in range(steps):
-            if s < max_length and u.hi > u.lo:
+            if tid == 0:
+                _poll(&poll)
+            if s < max_length and u.hi > u.lo and not lstm_poll_raised(&poll):
                 # This thread's units of all four gates: h_{t-1} W_hh[rows of u]^T.
                 if panels_p != NULL:
                     _panel_product(panels_p, B, H, P, u, h_p, rec_p)
                 else:
                     for k in range(4):
-                        gemm(False, True, <int>B, <int>(u.hi - u.lo), <int>P, 1, h_p, <int>P,
-                             w_hh_p + (k * H + u.lo) * P, <int>P, 0, rec_p + k * H + u.lo,
-                             <int>G)
+                        _gemm_pieces(False, True, <int>B, <int>(u.hi - u.lo), <int>P, h_p, <int>P,
+                                     w_hh_p + (k * H + u.lo) * P, <int>P, rec_p + k * H + u.lo,
+                                     <int>G, _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
             lstm_barrier_wait(&barrier, team)  # every thread has read h before any writes it
+            if lstm_poll_stopping(&poll):
+                # Decided by thread 0 before this barrier, next changed after the
+                # step's last one: every thread sees the same value and leaves here.
+                break
             _forward_units(s, u, H, st, gates_p, rec_p, bias_p, peep_p, h_p, c_p, y_p,
                            h_prev_p, c_prev_p, m_step_p, m_all_p)
             lstm_barrier_wait(&barrier, team)
             if projected:
                 if s < max_length and q.hi > q.lo:
-                    gemm(False, True, <int>B, <int>(q.hi - q.lo), <int>H, 1, m_step_p, <int>H,
-                         w_hr_p + q.lo * H, <int>H, 0, proj_p + q.lo, <int>P)
+                    _gemm_pieces(False, True, <int>B, <int>(q.hi - q.lo), <int>H, m_step_p, <int>H,
+                                 w_hr_p + q.lo * H, <int>H, proj_p + q.lo, <int>P,
+                                 _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
                 _projected_outputs(s, q, P, st, proj_p, h_p, y_p, h_prev_p)
                 lstm_barrier_wait(&barrier, team)
+    if poll.raised:
+        _raise_pending()
 
 
 # ---------------------------------------------------------------- backward
@@ -498,19 +724,31 @@ cdef void _output_grads(
             dh_step[b * P + j] = dh
 
 
+cdef inline bint _stopping(Py_ssize_t r, lstm_poll_t* poll, bint master) noexcept nogil:
+    """In a sum over rows: whether to stop before row r (polling every POLL_ROWS rows)."""
+    if r % POLL_ROWS != 0 or r == 0:
+        return False
+    if master and lstm_poll_due_now(poll):
+        _check_signals(poll)
+    return lstm_poll_raised(poll)
+
+
 cdef void _column_sums(const floating* m, Py_ssize_t rows, Py_ssize_t cols, Slice part,
-                       floating* out) noexcept nogil:
+                       floating* out, lstm_poll_t* poll, bint master) noexcept nogil:
     """out[j] = sum over rows of m[:, j] for j in `part`, in row order."""
     cdef Py_ssize_t r, j
     for j in range(part.lo, part.hi):
         out[j] = 0
     for r in range(rows):
+        if _stopping(r, poll, master):
+            return
         for j in range(part.lo, part.hi):
             out[j] = out[j] + m[r * cols + j]
 
 
 cdef void _peephole_grads(const floating* dgates, const floating* act, const floating* c_prev,
-                          Py_ssize_t rows, Py_ssize_t H, Slice u, floating* dpeep) noexcept nogil:
+                          Py_ssize_t rows, Py_ssize_t H, Slice u, floating* dpeep,
+                          lstm_poll_t* poll, bint master) noexcept nogil:
     """dp_i = sum da_i c_{t-1}, dp_f = sum da_f c_{t-1}, dp_o = sum da_o c_t over units u."""
     cdef Py_ssize_t r, j
     cdef const floating* a
@@ -521,6 +759,8 @@ cdef void _peephole_grads(const floating* dgates, const floating* act, const flo
         dpeep[H + j] = 0
         dpeep[2 * H + j] = 0
     for r in range(rows):
+        if _stopping(r, poll, master):
+            return
         a = act + r * 4 * H
         dg = dgates + r * 4 * H
         for j in range(u.lo, u.hi):
@@ -597,8 +837,19 @@ def backward(
         cell_dh_last = dm_step_p
         cell_dh_rec = dm_step_p
     cdef lstm_barrier_t barrier
+    cdef lstm_poll_t poll
     barrier.count = 0
     barrier.generation = 0
+    if rows == 0:
+        # Nothing ran (T = 0 or B = 0, however long the other): dh0 = dh_n, dc0
+        # keeps dc_n, and the weight gradients are zero.
+        _empty_backward(B * P, dh_n_p, dh0_p, G * I, dw_ih_p, G * P, dw_hh_p, G, db_p,
+                        P * H if projected else 0, dw_hr_p, 3 * H if peep_p != NULL else 0,
+                        dpeep_p)
+        return
+    # Thread 0 polls once per step (about this much work apart) for signals.
+    lstm_poll_init(&poll, _may_check_signals(),
+                   2.0 * B * G * P + (2.0 * B * P * H if projected else 0) + 40.0 * B * H)
     with nogil, parallel(num_threads=num_threads):
         tid = lstm_omp_thread_num()
         team = lstm_omp_num_threads()
@@ -609,40 +860,75 @@ def backward(
         if panels_p != NULL:
             _pack_column_panels(w_hh_p, G, P, q, panels_p)  # only this thread reads them
         for s in range(steps - 1, -1, -1):
+            if tid == 0:
+                _poll(&poll)
             if projected:
                 _output_grads(s, q, P, st, dy_p, dh_n_p, dh0_p, dh_all_p, dh_step_p)
                 lstm_barrier_wait(&barrier, team)
                 if s < max_length and u.hi > u.lo:
-                    gemm(False, False, <int>B, <int>(u.hi - u.lo), <int>P, 1, dh_step_p, <int>P,
-                         w_hr_p + u.lo, <int>H, 0, dm_step_p + u.lo, <int>H)
+                    _gemm_pieces(False, False, <int>B, <int>(u.hi - u.lo), <int>P, dh_step_p,
+                                 <int>P, w_hr_p + u.lo, <int>H, dm_step_p + u.lo, <int>H,
+                                 _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
             _backward_units(s, u, H, st, act_p, c_prev_p, peep_p, cell_dy, cell_dh_last,
                             cell_dh_rec, dc0_p, dgates_p, dgates_step_p)
             lstm_barrier_wait(&barrier, team)
+            if lstm_poll_stopping(&poll):
+                # Decided by thread 0 before this barrier, next changed after the
+                # step's last one: every thread sees the same value and leaves here.
+                break
             if s < max_length and q.hi > q.lo:
                 # This thread's features of dh_{t-1} = dgates W_hh[:, q].
                 if panels_p != NULL:
                     _column_panel_product(panels_p, B, G, P, q, dgates_step_p, dh0_p)
                 else:
-                    gemm(False, False, <int>B, <int>(q.hi - q.lo), <int>G, 1, dgates_step_p,
-                         <int>G, w_hh_p + q.lo, <int>P, 0, dh0_p + q.lo, <int>P)
+                    _gemm_pieces(False, False, <int>B, <int>(q.hi - q.lo), <int>G, dgates_step_p,
+                                 <int>G, w_hh_p + q.lo, <int>P, dh0_p + q.lo, <int>P,
+                                 _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
             lstm_barrier_wait(&barrier, team)  # every thread has read dgates_step before any rewrites it
-        # Rows that never ran pass dh_n straight through.
-        for b in range(B):
-            if lengths[b] == 0 and q.hi > q.lo:
-                memcpy(dh0_p + b * P + q.lo, dh_n_p + b * P + q.lo, (q.hi - q.lo) * sizeof(floating))
-        # The weight and input gradients of all positions at once, each thread its tile.
-        gemm(False, False, <int>(r.hi - r.lo), <int>I, <int>G, 1, dgates_p + r.lo * G, <int>G,
-             w_ih_p, <int>I, 0, dx_p + r.lo * I, <int>I)
-        gemm(True, False, <int>(gcols.hi - gcols.lo), <int>I, <int>rows, 1, dgates_p + gcols.lo,
-             <int>G, x_p, <int>I, 0, dw_ih_p + gcols.lo * I, <int>I)
-        gemm(True, False, <int>(gcols.hi - gcols.lo), <int>P, <int>rows, 1, dgates_p + gcols.lo,
-             <int>G, h_prev_p, <int>P, 0, dw_hh_p + gcols.lo * P, <int>P)
-        _column_sums(dgates_p, rows, G, gcols, db_p)
-        if projected:
-            gemm(True, False, <int>(q.hi - q.lo), <int>H, <int>rows, 1, dh_all_p + q.lo, <int>P,
-                 m_all_p, <int>H, 0, dw_hr_p + q.lo * H, <int>H)
-        if peep_p != NULL:
-            _peephole_grads(dgates_p, act_p, c_prev_p, rows, H, u, dpeep_p)
+        # Skipped once a handler has raised: the loop broke, or thread 0 learnt it
+        # since (then reading `raised` only skips work: no barrier follows).
+        if not lstm_poll_raised(&poll):
+            # Rows that never ran pass dh_n straight through.
+            for b in range(B):
+                if lengths[b] == 0 and q.hi > q.lo:
+                    memcpy(dh0_p + b * P + q.lo, dh_n_p + b * P + q.lo,
+                           (q.hi - q.lo) * sizeof(floating))
+            # The weight and input gradients of all positions at once, each thread its tile.
+            _gemm_pieces(False, False, <int>(r.hi - r.lo), <int>I, <int>G, dgates_p + r.lo * G,
+                         <int>G, w_ih_p, <int>I, dx_p + r.lo * I, <int>I, _piece_work,
+                         _piece_min_rows, &poll, tid == 0)
+            _gemm_pieces(True, False, <int>(gcols.hi - gcols.lo), <int>I, <int>rows,
+                         dgates_p + gcols.lo, <int>G, x_p, <int>I, dw_ih_p + gcols.lo * I, <int>I,
+                         _piece_work, _piece_min_inner, &poll, tid == 0)
+            _gemm_pieces(True, False, <int>(gcols.hi - gcols.lo), <int>P, <int>rows,
+                         dgates_p + gcols.lo, <int>G, h_prev_p, <int>P, dw_hh_p + gcols.lo * P,
+                         <int>P, _piece_work, _piece_min_inner, &poll, tid == 0)
+            _column_sums(dgates_p, rows, G, gcols, db_p, &poll, tid == 0)
+            if projected:
+                _gemm_pieces(True, False, <int>(q.hi - q.lo), <int>H, <int>rows, dh_all_p + q.lo,
+                             <int>P, m_all_p, <int>H, dw_hr_p + q.lo * H, <int>H, _piece_work,
+                             _piece_min_inner, &poll, tid == 0)
+            if peep_p != NULL:
+                _peephole_grads(dgates_p, act_p, c_prev_p, rows, H, u, dpeep_p, &poll, tid == 0)
+    if poll.raised:
+        _raise_pending()
+
+
+cdef void _empty_backward(Py_ssize_t n_dh, const floating* dh_n, floating* dh0,
+                          Py_ssize_t n_ih, floating* dw_ih, Py_ssize_t n_hh, floating* dw_hh,
+                          Py_ssize_t n_b, floating* db, Py_ssize_t n_hr, floating* dw_hr,
+                          Py_ssize_t n_peep, floating* dpeep) noexcept nogil:
+    """A backward pass over no positions: dh0 = dh_n, every weight gradient 0.
+
+    Each array is given by its size and base pointer (NULL when empty or unused).
+    """
+    if n_dh > 0 and dh0 != NULL and dh_n != NULL:
+        memcpy(dh0, dh_n, n_dh * sizeof(floating))
+    _zero(dw_ih, 0, 0, n_ih)
+    _zero(dw_hh, 0, 0, n_hh)
+    _zero(db, 0, 0, n_b)
+    _zero(dw_hr, 0, 0, n_hr)
+    _zero(dpeep, 0, 0, n_peep)
 
 
 # ---------------------------------------------------------------- one step
@@ -658,32 +944,58 @@ def step(
     x (B, I), h0 (B, P); c (B, H) holds c0 on entry and the new c on return,
     h (B, P) receives the new h. Scratch: gates and rec (B, 4H), and with a
     projection (w_hr (P, H), else None) m (B, H). Runs on the calling thread;
-    BLAS may use its own threads (no parallel region is open).
+    BLAS may use its own threads (no parallel region is open). A batch of
+    more than about _step_piece_work flops runs in pieces of rows, with a
+    check for signals between pieces.
     """
     cdef Py_ssize_t B = c.shape[0], H = c.shape[1], P = h.shape[1], I = x.shape[1]
-    cdef Py_ssize_t G = 4 * H, b
+    cdef Py_ssize_t G = 4 * H, b, lo, n
+    # Pieces of at least _step_piece_min_rows / 2 rows: a huge step still stops
+    # within a few tens of milliseconds; repacking the weights per piece costs a
+    # few percent at most.
+    cdef Py_ssize_t piece = max(_step_piece_min_rows // 2, 1, _step_piece_work // max(
+        2 * G * (I + P) + (2 * P * H if m is not None else 0), 1))
     cdef Slice u
+    cdef lstm_poll_t poll
     cdef floating* out
     cdef floating* gates_p = _ptr(gates)
     cdef floating* rec_p = _ptr(rec)
     cdef floating* c_p = _ptr(c)
     cdef floating* m_p = _ptr(m)
     cdef floating* h_p = _ptr(h)
+    cdef const floating* x_p = _cptr(x)
+    cdef const floating* h0_p = _cptr(h0)
+    cdef const floating* w_ih_p = _cptr(w_ih)
+    cdef const floating* w_hh_p = _cptr(w_hh)
+    cdef const floating* w_hr_p = _cptr(w_hr)
     cdef const floating* peep_p = _cptr(peephole)
     cdef const floating* bias_p = &bias[0]
     u.lo = 0
     u.hi = H
     if B == 0:
         return
+    # The usual streaming step is one piece: then the main-thread test is not even made.
+    lstm_poll_init(&poll, B > piece and _may_check_signals(), 0)
     with nogil:
-        gemm(False, True, <int>B, <int>G, <int>I, 1, _cptr(x), <int>I, _cptr(w_ih), <int>I,
-             0, gates_p, <int>G)
-        gemm(False, True, <int>B, <int>G, <int>P, 1, _cptr(h0), <int>P, _cptr(w_hh), <int>P,
-             0, rec_p, <int>G)
-        for b in range(B):
-            out = m_p + b * H if m_p != NULL else h_p + b * H
-            _forward_row(H, u, gates_p + b * G, rec_p + b * G, bias_p, peep_p, c_p + b * H,
-                         NULL, out)
-        if m_p != NULL:
-            gemm(False, True, <int>B, <int>P, <int>H, 1, m_p, <int>H, _cptr(w_hr), <int>H,
-                 0, h_p, <int>P)
+        lo = 0
+        while lo < B:
+            if lo > 0:
+                if lstm_poll_due_now(&poll):
+                    _check_signals(&poll)
+                if lstm_poll_raised(&poll):
+                    break
+            n = min(piece, B - lo)
+            gemm(False, True, <int>n, <int>G, <int>I, 1, x_p + lo * I, <int>I, w_ih_p, <int>I,
+                 0, gates_p + lo * G, <int>G)
+            gemm(False, True, <int>n, <int>G, <int>P, 1, h0_p + lo * P, <int>P, w_hh_p, <int>P,
+                 0, rec_p + lo * G, <int>G)
+            for b in range(lo, lo + n):
+                out = m_p + b * H if m_p != NULL else h_p + b * P
+                _forward_row(H, u, gates_p + b * G, rec_p + b * G, bias_p, peep_p, c_p + b * H,
+                             NULL, out)
+            if m_p != NULL:
+                gemm(False, True, <int>n, <int>P, <int>H, 1, m_p + lo * H, <int>H, w_hr_p, <int>H,
+                     0, h_p + lo * P, <int>P)
+            lo += n
+    if poll.raised:
+        _raise_pending()

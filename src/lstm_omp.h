@@ -73,4 +73,189 @@ static void lstm_barrier_wait(lstm_barrier_t *b, int team) {
 }
 #endif
 
+/* ------------------------------------------------------------------ interrupts
+ *
+ * A long kernel call asks Python, now and then, whether a signal such as Ctrl-C
+ * is pending (PyErr_CheckSignals, which needs the GIL: see _poll in _lstm.pyx).
+ * The calling thread (OpenMP's thread 0) polls at step boundaries and between
+ * pieces of the large GEMMs; reading the clock at every poll would cost too much
+ * where a step takes a microsecond, so it reads the clock once per `stride`
+ * polls (about LSTM_POLL_WORK flops of work apart), and asks Python once at
+ * least LSTM_POLL_INTERVAL_NS have passed since it last did.
+ *
+ * Two flags, both written by thread 0 only. `raised` is set as soon as a handler
+ * has raised (its exception is then pending): any thread may read it at any
+ * time, but only to skip work, which is harmless since the call then raises.
+ * `stop` is the decision to leave the time loop: thread 0 copies `raised` into
+ * it at the top of a step, before the step's first barrier, and every thread
+ * reads it right after that barrier, so that all leave at the same step (no
+ * thread may wait at a barrier the others skipped); thread 0 writes it next
+ * only after the step's last barrier, when every thread has read it.
+ */
+#include <stdint.h>
+#if defined(_WIN32)
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#include <windows.h>
+#else
+#include <time.h>
+#endif
+
+/* Ask Python at most this often: the GIL round trip costs about a microsecond. */
+#define LSTM_POLL_INTERVAL_NS 2000000LL
+/* But never less often than this, even when taking the GIL is slow (another
+ * Python thread holds it and hands it over only after its switch interval). */
+#define LSTM_POLL_MAX_INTERVAL_NS 100000000LL
+/* Work between two clock reads: about 10 us at 100 GFLOP/s, 1 ms at 1 GFLOP/s. */
+#define LSTM_POLL_WORK 1e6
+
+/* A monotonic clock in nanoseconds. */
+static int64_t lstm_now_ns(void) {
+#if defined(_WIN32)
+    static LARGE_INTEGER frequency; /* constant while the system runs */
+    LARGE_INTEGER count;
+    if (frequency.QuadPart == 0) QueryPerformanceFrequency(&frequency);
+    QueryPerformanceCounter(&count);
+    return (int64_t)((double)count.QuadPart * (1e9 / (double)frequency.QuadPart));
+#else
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+#endif
+}
+
+typedef struct {
+    int stop;         /* leave the time loop (see above) */
+    int raised;       /* a signal handler raised: the call is stopping */
+    int enabled;      /* signals are checked at all */
+    long countdown;   /* polls left until the next clock read */
+    long stride;      /* polls between clock reads */
+    int64_t due_ns;   /* when Python is next asked */
+} lstm_poll_t;
+
+#if defined(__GNUC__) || defined(__clang__)
+#define LSTM_LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define LSTM_STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+#else
+#define LSTM_LOAD(x) (*(volatile int *)&(x))
+#define LSTM_STORE(x, v) (*(volatile int *)&(x) = (v))
+#endif
+
+/* The interval between questions that the last answer set. A GIL slow to get
+ * (another Python thread is computing) stays slow for a while, so each call
+ * starts with it: short calls then do not wait for the GIL at all. Only calls
+ * from the main thread ask, so only the main thread writes it. */
+static int64_t lstm_poll_interval_ns = LSTM_POLL_INTERVAL_NS;
+
+/* `work` is the flops between two polls of the time loop (one step). */
+static void lstm_poll_init(lstm_poll_t *p, int enabled, double work) {
+    double stride = work > 0 ? LSTM_POLL_WORK / work : LSTM_POLL_WORK;
+    p->stop = 0;
+    p->raised = 0;
+    p->enabled = enabled;
+    p->stride = stride < 1 ? 1 : (stride > 1e6 ? 1000000L : (long)stride);
+    p->countdown = p->stride;
+    p->due_ns = enabled ? lstm_now_ns() + lstm_poll_interval_ns : 0;
+}
+
+/* Thread 0, once per step: whether Python is to be asked now. */
+static inline int lstm_poll_due(lstm_poll_t *p) {
+    if (!p->enabled || --p->countdown > 0) return 0;
+    p->countdown = p->stride;
+    return lstm_now_ns() >= p->due_ns;
+}
+
+/* Thread 0, between pieces of a large GEMM (each far more work than a clock read). */
+static inline int lstm_poll_due_now(lstm_poll_t *p) {
+    return p->enabled && lstm_now_ns() >= p->due_ns;
+}
+
+/* Thread 0, after asking Python (which took since `asked_ns`): when to ask next.
+ * A slow answer (a contended GIL) spaces the questions out, so that waiting for
+ * the GIL never costs more than a few percent of the call. */
+static void lstm_poll_answered(lstm_poll_t *p, int64_t asked_ns, int raised) {
+    int64_t now = lstm_now_ns(), interval = 20 * (now - asked_ns);
+    if (interval < LSTM_POLL_INTERVAL_NS) interval = LSTM_POLL_INTERVAL_NS;
+    if (interval > LSTM_POLL_MAX_INTERVAL_NS) interval = LSTM_POLL_MAX_INTERVAL_NS;
+    lstm_poll_interval_ns = interval;
+    p->due_ns = now + interval;
+    if (raised) {
+        /* Never ask again: a handler must not run while another's exception is set. */
+        p->enabled = 0;
+        LSTM_STORE(p->raised, 1);
+    }
+}
+
+/* Any thread, any time: whether the call is stopping (to skip work only). */
+static inline int lstm_poll_raised(lstm_poll_t *p) { return LSTM_LOAD(p->raised); }
+
+/* Thread 0, at the top of a step, before its first barrier: decide to stop. */
+static inline void lstm_poll_decide(lstm_poll_t *p) {
+    if (LSTM_LOAD(p->raised) && !p->stop) LSTM_STORE(p->stop, 1);
+}
+
+/* Every thread, right after the step's first barrier: whether to leave the loop. */
+static inline int lstm_poll_stopping(lstm_poll_t *p) { return LSTM_LOAD(p->stop); }
+
+/* ------------------------------------------------------------------ thread creation
+ *
+ * libgomp ends the process ("libgomp: Thread creation failed") when it cannot
+ * create the threads of a team. lstm_try_threads(n, stack) creates n threads
+ * that all exist at once, as a team's would (each waits until the last one is
+ * created), with `stack` bytes of stack (0: the default attributes, which is
+ * what libgomp uses unless OMP_STACKSIZE or GOMP_STACKSIZE is set), then joins
+ * them. It returns 0, or the error of the first creation that failed. Without
+ * POSIX threads (Windows) it returns 0 and checks nothing.
+ */
+#if defined(_WIN32)
+static int lstm_try_threads(int n, size_t stack) {
+    (void)n;
+    (void)stack;
+    return 0;
+}
+#else
+#include <limits.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+
+static void *lstm_trial_thread(void *gate) {
+    pthread_mutex_lock((pthread_mutex_t *)gate);
+    pthread_mutex_unlock((pthread_mutex_t *)gate);
+    return NULL;
+}
+
+static int lstm_try_threads(int n, size_t stack) {
+    pthread_mutex_t gate = PTHREAD_MUTEX_INITIALIZER;
+    pthread_attr_t attr;
+    pthread_t *threads;
+    int created = 0, err = 0;
+    if (n <= 0) return 0;
+    threads = (pthread_t *)malloc((size_t)n * sizeof(pthread_t));
+    if (threads == NULL) return ENOMEM;
+    if ((err = pthread_attr_init(&attr)) != 0) {
+        free(threads);
+        return err;
+    }
+    if (stack > 0) {
+#ifdef PTHREAD_STACK_MIN
+        if (stack < (size_t)PTHREAD_STACK_MIN) stack = (size_t)PTHREAD_STACK_MIN;
+#endif
+        pthread_attr_setstacksize(&attr, stack);
+    }
+    pthread_mutex_lock(&gate); /* the threads wait here until all are created */
+    while (created < n) {
+        err = pthread_create(&threads[created], &attr, lstm_trial_thread, &gate);
+        if (err != 0) break;
+        created++;
+    }
+    pthread_mutex_unlock(&gate);
+    while (created > 0) pthread_join(threads[--created], NULL);
+    pthread_attr_destroy(&attr);
+    free(threads);
+    return err;
+}
+#endif
+
 #endif
