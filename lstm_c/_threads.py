@@ -118,6 +118,8 @@ def plan(num_threads: int | None, batch: int, hidden: int, output: int) -> int:
     if threads > 1:
         if _forked_after_teams:
             return 1
+        # A team the system cannot create is a RuntimeError here, not libgomp's exit.
+        _lstm.ensure_threads(threads)
         _teams_started = True
     return threads
 
