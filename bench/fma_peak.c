@@ -22,48 +22,30 @@ static double now(void) {
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-#define CHAINS(T, SET, FMA)                                                                     \
-    T a0 = SET(0), a1 = SET(1), a2 = SET(2), a3 = SET(3), a4 = SET(4), a5 = SET(5), a6 = SET(6), \
-      a7 = SET(7), a8 = SET(8), a9 = SET(9);                                                   \
-    for (long it = 0; it < iters; it++) {                                                      \
-        a0 = FMA(a0, b, c); a1 = FMA(a1, b, c); a2 = FMA(a2, b, c); a3 = FMA(a3, b, c);         \
-        a4 = FMA(a4, b, c); a5 = FMA(a5, b, c); a6 = FMA(a6, b, c); a7 = FMA(a7, b, c);         \
-        a8 = FMA(a8, b, c); a9 = FMA(a9, b, c);                                                 \
+/* run_f32, run_f64: one timed run on all threads. Each returns the sum of the accumulators' first
+   lanes, kept so that the compiler cannot drop the loops. */
+#define RUN(NAME, VEC, SCALAR, LANES, SET, FMA, ADD, STORE)                                         \
+    static double NAME(long iters) {                                                                \
+        double total = 0;                                                                           \
+        _Pragma("omp parallel reduction(+ : total)") {                                              \
+            VEC b = SET(1.0000001), c = SET(1e-7);                                                  \
+            VEC a0 = SET(0), a1 = SET(1), a2 = SET(2), a3 = SET(3), a4 = SET(4), a5 = SET(5),       \
+                a6 = SET(6), a7 = SET(7), a8 = SET(8), a9 = SET(9);                                 \
+            for (long it = 0; it < iters; it++) {                                                   \
+                a0 = FMA(a0, b, c); a1 = FMA(a1, b, c); a2 = FMA(a2, b, c); a3 = FMA(a3, b, c);      \
+                a4 = FMA(a4, b, c); a5 = FMA(a5, b, c); a6 = FMA(a6, b, c); a7 = FMA(a7, b, c);      \
+                a8 = FMA(a8, b, c); a9 = FMA(a9, b, c);                                              \
+            }                                                                                       \
+            VEC s = ADD(ADD(ADD(a0, a1), ADD(a2, a3)), ADD(ADD(a4, a5), ADD(ADD(a6, a7), ADD(a8, a9)))); \
+            SCALAR o[LANES];                                                                        \
+            STORE(o, s);                                                                            \
+            total += o[0];                                                                          \
+        }                                                                                           \
+        return total;                                                                               \
     }
 
-/* One timed run on all threads; returns the sum of the accumulators' first lanes (kept, so that
-   the compiler cannot drop the loops). */
-static double run_f32(long iters) {
-    double total = 0;
-#pragma omp parallel reduction(+ : total)
-    {
-        __m256 b = _mm256_set1_ps(1.0000001f), c = _mm256_set1_ps(1e-7f);
-        CHAINS(__m256, _mm256_set1_ps, _mm256_fmadd_ps)
-        __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)),
-                                 _mm256_add_ps(_mm256_add_ps(a4, a5), _mm256_add_ps(_mm256_add_ps(a6, a7),
-                                                                                    _mm256_add_ps(a8, a9))));
-        float o[8];
-        _mm256_storeu_ps(o, s);
-        total += o[0];
-    }
-    return total;
-}
-
-static double run_f64(long iters) {
-    double total = 0;
-#pragma omp parallel reduction(+ : total)
-    {
-        __m256d b = _mm256_set1_pd(1.0000001), c = _mm256_set1_pd(1e-7);
-        CHAINS(__m256d, _mm256_set1_pd, _mm256_fmadd_pd)
-        __m256d s = _mm256_add_pd(_mm256_add_pd(_mm256_add_pd(a0, a1), _mm256_add_pd(a2, a3)),
-                                  _mm256_add_pd(_mm256_add_pd(a4, a5), _mm256_add_pd(_mm256_add_pd(a6, a7),
-                                                                                     _mm256_add_pd(a8, a9))));
-        double o[4];
-        _mm256_storeu_pd(o, s);
-        total += o[0];
-    }
-    return total;
-}
+RUN(run_f32, __m256, float, 8, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_storeu_ps)
+RUN(run_f64, __m256d, double, 4, _mm256_set1_pd, _mm256_fmadd_pd, _mm256_add_pd, _mm256_storeu_pd)
 
 int main(int argc, char **argv) {
     if (argc < 2 || (strcmp(argv[1], "f32") && strcmp(argv[1], "f64"))) {

@@ -256,7 +256,7 @@ def targets(rows: list[dict]) -> list[list[str]]:
                             _verdict(None if worst is None else worst[0] >= every)])
             if mean is not None:
                 g = geomean([f[0] for f in found])
-                out.append([label + f"on average (geometric mean over {len(found)} shapes) at least {mean:g}× "
+                out.append([label + f"on average (geometric mean over {len(found)} shape{'s' if len(found) > 1 else ''}) at least {mean:g}× "
                             f"{LABELS[peer]}'s speed", "—" if g is None else f"{g:.2f}×",
                             _verdict(None if g is None else g >= mean)])
 
