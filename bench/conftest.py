@@ -142,7 +142,7 @@ def bench_settings(request: pytest.FixtureRequest):
     def sample_peak(dtype: str, n: int) -> float:
         """A short run of the FMA loop (else one GEMM) on n threads, before a case."""
         if fma is not None:
-            return fma.measure(dtype, n, million_iterations=5, repeats=2)
+            return fma.measure(dtype, n, million_iterations=10, repeats=2)
         return lstm_bench.gemm_peak(dtype, n, repeats=1)
 
     try:
