@@ -1,11 +1,18 @@
-"""The benchmark suite's cases, the GEMM peak and the machine description.
+"""The benchmark suite's cases, the FMA and GEMM peaks, and the machine description.
 
 Imported by the pytest-benchmark suite (`test_bench_lstm.py`), by `conftest.py`
-and by `run.py`; it does not depend on pytest. What is compared, and how each
-implementation is built from the same weights (named as in
+and by `report.py`'s readers; it does not depend on pytest. What is compared,
+and how each implementation is built from the same weights (named as in
 `torch.nn.LSTM.state_dict()`), FLOP counts, the check against the NumPy
 reference and the thread pinning are `lstm_c._cli.peers`, which
 `python -m lstm_c bench` uses too.
+
+The main table is a grid: H × B × (inference, training) in float32 on each
+thread count (and float64 training on a corner of it), against PyTorch, ONNX
+Runtime (inference) and, on the largest thread count, the NumPy reference.
+Around it: a few DeepBench shapes the grid lacks, a stacked bidirectional
+case, the streaming step, and the coexistence cases (lstm_c right after
+PyTorch and ONNX Runtime ran, against lstm_c after a pause).
 
 PyTorch and ONNX Runtime are optional: when one is missing (or cannot run a
 case, e.g. ONNX Runtime's CPU LSTM has no float64 kernel) its builder raises
@@ -19,7 +26,9 @@ import datetime
 import math
 import os
 import platform
+import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -27,10 +36,15 @@ from typing import Any
 import numpy as np
 
 from lstm_c._cli.info import cpu_model
-from lstm_c._cli.peers import BUILDERS, DTYPES, Case
+from lstm_c._cli.peers import BUILDERS, DTYPES, LABELS, Case, flops
 
-# Implementation ids, of `lstm_c._cli.peers.BUILDERS`.
-IMPLS = tuple(BUILDERS)
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# lstm_c timed right after PyTorch and ONNX Runtime ran, with no pause (the coexistence cases).
+AFTER_PEERS = "lstm_c_after_peers"
+# Implementation ids: those of `lstm_c._cli.peers.BUILDERS`, and the coexistence column.
+IMPLS = (*BUILDERS, AFTER_PEERS)
+IMPL_LABELS = {**LABELS, AFTER_PEERS: "lstm_c right after PyTorch + ONNX Runtime"}
 
 
 def default_threads() -> int:
@@ -40,60 +54,163 @@ def default_threads() -> int:
     return int(os.environ.get("LSTM_C_BENCH_THREADS") or lstm_c.get_num_threads())
 
 
+def thread_counts(spec: str | None) -> tuple[int, ...]:
+    """The thread counts to run, from "1,2" or "2"; default 1 and `default_threads()`."""
+    if spec:
+        counts = sorted({int(s) for s in spec.split(",") if s.strip()})
+        if not counts or counts[0] < 1:
+            raise ValueError(f"thread counts must be positive integers: {spec!r}")
+        return tuple(counts)
+    return tuple(sorted({1, default_threads()}))
+
+
 # --------------------------------------------------------------------------- cases
 
 
 @dataclass(frozen=True)
 class BenchCase(Case):
-    """A case of the suite: which implementations run it, in which dtypes, in the quick subset."""
+    """A case of the suite: its thread count, which implementations run it, in which dtypes."""
 
+    threads: int = 1
+    group: str = "grid"  # grid, deepbench, stacked, step, coexist
     impls: tuple[str, ...] = ()
     quick: tuple[str, ...] = ()  # dtypes of this case in the quick subset
     note: str = ""
-    dtypes: tuple[str, ...] = DTYPES
+    dtypes: tuple[str, ...] = ("float32",)
+
+    @property
+    def shape_key(self) -> tuple:
+        """What the inputs and the reference's outputs depend on (not the thread count)."""
+        return (self.kind, self.T, self.B, self.I, self.H, self.layers, self.bidirectional)
 
 
-_SEQ = ("lstm_c", "reference", "torch")
+GRID_H = (32, 64, 128, 256, 512, 1024)
+GRID_B = (1, 4, 16, 64, 256)
+GRID_F64 = {(128, 4), (128, 64), (512, 4), (512, 64)}  # (H, B) of the float64 training cells
+# The grid's quick cells, (kind, H, B), on every thread count.
+GRID_QUICK = {("inference", 128, 4), ("inference", 512, 64), ("training", 64, 16), ("training", 512, 64)}
+CALL_FLOPS = 5e9  # T is cut so that a call does at most about this much work: ~25-50 ms of lstm_c
+T_MAX, T_MIN = 50, 5
+
+
+def grid_T(kind: str, B: int, H: int) -> int:
+    """T = 50, cut for the largest H·B so that one call stays near `CALL_FLOPS` (at least 5 steps)."""
+    per_step = flops(Case("", kind, 1, B, H, H))
+    return max(T_MIN, min(T_MAX, int(CALL_FLOPS // per_step)))
+
+
+_SEQ = ("lstm_c", "torch")
 _INFER = _SEQ + ("onnxruntime",)
 
 
-def _cases() -> list[BenchCase]:
+def suite(threads: tuple[int, ...]) -> list[BenchCase]:
+    """Every case, in running order: the grid (each shape on each thread count in turn), then the rest.
+
+    The NumPy reference runs in the grid on the largest thread count only (the suite skips it
+    where one call takes more than a second), and everywhere outside the grid. Cases outside
+    the grid run on the largest thread count.
+    """
+    top = max(threads)
     cases: list[BenchCase] = []
-    # Baidu DeepBench training set (I = H, one layer), cut to 2 cores.
+    for H in GRID_H:
+        for B in GRID_B:
+            for kind, impls in (("inference", _INFER), ("training", _SEQ)):
+                T = grid_T(kind, B, H)
+                dtypes = ("float32", "float64") if kind == "training" and (H, B) in GRID_F64 else ("float32",)
+                quick = ("float32",) if (kind, H, B) in GRID_QUICK else ()
+                if kind == "training" and (H, B) == (128, 4):
+                    quick = ("float64",)
+                for n in threads:
+                    name = f"grid_{kind[:5]}_H{H}_B{B}_T{T}_{n}t"
+                    cases.append(BenchCase(name, kind, T, B, H, H, threads=n, impls=impls
+                                           + (("reference",) if n == top else ()), quick=quick,
+                                           dtypes=dtypes))
+    seq = _SEQ + ("reference",)
+    # Baidu DeepBench's training shapes at B = 32 (the grid has B = 16 and 64), cut to 2 cores.
     for H in (256, 512, 1024):
-        for B in (16, 32, 64):
-            T = 150 if H == 256 else 25
-            impls = _SEQ + (("lstm_c_1thread",) if (H, B) == (512, 64) else ())
-            quick = DTYPES if (H, B) == (512, 32) else ()
-            cases.append(BenchCase(f"train_H{H}_B{B}_T{T}", "training", T, B, H, H, impls=impls,
-                                   quick=quick, note="DeepBench training"))
-    # DeepBench inference (server) set, the device case, a small-batch case.
-    for H in (512, 1024):
-        for B in (1, 4):
-            quick = ("float32",) if (H, B) == (512, 4) else ()
-            cases.append(BenchCase(f"infer_H{H}_B{B}_T25", "inference", 25, B, H, H, impls=_INFER,
-                                   quick=quick, note="DeepBench inference"))
-    cases.append(BenchCase("infer_H256_B1_T150", "inference", 150, 1, 256, 256, impls=_INFER,
-                           note="DeepBench device"))
-    cases.append(BenchCase("infer_H128_B1_T100", "inference", 100, 1, 128, 128, impls=_INFER,
-                           quick=("float32",), note="small batch"))
-    # The streaming step: one time step per call, state carried over.
-    cases.append(BenchCase("step_H128_B1", "step", 1, 1, 128, 128,
-                           impls=("lstm_c", "lstm_c_forward_t1", "reference", "torch", "onnxruntime"),
-                           quick=DTYPES, note="LSTM.step"))
-    # One stacked bidirectional case (through lstm_c.LSTM).
+        T = 150 if H == 256 else 25
+        cases.append(BenchCase(f"deepbench_train_H{H}_B32_T{T}", "training", T, 32, H, H, threads=top,
+                               group="deepbench", impls=seq, note="DeepBench training"))
     cases.append(BenchCase("train_2L_bidir_H256_B32_T25", "training", 25, 32, 256, 256, layers=2,
-                           bidirectional=True, impls=_SEQ, quick=("float32",), note="stacked bidirectional"))
+                           bidirectional=True, threads=top, group="stacked", impls=seq,
+                           note="stacked bidirectional"))
     cases.append(BenchCase("infer_2L_bidir_H256_B32_T25", "inference", 25, 32, 256, 256, layers=2,
-                           bidirectional=True, impls=_INFER, note="stacked bidirectional"))
+                           bidirectional=True, threads=top, group="stacked", impls=seq + ("onnxruntime",),
+                           note="stacked bidirectional"))
+    # The streaming step: one time step per call, state carried over.
+    cases.append(BenchCase("step_H128_B1", "step", 1, 1, 128, 128, threads=top, group="step",
+                           impls=("lstm_c", "lstm_c_forward_t1", "reference", "torch", "onnxruntime"),
+                           quick=("float32",), note="LSTM.step", dtypes=DTYPES))
+    # Coexistence: lstm_c after a pause against lstm_c right after PyTorch and ONNX Runtime ran.
+    coexist = (("inference", 50, 2, 96, 384, True), ("training", 60, 32, 64, 64, True),
+               ("inference", grid_T("inference", 16, 256), 16, 256, 256, False),
+               ("training", grid_T("training", 64, 512), 64, 512, 512, False))
+    for kind, T, B, I, H, quick_case in coexist:
+        name = f"coexist_{kind[:5]}_H{H}_B{B}_T{T}" + (f"_I{I}" if I != H else "")
+        cases.append(BenchCase(name, kind, T, B, I, H, threads=top, group="coexist",
+                               impls=("lstm_c", AFTER_PEERS), quick=("float32",) if quick_case else (),
+                               note="coexistence"))
     return cases
 
 
-CASES: list[BenchCase] = _cases()
-CASES_BY_NAME = {c.name: c for c in CASES}
+# --------------------------------------------------------------------------- peaks
 
 
-# --------------------------------------------------------------------------- threads, peak, machine
+class FmaPeak:
+    """The machine's FMA peak: bench/fma_peak.c, compiled at run time, run on N threads.
+
+    `FmaPeak.build()` compiles it with gcc (-O3 -mavx2 -mfma -fopenmp) into a temporary
+    directory; it returns None, with the reason in `FmaPeak.unavailable`, when gcc is
+    absent, the compile fails or the CPU lacks AVX2/FMA (the suite then falls back to the
+    GEMM peak). `measure` runs it with OMP_NUM_THREADS = threads and returns GFLOP/s.
+    """
+
+    unavailable: str | None = None
+
+    def __init__(self, exe: str, tmpdir: str) -> None:
+        self.exe = exe
+        self.tmpdir = tmpdir
+
+    @classmethod
+    def build(cls) -> FmaPeak | None:
+        gcc = shutil.which(os.environ.get("CC", "gcc")) or shutil.which("gcc")
+        if gcc is None:
+            cls.unavailable = "gcc is not installed"
+            return None
+        tmpdir = tempfile.mkdtemp(prefix="lstm_c_fma_peak_")
+        exe = os.path.join(tmpdir, "fma_peak")
+        cmd = [gcc, "-O3", "-mavx2", "-mfma", "-fopenmp", os.path.join(HERE, "fma_peak.c"), "-o", exe]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            error = proc.stderr.strip() if proc.returncode != 0 else None
+        except (OSError, subprocess.SubprocessError) as exc:
+            error = str(exc)
+        if error is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+            cls.unavailable = f"bench/fma_peak.c did not compile: {error}"
+            return None
+        peak = cls(exe, tmpdir)
+        try:
+            peak.measure("float32", 1, million_iterations=1, repeats=1)
+        except RuntimeError as exc:  # e.g. SIGILL: no AVX2/FMA on this CPU
+            peak.close()
+            cls.unavailable = str(exc)
+            return None
+        return peak
+
+    def measure(self, dtype: str, threads: int, million_iterations: float = 50, repeats: int = 3) -> float:
+        """GFLOP/s of the FMA loop on `threads` threads: the best of `repeats` runs."""
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_PROC_BIND": "false"}
+        arg = "f32" if dtype == "float32" else "f64"
+        proc = subprocess.run([self.exe, arg, str(million_iterations), str(repeats)], env=env,
+                              capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the FMA peak loop failed (exit {proc.returncode}): {proc.stderr.strip()}"
+                               " — does this CPU have AVX2 and FMA?")
+        return float(proc.stdout.split()[0])
+
+    def close(self) -> None:
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
 _GEMM_OPERANDS: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}

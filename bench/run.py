@@ -1,7 +1,8 @@
 """Run the benchmark suite and write the report (bench/RESULTS.md, bench/results.png).
 
-    python bench/run.py [--quick] [--threads N] [--budget SECONDS] [--impls lstm_c,torch,...]
-                        [--json PATH] [--md PATH] [--png PATH] [-- extra pytest arguments]
+    python bench/run.py [--quick] [--threads 1,2] [--budget SECONDS] [--pause SECONDS]
+                        [--impls lstm_c,torch,...] [--json PATH] [--md PATH] [--png PATH]
+                        [-- extra pytest arguments]
 
 It runs `pytest bench/test_bench_lstm.py` in a fresh process (against the
 installed lstm_c, never the source tree), saves pytest-benchmark's JSON
@@ -14,6 +15,7 @@ import argparse
 import os
 import subprocess
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -21,11 +23,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run lstm_c's benchmark suite and write the report.")
     parser.add_argument("--quick", action="store_true", help="the quick subset (about 1-2 minutes)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads for every implementation (default $LSTM_C_BENCH_THREADS, else "
-                             "lstm_c.get_num_threads(): the CPUs this process may use)")
+    parser.add_argument("--threads", default=None,
+                        help="comma-separated thread counts of the grid, each for every implementation "
+                             "(default 1 and $LSTM_C_BENCH_THREADS, else lstm_c.get_num_threads(): the CPUs "
+                             "this process may use)")
     parser.add_argument("--budget", type=float, default=None,
-                        help="seconds of timed rounds per case and implementation (default 2, quick 1)")
+                        help="seconds of timed rounds per case and implementation (default 0.4, quick 0.2)")
+    parser.add_argument("--pause", type=float, default=None,
+                        help="seconds of sleep before each implementation's rounds (default 0.2)")
     parser.add_argument("--impls", default=None, help="comma-separated implementations to keep")
     parser.add_argument("--json", default=os.path.join(HERE, "results.json"))
     parser.add_argument("--md", default=os.path.join(HERE, "RESULTS.md"))
@@ -51,12 +56,16 @@ def main(argv: list[str] | None = None) -> int:
         cmd.append(f"--bench-threads={args.threads}")
     if args.budget is not None:
         cmd.append(f"--bench-budget={args.budget}")
+    if args.pause is not None:
+        cmd.append(f"--bench-pause={args.pause}")
     if args.impls:
         cmd.append(f"--bench-impls={args.impls}")
     cmd += args.pytest_args
     if os.path.exists(args.json):
         os.remove(args.json)
+    start = time.perf_counter()
     code = subprocess.call(cmd, cwd=HERE)
+    elapsed = time.perf_counter() - start
     if not os.path.exists(args.json):
         print(f"pytest exited with {code} and wrote no results", file=sys.stderr)
         return code or 1
@@ -68,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     with open(args.md) as f:
         print(f.read())
-    print("wrote " + ", ".join([args.json] + written))
+    print("wrote " + ", ".join([args.json] + written) + f" (the suite ran {elapsed / 60:.1f} min)")
     if args.png and args.png not in written:
         print("matplotlib is not installed: no chart written (pip install matplotlib)", file=sys.stderr)
     return code

@@ -1,38 +1,49 @@
-"""pytest-benchmark suite: lstm_c against the NumPy reference, PyTorch and ONNX Runtime.
+"""pytest-benchmark suite: lstm_c against PyTorch, ONNX Runtime and the NumPy reference.
 
-One test per (case, dtype, pass, implementation). The implementations of a
-case are interleaved: pass 0 runs each of them for a third of its rounds, pass
-1 runs each again, then pass 2 (`--bench-passes`, default 3), so that a burst
-of load on the machine is shared rather than landing on one implementation;
-the report pools the rounds of all passes. The first test of an implementation
+One test per (case, dtype, pass, implementation); a case has one thread count
+(the grid repeats each shape on each of `--bench-threads`). The
+implementations of a case are interleaved: pass 0 runs each of them for a
+third of its rounds, pass 1 runs each again, then pass 2 (`--bench-passes`,
+default 3), so that a burst of load on the machine is shared rather than
+landing on one implementation; the report pools the rounds of all passes.
+Before each implementation's rounds the suite sleeps `--bench-pause` seconds
+(default 0.2), so that the previous implementation's idle threads have
+stopped spinning — except in the coexistence column, which measures lstm_c
+right after PyTorch and ONNX Runtime ran. The first test of an implementation
 checks that it agrees with the NumPy reference (so the peers really got the
 same weights) before anything is timed. Nothing here asserts a time.
 
     pytest bench/test_bench_lstm.py --bench-quick          # the quick subset
-    pytest bench/test_bench_lstm.py --benchmark-json=out.json
+    pytest bench/test_bench_lstm.py --benchmark-json=out.json -k "grid and 2t"
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from collections import OrderedDict
 
 import pytest
 
 pytest.importorskip("pytest_benchmark")
 
-from lstm_bench import CASES, CASES_BY_NAME  # noqa: E402  (put on sys.path by conftest.py)
+from lstm_bench import AFTER_PEERS, IMPL_LABELS, suite, thread_counts  # noqa: E402  (see conftest.py)
 
 from lstm_c._cli import peers  # noqa: E402
-from lstm_c._cli.peers import BUILDERS, LABELS, Unavailable  # noqa: E402
+from lstm_c._cli.peers import BUILDERS, Unavailable  # noqa: E402
+
+CASES_BY_NAME: dict = {}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "impl" not in metafunc.fixturenames:
         return
-    passes = max(1, metafunc.config.getoption("--bench-passes"))
+    config = metafunc.config
+    passes = max(1, config.getoption("--bench-passes"))
     params = []
-    for case in CASES:
+    for case in suite(thread_counts(config.getoption("--bench-threads"))):
+        CASES_BY_NAME[case.name] = case
         for dtype in case.dtypes:
             marks = [pytest.mark.quick] if dtype in case.quick else []
             for pass_index in range(passes):
@@ -42,8 +53,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("case_name, dtype, pass_index, impl", params)
 
 
-# The current case: its inputs, the reference's outputs, the GEMM rate sampled before it, and
-# each implementation's runner and round plan (built by its first test, reused by later passes).
+# Inputs and the reference's outputs of the last few shapes (shared by a shape's thread counts).
+_oracles: OrderedDict = OrderedDict()
+# The current case: the peak sampled before it, and each implementation's runner and round plan
+# (built by its first test, reused by later passes).
 _current: dict = {}
 
 
@@ -51,9 +64,17 @@ def _case_state(case, dtype, settings) -> dict:
     key = (case.name, dtype)
     if _current.get("key") != key:
         _current.clear()
-        data = peers.make_data(case, dtype)
-        _current.update(key=key, data=data, expected=peers.oracle(case, data),
-                        gemm_rate=settings["sample_peak"](dtype), impls={})
+        shape = (case.shape_key, dtype)
+        if shape not in _oracles:
+            data = peers.make_data(case, dtype)
+            start = time.perf_counter()
+            expected = peers.oracle(case, data)
+            _oracles[shape] = (data, expected, time.perf_counter() - start)
+            while len(_oracles) > 4:
+                _oracles.popitem(last=False)
+        data, expected, reference_seconds = _oracles[shape]
+        _current.update(key=key, data=data, expected=expected, reference_seconds=reference_seconds,
+                        peak_sample=settings["sample_peak"](dtype, case.threads), impls={})
     return _current
 
 
@@ -70,31 +91,75 @@ def _seconds_per_call(run, first: float) -> float:
             return elapsed / calls
 
 
-def _build(case, dtype, impl, state, settings) -> dict:
-    """Build the runner, check it against the reference, warm it up and plan its rounds."""
-    try:
-        runner = BUILDERS[impl](case, state["data"], settings["threads"])
-    except Unavailable as exc:
-        return {"skip": str(exc)}
+def _checked(case, dtype, impl, state) -> tuple[peers.Runner, float]:
+    """The implementation's runner and its first call's seconds, after a check of that call's outputs."""
+    runner = BUILDERS[impl](case, state["data"], case.threads)
     start = time.perf_counter()
     first = runner.run()
-    first_seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start
     problem = peers.mismatch(runner.normalize(first), state["expected"], dtype)
     if problem is not None:
-        return {"fail": f"{LABELS[impl]} disagrees with the NumPy reference on {case.name} {dtype}: {problem}"}
-    del first
+        raise AssertionError(f"{IMPL_LABELS[impl]} disagrees with the NumPy reference on {case.name} "
+                             f"{dtype}: {problem}")
+    return runner, seconds
+
+
+def _peers_before(case, state) -> tuple[list[str], object, float]:
+    """PyTorch and ONNX Runtime on the case's shape (ONNX Runtime: its inference), run one after the other.
+
+    Returns the peers found, a function that runs each of them once, and that function's seconds.
+    """
+    runs, names = [], []
+    for impl, peer_case in (("torch", case), ("onnxruntime", dataclasses.replace(case, kind="inference"))):
+        try:
+            runner = BUILDERS[impl](peer_case, state["data"], case.threads)
+        except Unavailable:
+            continue
+        runner.run()
+        runs.append(runner.run)
+        names.append(impl)
+
+    def run_peers() -> None:
+        for run in runs:
+            run()
+
+    start = time.perf_counter()
+    run_peers()
+    return names, run_peers, time.perf_counter() - start
+
+
+def _build(case, dtype, impl, state, settings) -> dict:
+    """Build the runner, check it against the reference, warm it up and plan its rounds."""
+    if impl == "reference" and state["reference_seconds"] > settings["reference_limit"]:
+        return {"skip": f"the NumPy reference takes {state['reference_seconds']:.2g} s per call here "
+                        f"(over the {settings['reference_limit']:g} s limit)"}
+    try:
+        runner, first_seconds = _checked(case, dtype, "lstm_c" if impl == AFTER_PEERS else impl, state)
+    except Unavailable as exc:
+        return {"skip": str(exc)}
+    except AssertionError as exc:
+        return {"fail": str(exc)}
     per_call = _seconds_per_call(runner.run, first_seconds)
-    # Rounds of at least 1 ms (several calls for the streaming step), enough to fill the budget,
-    # spread over the passes.
-    iterations = max(1, math.ceil(1e-3 / per_call))
-    rounds = math.ceil(settings["budget"] / (per_call * iterations))
+    plan = {"runner": runner, "per_call": per_call, "fresh": True}
+    if impl == AFTER_PEERS:
+        names, run_peers, peers_seconds = _peers_before(case, state)
+        if not names:
+            return {"skip": "neither PyTorch nor ONNX Runtime is installed"}
+        # One lstm_c call per round, right after the peers' calls (pytest-benchmark's setup).
+        plan.update(iterations=1, peers_before=names, setup=run_peers, round_seconds=per_call + peers_seconds)
+    else:
+        # Rounds of at least 1 ms (several calls for the streaming step).
+        iterations = max(1, math.ceil(1e-3 / per_call))
+        plan.update(iterations=iterations, setup=None, round_seconds=per_call * iterations)
+    rounds = math.ceil(settings["budget"] / plan["round_seconds"])
     rounds = min(settings["max_rounds"], max(settings["min_rounds"], rounds))
-    return {"runner": runner, "per_call": per_call, "iterations": iterations,
-            "rounds_per_pass": max(1, math.ceil(rounds / settings["passes"])), "fresh": True}
+    plan["rounds_per_pass"] = max(1, math.ceil(rounds / settings["passes"]))
+    return plan
 
 
 def test_lstm(benchmark, bench_settings, case_name, dtype, pass_index, impl):
     case = CASES_BY_NAME[case_name]
+    bench_settings["pin"](case.threads)
     state = _case_state(case, dtype, bench_settings)
     plan = state["impls"].get(impl)
     if plan is None:
@@ -104,17 +169,20 @@ def test_lstm(benchmark, bench_settings, case_name, dtype, pass_index, impl):
     if "fail" in plan:
         pytest.fail(plan["fail"])
     runner = plan["runner"]
-    if not plan.pop("fresh", False) and plan["per_call"] < 0.25:
-        runner.run()  # warm up again: the other implementations ran since this one's last pass
+    if impl != AFTER_PEERS:
+        # Let the previous implementation's threads go idle, then warm up again (unless just built).
+        time.sleep(bench_settings["pause"])
+        if not plan.pop("fresh", False) and plan["per_call"] < 0.25:
+            runner.run()
 
     benchmark.group = f"{case.name} {dtype}"
     benchmark.extra_info.update(
-        case=case.name, kind=case.kind, dtype=dtype, impl=impl, impl_label=LABELS[impl],
-        T=case.T, B=case.B, I=case.I, H=case.H, layers=case.layers,
-        bidirectional=case.bidirectional, shape=case.shape, note=case.note,
-        flops=peers.flops(case), threads=1 if impl == "lstm_c_1thread" else bench_settings["threads"],
-        gemm_gflops_before_case=state["gemm_rate"], pass_index=pass_index,
-        passes=bench_settings["passes"],
+        case=case.name, group=case.group, kind=case.kind, dtype=dtype, impl=impl,
+        impl_label=IMPL_LABELS[impl], T=case.T, B=case.B, I=case.I, H=case.H, layers=case.layers,
+        bidirectional=case.bidirectional, shape=case.shape, note=case.note, flops=peers.flops(case),
+        threads=1 if impl == "lstm_c_1thread" else case.threads, pass_index=pass_index,
+        passes=bench_settings["passes"], peak_sample_before_case=state["peak_sample"],
+        peak_kind=bench_settings["peak_kind"], peers_before=plan.get("peers_before"),
     )
-    benchmark.pedantic(runner.run, rounds=plan["rounds_per_pass"], iterations=plan["iterations"],
-                       warmup_rounds=0)
+    benchmark.pedantic(runner.run, setup=plan["setup"], rounds=plan["rounds_per_pass"],
+                       iterations=plan["iterations"], warmup_rounds=0)

@@ -125,6 +125,13 @@ class Data:
     c0: np.ndarray | None
 
 
+def initial_state(data: Data) -> tuple[np.ndarray, np.ndarray]:
+    """(h0, c0), each (B, H), of a step case's data."""
+    if data.h0 is None or data.c0 is None:
+        raise ValueError("only a step case's data has an initial state")
+    return data.h0, data.c0
+
+
 def make_data(case: Case, dtype: str, seed: int = 0) -> Data:
     """Random inputs and PyTorch-style initialised weights (uniform ±1/sqrt(H))."""
     rng = np.random.default_rng(seed)
@@ -165,14 +172,15 @@ def _functional(api: Any, case: Case, data: Data, threads: int | None) -> Runner
     p, x = data.params, data.x
     names = layer_param_names(case.layers, case.dirs, bias=True, projection=False, peephole=False)
     if case.kind == "step":
-        state = [data.h0, data.c0]
+        state = list(initial_state(data))
         n = names[0]
+        assert n.b_ih is not None and n.b_hh is not None  # bias=True above
+        weights = (p[n.w_ih], p[n.w_hh], p[n.b_ih], p[n.b_hh])
         x_seq = x[None]
 
         def step() -> tuple[np.ndarray, np.ndarray]:
             _, state[0], state[1], _ = api.lstm_forward(
-                x_seq, p[n.w_ih], p[n.w_hh], p[n.b_ih], p[n.b_hh], state[0], state[1],
-                training=False, num_threads=threads)
+                x_seq, *weights, state[0], state[1], training=False, num_threads=threads)
             return state[0], state[1]
 
         return Runner(step, lambda r: {"h": r[0], "c": r[1]})
@@ -205,7 +213,8 @@ def build_lstm_c(case: Case, data: Data, threads: int) -> Runner:
     x = data.x
     if case.kind == "step":
         m.eval()
-        state = [(data.h0[None], data.c0[None])]  # (layers·dirs, B, H), as torch's hx
+        h0, c0 = initial_state(data)
+        state = [(h0[None], c0[None])]  # (layers·dirs, B, H), as torch's hx
 
         def step() -> Any:
             _, state[0] = m.step(x, state[0])
@@ -262,7 +271,8 @@ def build_torch(case: Case, data: Data, threads: int) -> Runner:
         cell.load_state_dict({kind: p[param_name(kind, 0)]
                               for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")})
         x = torch.from_numpy(data.x)
-        state = [(torch.from_numpy(data.h0.copy()), torch.from_numpy(data.c0.copy()))]
+        h0, c0 = initial_state(data)
+        state = [(torch.from_numpy(h0.copy()), torch.from_numpy(c0.copy()))]
 
         def step() -> Any:
             with torch.inference_mode():
@@ -366,7 +376,8 @@ def build_onnxruntime(case: Case, data: Data, threads: int) -> Runner:
     normalize: Callable[[Any], dict[str, np.ndarray]]
     if step:
         x = data.x[None]
-        state = [data.h0[None].copy(), data.c0[None].copy()]
+        h0, c0 = initial_state(data)
+        state = [h0[None].copy(), c0[None].copy()]
 
         def run() -> Any:
             _, state[0], state[1] = sess.run(None, {"X": x, "initial_h": state[0], "initial_c": state[1]})
