@@ -1,9 +1,14 @@
 # Type stubs for the compiled kernels (src/_lstm.pyx). Only lstm_c.functional
-# calls forward/backward: they take preallocated, validated C-contiguous arrays
-# (float32 or float64, all one dtype) and write their results into them, so they
-# are typed loosely here; see their docstrings in src/_lstm.pyx for the layout.
+# calls forward/backward/step, by keyword: every array is C-contiguous, float32
+# or float64 (all one dtype), preallocated by lstm_c.functional._workspace; the
+# kernels check each one's shape against the call's sizes and write their results
+# into them. In the comments: IN read, OUT written, INOUT both, SCRATCH working
+# memory; T*B rows in x's layout (see the header of src/_lstm.pyx), P the output
+# size (the projection's, else H).
 
-from typing import Any
+import numpy as np
+
+_Array = np.ndarray
 
 def openmp_enabled() -> bool:
     """Whether this build of lstm_c was compiled with OpenMP."""
@@ -11,13 +16,83 @@ def openmp_enabled() -> bool:
 def omp_max_threads() -> int:
     """OpenMP's default thread count (follows OMP_NUM_THREADS); 1 without OpenMP."""
 
-def forward(*args: Any, **kwargs: Any) -> None:
+def forward(
+    *,
+    x: _Array,  # IN (T*B, I)
+    w_ih: _Array,  # IN (4H, I)
+    w_hh: _Array,  # IN (4H, P)
+    bias: _Array,  # IN (4H,): b_ih + b_hh
+    w_hr: _Array | None,  # IN (P, H), or None without a projection
+    peephole: _Array | None,  # IN (3, H), or None
+    h: _Array,  # INOUT (B, P): h0 in, h_n out
+    c: _Array,  # INOUT (B, H): c0 in, c_n out
+    lengths: _Array,  # IN (B,) intp, each in [0, steps]
+    reverse: bool,
+    batch_first: bool,
+    steps: int,  # T
+    gates: _Array,  # (T*B, 4H): OUT activations when training, else SCRATCH
+    y: _Array,  # OUT (T*B, P)
+    h_prev: _Array | None,  # OUT (T*B, P) when training, else None
+    c_prev: _Array | None,  # OUT (T*B, H) when training, else None
+    m_all: _Array | None,  # OUT (T*B, H) when training with a projection, else None
+    rec: _Array,  # SCRATCH (B, 4H)
+    m_step: _Array | None,  # SCRATCH (B, H) with a projection, else None
+    proj: _Array | None,  # SCRATCH (B, P) with a projection, else None
+    panels: _Array | None,  # SCRATCH packed W_hh (see functional._panels), or None for BLAS
+    num_threads: int,
+) -> None:
     """Run one layer and direction over the sequence (results written into the outputs)."""
 
-def backward(*args: Any, **kwargs: Any) -> None:
+def backward(
+    *,
+    x: _Array,  # IN (T*B, I)
+    w_ih: _Array,  # IN (4H, I)
+    w_hh: _Array,  # IN (4H, P)
+    w_hr: _Array | None,  # IN (P, H), or None
+    peephole: _Array | None,  # IN (3, H), or None
+    act: _Array,  # IN (T*B, 4H): the training forward's gates
+    c_prev: _Array,  # IN (T*B, H)
+    h_prev: _Array,  # IN (T*B, P)
+    m_all: _Array | None,  # IN (T*B, H) with a projection, else None
+    lengths: _Array,  # IN (B,) intp
+    reverse: bool,
+    batch_first: bool,
+    steps: int,
+    dy: _Array | None,  # IN (T*B, P), or None for zeros
+    dh_n: _Array,  # IN (B, P)
+    dx: _Array,  # OUT (T*B, I)
+    dh0: _Array,  # OUT (B, P)
+    dc0: _Array,  # INOUT (B, H): dc_n in, dc0 out
+    dw_ih: _Array,  # OUT (4H, I)
+    dw_hh: _Array,  # OUT (4H, P)
+    db: _Array,  # OUT (4H,)
+    dw_hr: _Array | None,  # OUT (P, H) with a projection, else None
+    dpeephole: _Array | None,  # OUT (3, H) with peepholes, else None
+    dgates: _Array,  # SCRATCH (T*B, 4H)
+    dgates_step: _Array,  # SCRATCH (B, 4H), zeroed
+    dh_all: _Array | None,  # SCRATCH (T*B, P) with a projection, else None
+    dh_step: _Array | None,  # SCRATCH (B, P) with a projection, else None
+    dm_step: _Array | None,  # SCRATCH (B, H) with a projection, else None
+    panels: _Array | None,  # SCRATCH packed W_hh columns, or None for BLAS
+    num_threads: int,
+) -> None:
     """Backpropagate through one layer and direction (gradients written into the outputs)."""
 
-def step(*args: Any, **kwargs: Any) -> None:
+def step(
+    *,
+    x: _Array,  # IN (B, I)
+    w_ih: _Array,  # IN (4H, I)
+    w_hh: _Array,  # IN (4H, P)
+    bias: _Array,  # IN (4H,)
+    w_hr: _Array | None,  # IN (P, H), or None
+    peephole: _Array | None,  # IN (3, H), or None
+    h0: _Array,  # IN (B, P)
+    c: _Array,  # INOUT (B, H): c0 in, the new c out
+    h: _Array,  # OUT (B, P)
+    gates: _Array,  # SCRATCH (B, 4H)
+    rec: _Array,  # SCRATCH (B, 4H)
+    m: _Array | None,  # SCRATCH (B, H) with a projection, else None
+) -> None:
     """One time step of one layer for streaming inference (results written into the outputs)."""
 
 def set_blas_thread_functions(get_address: int, set_address: int) -> None:

@@ -97,10 +97,6 @@ def lstm_forward(
     dtype, rows, batch = args.dtype, args.steps * args.batch, args.batch
     hidden, out = args.hidden_size, args.output_size
     projected = args.w_hr is not None
-
-    def scratch(shape: tuple[int, int], needed: bool = True) -> np.ndarray | None:
-        return np.empty(shape, dtype) if needed else None
-
     h = args.h0.copy()
     c = args.c0.copy()
     if rows == 0:  # no position to run: the state stays h0, c0
@@ -110,30 +106,58 @@ def lstm_forward(
             np.empty((0, out), dtype), np.empty((0, hidden), dtype) if projected else None,
         ) if training else None
         return y, h, c, cache
-    y = np.empty(args.y_shape, dtype)
-    gates = np.empty((rows, 4 * hidden), dtype)
-    h_prev = scratch((rows, out), training)
-    c_prev = scratch((rows, hidden), training)
-    m = scratch((rows, hidden), training and projected)
+    work = _workspace(args, "training" if training else "inference")
     threads = _threads.plan(num_threads, batch, hidden, out)
     with _threads.single_threaded_blas:
         _lstm.forward(
-            args.x.reshape(rows, args.input_size), args.w_ih, args.w_hh, args.bias,
-            args.w_hr, args.peephole, h, c,
-            args.lengths, reverse, args.batch_first, args.steps,
-            gates, y.reshape(rows, out), h_prev, c_prev, m,
-            scratch((batch, 4 * hidden)), scratch((batch, hidden), projected),
-            scratch((batch, out), projected), _panels(batch, hidden, out, dtype), threads,
+            x=args.x.reshape(rows, args.input_size), w_ih=args.w_ih, w_hh=args.w_hh,
+            bias=args.bias, w_hr=args.w_hr, peephole=args.peephole, h=h, c=c,
+            lengths=args.lengths, reverse=reverse, batch_first=args.batch_first,
+            steps=args.steps, num_threads=threads, **work,
         )
+    y = work["y"].reshape(args.y_shape)
     if not training:
         return y, h, c, None
-    assert c_prev is not None and h_prev is not None
-    return y, h, c, LSTMCache(args, reverse, gates, c_prev, h_prev, m)
+    return y, h, c, LSTMCache(args, reverse, work["gates"], work["c_prev"], work["h_prev"], work["m_all"])
 
 
 # Up to this batch the recurrent product reads W_hh from panels packed once per
 # call; above it BLAS's GEMM, whose per-call repacking is then amortised.
 _PANEL_MAX_BATCH = 64
+
+
+def _workspace(args: ForwardArgs, phase: str) -> dict[str, Any]:
+    """Every array a kernel call writes, keyed by the kernel's argument names.
+
+    `phase` is "inference" or "training" (a forward call: outputs, the
+    training cache, scratch) or "backward" (the gradients and scratch). The
+    kernel's inputs come from `args`; its states (h, c, dc0) from the caller.
+    Unused arrays are None, as the kernels expect.
+    """
+    dtype, B, I, H, P = args.dtype, args.batch, args.input_size, args.hidden_size, args.output_size
+    rows, G = args.steps * B, 4 * H
+    projected = args.w_hr is not None
+
+    def new(shape: tuple[int, ...], used: bool = True) -> np.ndarray | None:
+        return np.empty(shape, dtype) if used else None
+
+    if phase == "backward":
+        return {
+            "dx": new((rows, I)), "dh0": new((B, P)),
+            "dw_ih": new((G, I)), "dw_hh": new((G, P)), "db": new((G,)),
+            "dw_hr": new((P, H), projected), "dpeephole": new((3, H), args.peephole is not None),
+            "dgates": new((rows, G)), "dgates_step": np.zeros((B, G), dtype),
+            "dh_all": new((rows, P), projected), "dh_step": new((B, P), projected),
+            "dm_step": new((B, H), projected), "panels": _panels(B, P, H, dtype),
+        }
+    training = phase == "training"
+    return {
+        "y": new((rows, P)), "gates": new((rows, G)),
+        "h_prev": new((rows, P), training), "c_prev": new((rows, H), training),
+        "m_all": new((rows, H), training and projected),
+        "rec": new((B, G)), "m_step": new((B, H), projected), "proj": new((B, P), projected),
+        "panels": _panels(B, H, P, dtype),
+    }
 
 
 def _panels(batch: int, blocked: int, other: int, dtype: np.dtype) -> np.ndarray | None:
@@ -212,35 +236,25 @@ def lstm_backward(
     num_threads = check_num_threads(num_threads)
     dtype, rows = args.dtype, args.steps * args.batch
     batch, inputs = args.batch, args.input_size
-    projected = args.w_hr is not None
     if rows == 0:  # no position ran: the gradients pass straight through or are zero
         return _empty_grads(args, dh_n, dc_n)
-
-    def scratch(shape: tuple[int, ...], needed: bool = True) -> np.ndarray | None:
-        return np.empty(shape, dtype) if needed else None
-
-    dx = np.empty(args.x.shape, dtype)
-    dh0 = np.empty((batch, out), dtype)
     dc0 = np.zeros((batch, hidden), dtype) if dc_n is None else dc_n.copy()
-    dw_ih = np.empty((4 * hidden, inputs), dtype)
-    dw_hh = np.empty((4 * hidden, out), dtype)
-    db = np.empty(4 * hidden, dtype)
-    dw_hr = scratch((out, hidden), projected)
-    dpeephole = scratch((3, hidden), args.peephole is not None)
+    work = _workspace(args, "backward")
     threads = _threads.plan(num_threads, batch, hidden, out)
     with _threads.single_threaded_blas:
         _lstm.backward(
-            _finite_padding(args).reshape(rows, inputs), args.w_ih, args.w_hh,
-            args.w_hr, args.peephole, cache.act, cache.c_prev, cache.h_prev, cache.m,
-            args.lengths, cache.reverse, args.batch_first, args.steps,
-            None if dy is None else dy.reshape(rows, out),
-            np.zeros((batch, out), dtype) if dh_n is None else dh_n,
-            dx.reshape(rows, inputs), dh0, dc0, dw_ih, dw_hh, db, dw_hr, dpeephole,
-            scratch((rows, 4 * hidden)), np.zeros((batch, 4 * hidden), dtype),
-            scratch((rows, out), projected), scratch((batch, out), projected),
-            scratch((batch, hidden), projected), _panels(batch, out, hidden, dtype), threads,
+            x=_finite_padding(args).reshape(rows, inputs), w_ih=args.w_ih, w_hh=args.w_hh,
+            w_hr=args.w_hr, peephole=args.peephole, act=cache.act, c_prev=cache.c_prev,
+            h_prev=cache.h_prev, m_all=cache.m, lengths=args.lengths, reverse=cache.reverse,
+            batch_first=args.batch_first, steps=args.steps,
+            dy=None if dy is None else dy.reshape(rows, out),
+            dh_n=np.zeros((batch, out), dtype) if dh_n is None else dh_n,
+            dc0=dc0, num_threads=threads, **work,
         )
-    return LSTMGrads(dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr, dpeephole)
+    return LSTMGrads(
+        work["dx"].reshape(args.x.shape), work["dh0"], dc0, work["dw_ih"], work["dw_hh"],
+        work["db"], work["dw_hr"], work["dpeephole"],
+    )
 
 
 def _empty_grads(args: ForwardArgs, dh_n: np.ndarray | None, dc_n: np.ndarray | None) -> LSTMGrads:
@@ -288,19 +302,19 @@ def _step_unchecked(
     with _threads.single_threaded_blas:
         if threads == 1:
             _lstm.step(
-                x, w_ih, w_hh, bias, w_hr, peephole, h0, c, h,
-                np.empty((batch, 4 * hidden), dtype), np.empty((batch, 4 * hidden), dtype),
-                None if w_hr is None else np.empty((batch, hidden), dtype),
+                x=x, w_ih=w_ih, w_hh=w_hh, bias=bias, w_hr=w_hr, peephole=peephole, h0=h0, c=c, h=h,
+                gates=np.empty((batch, 4 * hidden), dtype), rec=np.empty((batch, 4 * hidden), dtype),
+                m=None if w_hr is None else np.empty((batch, hidden), dtype),
             )
             return
         # A step big enough to split: the sequence kernel with T = 1 runs it on all threads.
         np.copyto(h, h0)
         projected = w_hr is not None
         _lstm.forward(
-            x, w_ih, w_hh, bias, w_hr, peephole, h, c,
-            np.ones(batch, np.intp), False, False, 1,
-            np.empty((batch, 4 * hidden), dtype), np.empty_like(h), None, None, None,
-            np.empty((batch, 4 * hidden), dtype),
-            np.empty((batch, hidden), dtype) if projected else None,
-            np.empty_like(h) if projected else None, None, threads,
+            x=x, w_ih=w_ih, w_hh=w_hh, bias=bias, w_hr=w_hr, peephole=peephole, h=h, c=c,
+            lengths=np.ones(batch, np.intp), reverse=False, batch_first=False, steps=1,
+            gates=np.empty((batch, 4 * hidden), dtype), y=np.empty_like(h),
+            h_prev=None, c_prev=None, m_all=None, rec=np.empty((batch, 4 * hidden), dtype),
+            m_step=np.empty((batch, hidden), dtype) if projected else None,
+            proj=np.empty_like(h) if projected else None, panels=None, num_threads=threads,
         )

@@ -565,14 +565,69 @@ cdef void _projected_outputs(
         memcpy(y + p * P + q.lo, proj + b * P + q.lo, size)
 
 
+# ---------------------------------------------------------------- argument checks
+#
+# The entry points take every array by keyword and check each one's shape
+# against the sizes the call implies before any pointer is taken, so that a
+# swapped, missing or mis-sized buffer is a ValueError, never a wild write.
+# (lstm_c.functional builds them all in one place; these checks are the last
+# line, and cost nanoseconds.)
+
+cdef int _check_matrix(str name, const floating[:, ::1] m, Py_ssize_t rows, Py_ssize_t cols,
+                       bint used) except -1:
+    """m must be (rows, cols) when `used`, and None otherwise."""
+    if not used:
+        if m is not None:
+            raise ValueError(f"{name} must be None in this call, got ({m.shape[0]}, {m.shape[1]})")
+        return 0
+    if m is None:
+        raise ValueError(f"{name} ({rows}, {cols}) is missing")
+    if m.shape[0] != rows or m.shape[1] != cols:
+        raise ValueError(f"{name} must be ({rows}, {cols}), got ({m.shape[0]}, {m.shape[1]})")
+    return 0
+
+
+cdef int _check_vector(str name, const floating[::1] v, Py_ssize_t size, bint exact) except -1:
+    """v must hold `size` values (at least `size` when not `exact`)."""
+    if v is None:
+        raise ValueError(f"{name} ({size},) is missing")
+    if v.shape[0] < size or (exact and v.shape[0] != size):
+        raise ValueError(f"{name} must hold {size} values, got {v.shape[0]}")
+    return 0
+
+
+cdef int _check_lengths(const Py_ssize_t[::1] lengths, Py_ssize_t batch, Py_ssize_t steps) except -1:
+    """lengths must be (batch,) values in [0, steps]: the kernels index memory with them."""
+    cdef Py_ssize_t b
+    if lengths is None or lengths.shape[0] != batch:
+        raise ValueError(f"lengths must be ({batch},)")
+    for b in range(batch):
+        if lengths[b] < 0 or lengths[b] > steps:
+            raise ValueError(f"lengths[{b}] = {lengths[b]} is outside [0, {steps}]")
+    return 0
+
+
+cdef int _check_panels(const floating[::1] panels, Py_ssize_t blocked, Py_ssize_t other) except -1:
+    """None (BLAS products), or room for W_hh packed in panels of `blocked` (see _panels)."""
+    cdef Py_ssize_t width
+    if panels is None:
+        return 0
+    if not LSTM_HAVE_PANELS:
+        raise ValueError("panels must be None: this build has no packed-panel products")
+    width = 64 // sizeof(floating)
+    return _check_vector("panels", panels, 4 * ((blocked + width - 1) // width) * other * width, False)
+
+
 def forward(
-    const floating[:, ::1] x, const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
-    const floating[::1] bias, const floating[:, ::1] w_hr, const floating[:, ::1] peephole,
-    floating[:, ::1] h, floating[:, ::1] c,
-    const Py_ssize_t[::1] lengths, bint reverse, bint batch_first, Py_ssize_t steps,
-    floating[:, ::1] gates, floating[:, ::1] y,
+    *,
+    const floating[:, ::1] x not None, const floating[:, ::1] w_ih not None,
+    const floating[:, ::1] w_hh not None, const floating[::1] bias not None,
+    const floating[:, ::1] w_hr, const floating[:, ::1] peephole,
+    floating[:, ::1] h not None, floating[:, ::1] c not None,
+    const Py_ssize_t[::1] lengths not None, bint reverse, bint batch_first, Py_ssize_t steps,
+    floating[:, ::1] gates not None, floating[:, ::1] y not None,
     floating[:, ::1] h_prev, floating[:, ::1] c_prev, floating[:, ::1] m_all,
-    floating[:, ::1] rec, floating[:, ::1] m_step, floating[:, ::1] proj,
+    floating[:, ::1] rec not None, floating[:, ::1] m_step, floating[:, ::1] proj,
     floating[::1] panels, int num_threads,
 ):
     """Run one layer and direction over the sequence on `num_threads` threads.
@@ -594,7 +649,7 @@ def forward(
     # Initialised only because Cython makes them firstprivate in the parallel region.
     cdef Py_ssize_t s = 0, k = 0, max_length = _max_length(lengths)
     cdef Steps st = _steps(lengths, reverse, batch_first, steps)
-    cdef bint projected = w_hr is not None
+    cdef bint projected = w_hr is not None, training
     cdef int tid = 0, team = 1
     cdef Slice r, u, q
     cdef const floating* x_p = _cptr(x)
@@ -616,6 +671,31 @@ def forward(
     cdef floating* panels_p = &panels[0] if panels is not None else NULL
     cdef lstm_barrier_t barrier
     cdef lstm_poll_t poll
+    # IN x (T*B, I), w_ih (4H, I), w_hh (4H, P), bias (4H,), w_hr (P, H) or None,
+    # peephole (3, H) or None, lengths (B,); INOUT h (B, P), c (B, H); OUT y (T*B, P);
+    # training OUT h_prev (T*B, P), c_prev (T*B, H), m_all (T*B, H) with w_hr, gates
+    # (T*B, 4H) (activations), else those None and gates SCRATCH; SCRATCH rec (B, 4H),
+    # m_step (B, H) and proj (B, P) with w_hr, panels or None.
+    training = c_prev is not None
+    _check_matrix("x", x, rows, I, True)
+    _check_matrix("w_ih", w_ih, G, I, True)
+    _check_matrix("w_hh", w_hh, G, P, True)
+    _check_vector("bias", bias, G, True)
+    _check_matrix("w_hr", w_hr, P, H, projected)
+    if not projected and P != H:
+        raise ValueError(f"h must be (B, {H}) without w_hr, got (B, {P})")
+    if peephole is not None:
+        _check_matrix("peephole", peephole, 3, H, True)
+    _check_lengths(lengths, B, steps)
+    _check_matrix("gates", gates, rows, G, True)
+    _check_matrix("y", y, rows, P, True)
+    _check_matrix("h_prev", h_prev, rows, P, training)
+    _check_matrix("c_prev", c_prev, rows, H, training)
+    _check_matrix("m_all", m_all, rows, H, training and projected)
+    _check_matrix("rec", rec, B, G, True)
+    _check_matrix("m_step", m_step, B, H, projected)
+    _check_matrix("proj", proj, B, P, projected)
+    _check_panels(panels, H, P)
     barrier.count = 0
     barrier.generation = 0
     if rows == 0:
@@ -771,16 +851,18 @@ cdef void _peephole_grads(const floating* dgates, const floating* act, const flo
 
 
 def backward(
-    const floating[:, ::1] x, const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
-    const floating[:, ::1] w_hr, const floating[:, ::1] peephole,
-    const floating[:, ::1] act, const floating[:, ::1] c_prev, const floating[:, ::1] h_prev,
-    const floating[:, ::1] m_all,
-    const Py_ssize_t[::1] lengths, bint reverse, bint batch_first, Py_ssize_t steps,
-    const floating[:, ::1] dy, const floating[:, ::1] dh_n,
-    floating[:, ::1] dx, floating[:, ::1] dh0, floating[:, ::1] dc0,
-    floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db,
+    *,
+    const floating[:, ::1] x not None, const floating[:, ::1] w_ih not None,
+    const floating[:, ::1] w_hh not None, const floating[:, ::1] w_hr,
+    const floating[:, ::1] peephole,
+    const floating[:, ::1] act not None, const floating[:, ::1] c_prev not None,
+    const floating[:, ::1] h_prev not None, const floating[:, ::1] m_all,
+    const Py_ssize_t[::1] lengths not None, bint reverse, bint batch_first, Py_ssize_t steps,
+    const floating[:, ::1] dy, const floating[:, ::1] dh_n not None,
+    floating[:, ::1] dx not None, floating[:, ::1] dh0 not None, floating[:, ::1] dc0 not None,
+    floating[:, ::1] dw_ih not None, floating[:, ::1] dw_hh not None, floating[::1] db not None,
     floating[:, ::1] dw_hr, floating[:, ::1] dpeephole,
-    floating[:, ::1] dgates, floating[:, ::1] dgates_step,
+    floating[:, ::1] dgates not None, floating[:, ::1] dgates_step not None,
     floating[:, ::1] dh_all, floating[:, ::1] dh_step, floating[:, ::1] dm_step,
     floating[::1] panels, int num_threads,
 ):
@@ -838,6 +920,38 @@ def backward(
         cell_dh_rec = dm_step_p
     cdef lstm_barrier_t barrier
     cdef lstm_poll_t poll
+    # IN x (T*B, I), w_ih (4H, I), w_hh (4H, P), w_hr (P, H) or None, peephole (3, H)
+    # or None, act (T*B, 4H), c_prev (T*B, H), h_prev (T*B, P), m_all (T*B, H) with
+    # w_hr, lengths (B,), dy (T*B, P) or None, dh_n (B, P); OUT dx (T*B, I), dh0 (B, P),
+    # dw_ih (4H, I), dw_hh (4H, P), db (4H,), dw_hr (P, H) with w_hr, dpeephole (3, H)
+    # with peephole; INOUT dc0 (B, H) (dc_n in); SCRATCH dgates (T*B, 4H), dgates_step
+    # (B, 4H), dh_all (T*B, P), dh_step (B, P) and dm_step (B, H) with w_hr, panels or None.
+    _check_matrix("x", x, rows, I, True)
+    _check_matrix("w_ih", w_ih, G, I, True)
+    _check_matrix("w_hh", w_hh, G, P, True)
+    _check_matrix("w_hr", w_hr, P, H, projected)
+    if not projected and P != H:
+        raise ValueError(f"dh0 must be (B, {H}) without w_hr, got (B, {P})")
+    _check_matrix("peephole", peephole, 3, H, peephole is not None)
+    _check_matrix("act", act, rows, G, True)
+    _check_matrix("c_prev", c_prev, rows, H, True)
+    _check_matrix("h_prev", h_prev, rows, P, True)
+    _check_matrix("m_all", m_all, rows, H, projected)
+    _check_lengths(lengths, B, steps)
+    _check_matrix("dy", dy, rows, P, dy is not None)
+    _check_matrix("dh_n", dh_n, B, P, True)
+    _check_matrix("dx", dx, rows, I, True)
+    _check_matrix("dw_ih", dw_ih, G, I, True)
+    _check_matrix("dw_hh", dw_hh, G, P, True)
+    _check_vector("db", db, G, True)
+    _check_matrix("dw_hr", dw_hr, P, H, projected)
+    _check_matrix("dpeephole", dpeephole, 3, H, peephole is not None)
+    _check_matrix("dgates", dgates, rows, G, True)
+    _check_matrix("dgates_step", dgates_step, B, G, True)
+    _check_matrix("dh_all", dh_all, rows, P, projected)
+    _check_matrix("dh_step", dh_step, B, P, projected)
+    _check_matrix("dm_step", dm_step, B, H, projected)
+    _check_panels(panels, P, H)
     barrier.count = 0
     barrier.generation = 0
     if rows == 0:
@@ -934,10 +1048,12 @@ cdef void _empty_backward(Py_ssize_t n_dh, const floating* dh_n, floating* dh0,
 # ---------------------------------------------------------------- one step
 
 def step(
-    const floating[:, ::1] x, const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
-    const floating[::1] bias, const floating[:, ::1] w_hr, const floating[:, ::1] peephole,
-    const floating[:, ::1] h0, floating[:, ::1] c, floating[:, ::1] h,
-    floating[:, ::1] gates, floating[:, ::1] rec, floating[:, ::1] m,
+    *,
+    const floating[:, ::1] x not None, const floating[:, ::1] w_ih not None,
+    const floating[:, ::1] w_hh not None, const floating[::1] bias not None,
+    const floating[:, ::1] w_hr, const floating[:, ::1] peephole,
+    const floating[:, ::1] h0 not None, floating[:, ::1] c not None, floating[:, ::1] h not None,
+    floating[:, ::1] gates not None, floating[:, ::1] rec not None, floating[:, ::1] m,
 ):
     """One time step of one layer for every row, for streaming inference.
 
@@ -957,6 +1073,21 @@ def step(
         2 * G * (I + P) + (2 * P * H if m is not None else 0), 1))
     cdef Slice u
     cdef lstm_poll_t poll
+    # IN x (B, I), w_ih (4H, I), w_hh (4H, P), bias (4H,), w_hr (P, H) or None,
+    # peephole (3, H) or None, h0 (B, P); INOUT c (B, H) (c0 in); OUT h (B, P);
+    # SCRATCH gates and rec (B, 4H), m (B, H) with w_hr.
+    _check_matrix("x", x, B, I, True)
+    _check_matrix("w_ih", w_ih, G, I, True)
+    _check_matrix("w_hh", w_hh, G, P, True)
+    _check_vector("bias", bias, G, True)
+    _check_matrix("w_hr", w_hr, P, H, w_hr is not None)
+    if w_hr is None and P != H:
+        raise ValueError(f"h must be (B, {H}) without w_hr, got (B, {P})")
+    _check_matrix("peephole", peephole, 3, H, peephole is not None)
+    _check_matrix("h0", h0, B, P, True)
+    _check_matrix("gates", gates, B, G, True)
+    _check_matrix("rec", rec, B, G, True)
+    _check_matrix("m", m, B, H, w_hr is not None)
     cdef floating* out
     cdef floating* gates_p = _ptr(gates)
     cdef floating* rec_p = _ptr(rec)

@@ -97,12 +97,13 @@ def kernel_arrays(steps, B, dtype, *, I=3, H=4, P=0, peephole=False):
         peephole=rng.standard_normal((3, H)).astype(dtype) if peephole else None,
         lengths=np.full(B, steps, np.intp),
     )
-    forward = (
-        w["x"], w["w_ih"], w["w_hh"], np.ones(G, dtype), w["w_hr"], w["peephole"],
-        np.ones((B, out), dtype), np.full((B, H), 2, dtype),
-        w["lengths"], False, False, steps,
-        nan(rows, G), nan(rows, out), nan(rows, out), nan(rows, H), nan(rows, H) if P else None,
-        nan(B, G), nan(B, H) if P else None, nan(B, out) if P else None, None, 2,
+    forward = dict(
+        x=w["x"], w_ih=w["w_ih"], w_hh=w["w_hh"], bias=np.ones(G, dtype), w_hr=w["w_hr"],
+        peephole=w["peephole"], h=np.ones((B, out), dtype), c=np.full((B, H), 2, dtype),
+        lengths=w["lengths"], reverse=False, batch_first=False, steps=steps,
+        gates=nan(rows, G), y=nan(rows, out), h_prev=nan(rows, out), c_prev=nan(rows, H),
+        m_all=nan(rows, H) if P else None, rec=nan(B, G), m_step=nan(B, H) if P else None,
+        proj=nan(B, out) if P else None, panels=None, num_threads=2,
     )
     dh_n = rng.standard_normal((B, out)).astype(dtype)
     dc_n = rng.standard_normal((B, H)).astype(dtype)
@@ -110,16 +111,14 @@ def kernel_arrays(steps, B, dtype, *, I=3, H=4, P=0, peephole=False):
         dh0=nan(B, out), dc0=dc_n.copy(), dw_ih=nan(G, I), dw_hh=nan(G, out), db=nan(G),
         dw_hr=nan(P, H) if P else None, dpeephole=nan(3, H) if peephole else None,
     )
-    backward = (
-        w["x"], w["w_ih"], w["w_hh"], w["w_hr"], w["peephole"],
-        np.zeros((rows, G), dtype), np.zeros((rows, H), dtype), np.zeros((rows, out), dtype),
-        np.zeros((rows, H), dtype) if P else None,
-        w["lengths"], False, False, steps, None, dh_n,
-        nan(rows, I), grads["dh0"], grads["dc0"], grads["dw_ih"], grads["dw_hh"], grads["db"],
-        grads["dw_hr"], grads["dpeephole"],
-        nan(rows, G), np.zeros((B, G), dtype),
-        nan(rows, out) if P else None, nan(B, out) if P else None, nan(B, H) if P else None,
-        None, 2,
+    backward = dict(
+        x=w["x"], w_ih=w["w_ih"], w_hh=w["w_hh"], w_hr=w["w_hr"], peephole=w["peephole"],
+        act=np.zeros((rows, G), dtype), c_prev=np.zeros((rows, H), dtype),
+        h_prev=np.zeros((rows, out), dtype), m_all=np.zeros((rows, H), dtype) if P else None,
+        lengths=w["lengths"], reverse=False, batch_first=False, steps=steps, dy=None, dh_n=dh_n,
+        dx=nan(rows, I), num_threads=2, dgates=nan(rows, G), dgates_step=np.zeros((B, G), dtype),
+        dh_all=nan(rows, out) if P else None, dh_step=nan(B, out) if P else None,
+        dm_step=nan(B, H) if P else None, panels=None, **grads,
     )
     return forward, backward, grads, dh_n, dc_n
 
@@ -129,10 +128,10 @@ def kernel_arrays(steps, B, dtype, *, I=3, H=4, P=0, peephole=False):
 @pytest.mark.parametrize("steps, B", [(0, 3), (HUGE, 0), (0, 0)])
 def test_the_kernels_alone_write_what_an_empty_call_defines(steps, B, extra, dtype):
     forward, backward, grads, dh_n, dc_n = kernel_arrays(steps, B, dtype, **extra)
-    _lstm.forward(*forward)
-    np.testing.assert_array_equal(forward[6], 1)  # h_n = h0
-    np.testing.assert_array_equal(forward[7], 2)  # c_n = c0
-    _lstm.backward(*backward)
+    _lstm.forward(**forward)
+    np.testing.assert_array_equal(forward["h"], 1)  # h_n = h0
+    np.testing.assert_array_equal(forward["c"], 2)  # c_n = c0
+    _lstm.backward(**backward)
     np.testing.assert_array_equal(grads["dh0"], dh_n)
     np.testing.assert_array_equal(grads["dc0"], dc_n)
     for name in ("dw_ih", "dw_hh", "db", "dw_hr", "dpeephole"):

@@ -164,3 +164,61 @@ def test_the_compiled_module_comes_from_the_installed_package():
     source_tree = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lstm_c")
     assert os.path.dirname(os.path.abspath(lstm_c.__file__)) != source_tree
     assert os.path.dirname(_lstm.__file__) == os.path.dirname(lstm_c.__file__)
+
+
+# --------------------------------------------------------------------------------------
+# The kernels' own argument checks: the last line behind lstm_c.functional
+
+
+def _kernel_forward_arguments(T=3, B=2, I=4, H=5, dtype=np.float64):
+    from lstm_c import functional
+    from lstm_c._validation import check_forward
+
+    rng = np.random.default_rng(0)
+    args = check_forward(rng.standard_normal((T, B, I)), rng.standard_normal((4 * H, I)),
+                         rng.standard_normal((4 * H, H)), None, None, None, None, None, False)
+    work = functional._workspace(args, "training")
+    return dict(
+        x=args.x.reshape(T * B, I), w_ih=args.w_ih, w_hh=args.w_hh, bias=args.bias, w_hr=None,
+        peephole=None, h=args.h0.copy(), c=args.c0.copy(), lengths=args.lengths, reverse=False,
+        batch_first=False, steps=T, num_threads=1, **work,
+    )
+
+
+def test_the_kernels_take_their_arrays_by_keyword_only():
+    from lstm_c import _lstm
+
+    kwargs = _kernel_forward_arguments()
+    _lstm.forward(**kwargs)  # as lstm_c.functional calls it
+    with pytest.raises(TypeError):
+        _lstm.forward(*kwargs.values())
+
+
+# Buffers of different shapes (two of the same shape cannot be told apart by it).
+@pytest.mark.parametrize("swap", [("gates", "y"), ("gates", "rec"), ("c", "rec"), ("x", "y")])
+def test_a_swapped_buffer_is_refused_before_anything_is_written(swap):
+    from lstm_c import _lstm
+
+    kwargs = _kernel_forward_arguments(H=6)
+    a, b = swap
+    kwargs[a], kwargs[b] = kwargs[b], kwargs[a]
+    before = {k: v.copy() for k, v in kwargs.items() if isinstance(v, np.ndarray)}
+    # The sizes come from x, h and c, so the message may name another array.
+    with pytest.raises(ValueError, match="must be"):
+        _lstm.forward(**kwargs)
+    for name in ("h", "c"):
+        np.testing.assert_array_equal(kwargs[name], before[name])
+
+
+@pytest.mark.parametrize("name, value", [
+    ("lengths", np.array([3, 4], np.intp)),  # past T: the kernel would index past x
+    ("y", np.empty((5, 5))),
+    ("panels", np.empty(3)),
+])
+def test_a_missized_buffer_or_bad_lengths_are_refused(name, value):
+    from lstm_c import _lstm
+
+    kwargs = _kernel_forward_arguments()
+    kwargs[name] = value
+    with pytest.raises(ValueError, match=name):
+        _lstm.forward(**kwargs)
