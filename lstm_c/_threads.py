@@ -53,12 +53,23 @@ def _cgroup_cpu_limit() -> float | None:
     return quota_us / period_us if quota_us > 0 and period_us > 0 else None
 
 
+_usable_cpus: int | None = None
+
+
 def usable_cpus() -> int:
     """The CPUs this process may run on: its affinity mask, within its cgroup's CPU quota.
 
     Every time step of a call ends at a barrier that waits for the slowest
-    thread, so threads beyond these CPUs only wait for each other.
+    thread, so threads beyond these CPUs only wait for each other. Read once
+    per process (and again in a forked child): it takes file reads.
     """
+    global _usable_cpus
+    if _usable_cpus is None:
+        _usable_cpus = _read_usable_cpus()
+    return _usable_cpus
+
+
+def _read_usable_cpus() -> int:
     if hasattr(os, "sched_getaffinity"):
         cpus = len(os.sched_getaffinity(0))
     else:
@@ -218,8 +229,9 @@ single_threaded_blas = _SingleThreadedBlas()
 
 
 def _after_fork_in_child() -> None:
-    global _forked_after_teams
+    global _forked_after_teams, _usable_cpus
     _forked_after_teams = _teams_started
+    _usable_cpus = None
     single_threaded_blas._after_fork()
 
 
