@@ -30,7 +30,7 @@ def forward(
     reverse: bool,
     batch_first: bool,
     steps: int,  # T
-    gates: _Array,  # (T*B, 4H): OUT activations when training, else SCRATCH
+    gates: _Array,  # (T*B, 4H): OUT activations when training, else SCRATCH (chunk*B, 4H)
     y: _Array,  # OUT (T*B, P)
     h_prev: _Array | None,  # OUT (T*B, P) when training, else None
     c_prev: _Array | None,  # OUT (T*B, H) when training, else None
@@ -94,6 +94,9 @@ def step(
     m: _Array | None,  # SCRATCH (B, H) with a projection, else None
 ) -> None:
     """One time step of one layer for streaming inference (results written into the outputs)."""
+
+def inference_chunk_steps(steps: int, batch: int) -> int:
+    """Steps per chunk of the input projection in an inference forward (at most `steps`)."""
 
 def set_blas_thread_functions(get_address: int, set_address: int) -> None:
     """Use the BLAS's `int get(void)` and `void set(int)` at these addresses."""

@@ -151,8 +151,10 @@ def _workspace(args: ForwardArgs, phase: str) -> dict[str, Any]:
             "dm_step": new((B, H), projected), "panels": _panels(B, P, H, dtype),
         }
     training = phase == "training"
+    # Inference computes the input projection in chunks of steps: its scratch does not grow with T.
+    gate_rows = rows if training else _lstm.inference_chunk_steps(args.steps, B) * B
     return {
-        "y": new((rows, P)), "gates": new((rows, G)),
+        "y": new((rows, P)), "gates": new((gate_rows, G)),
         "h_prev": new((rows, P), training), "c_prev": new((rows, H), training),
         "m_all": new((rows, H), training and projected),
         "rec": new((B, G)), "m_step": new((B, H), projected), "proj": new((B, P), projected),

@@ -241,6 +241,31 @@ cdef enum:
     POLL_ROWS = 1024
 
 
+# Inference computes the input projection in chunks of steps covering about this
+# many positions (at least one step), so its scratch does not grow with T: GEMMs
+# of a thousand rows or more run as fast as one over all positions.
+cdef Py_ssize_t _chunk_positions = 1024
+
+
+def inference_chunk_steps(Py_ssize_t steps, Py_ssize_t batch) -> int:
+    """Steps per chunk of the input projection in an inference forward (at most `steps`).
+
+    The forward's `gates` scratch is then (chunk_steps * batch, 4H) instead of
+    (steps * batch, 4H).
+    """
+    if steps <= 0 or batch <= 0:
+        return max(steps, 0)
+    return min(steps, max(1, _chunk_positions // batch))
+
+
+def _set_chunk_positions(Py_ssize_t positions) -> int:
+    """Set the positions per inference chunk and return the previous value; for tests only."""
+    global _chunk_positions
+    previous = _chunk_positions
+    _chunk_positions = max(1, positions)
+    return previous
+
+
 cdef void _gemm_pieces(bint sum_rows, bint trans_b, int m, int n, int k, const floating* a, int lda,
                        const floating* b, int ldb, floating* c, int ldc,
                        Py_ssize_t work, Py_ssize_t min_piece, lstm_poll_t* poll,
@@ -497,11 +522,48 @@ cdef inline Py_ssize_t _position(Steps st, Py_ssize_t s, Py_ssize_t b) noexcept 
 
 # ---------------------------------------------------------------- forward
 
+cdef inline Py_ssize_t _chunk_row(Steps st, Py_ssize_t s, Py_ssize_t b, Py_ssize_t s0,
+                                  Py_ssize_t s1) noexcept nogil:
+    """The row of chunk [s0, s1)'s gates that holds row b's step s (see _project_chunk)."""
+    cdef Py_ssize_t valid
+    if st.reverse:
+        valid = min(s1, st.lengths[b]) - s0  # its rows hold the times in increasing order
+        return (valid - 1 - (s - s0)) * st.batch + b
+    return (s - s0) * st.batch + b
+
+
+cdef void _project_chunk(Steps st, Slice rows, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t I,
+                         Py_ssize_t G, const floating* x, const floating* w_ih, floating* gates,
+                         lstm_poll_t* poll, bint master) noexcept nogil:
+    """gates rows of steps [s0, s1) = their inputs W_ih^T, for the batch rows `rows`.
+
+    Row b's step s lands in chunk row _chunk_row(s, b). Forward in time-major
+    layout, the chunk is one block of positions (a single GEMM, split by
+    rows); otherwise each row's valid steps are consecutive times of that
+    row, one GEMM per row with the stride between its times as leading
+    dimension.
+    """
+    cdef Py_ssize_t b, valid, t0, B = st.batch
+    if not st.reverse and st.stride_b == 1:
+        # rows here are positions [s0*B, s1*B) split between threads
+        _gemm_pieces(False, True, <int>(rows.hi - rows.lo), <int>G, <int>I,
+                     x + (s0 * B + rows.lo) * I, <int>I, w_ih, <int>I, gates + rows.lo * G,
+                     <int>G, _piece_work, _piece_min_rows, poll, master)
+        return
+    for b in range(rows.lo, rows.hi):
+        valid = min(s1, st.lengths[b]) - s0
+        if valid <= 0:
+            continue
+        t0 = st.lengths[b] - s0 - valid if st.reverse else s0
+        gemm(False, True, <int>valid, <int>G, <int>I, 1, x + (t0 * st.stride_t + b * st.stride_b) * I,
+             <int>(st.stride_t * I), w_ih, <int>I, 0, gates + b * G, <int>(B * G))
+
+
 cdef void _forward_units(
     Py_ssize_t s, Slice u, Py_ssize_t H, Steps st,
     floating* gates, const floating* rec, const floating* bias, const floating* peep,
     floating* h, floating* c, floating* y, floating* h_prev, floating* c_prev,
-    floating* m_step, floating* m_all,
+    floating* m_step, floating* m_all, bint chunked, Py_ssize_t s0, Py_ssize_t s1,
 ) noexcept nogil:
     """Hidden units u of every row at step s.
 
@@ -509,6 +571,7 @@ cdef void _forward_units(
     cell output m goes to m_step (and m_all when training) and the projection
     phase writes h and y. Training (c_prev not NULL) replaces the
     pre-activations in `gates` by the activations and records the state.
+    `chunked` (inference): `gates` holds only the chunk of steps [s0, s1).
     """
     cdef Py_ssize_t b, p, k
     cdef bint training = c_prev != NULL
@@ -518,7 +581,10 @@ cdef void _forward_units(
         return
     for b in range(st.batch):
         p = _position(st, s, b)
-        g = gates + p * 4 * H
+        if chunked:
+            g = gates + (_chunk_row(st, s, b, s0, s1) if s < st.lengths[b] else 0) * 4 * H
+        else:
+            g = gates + p * 4 * H
         if s >= st.lengths[b]:
             if m_step == NULL:
                 _zero(y, p * H, u.lo, u.hi)
@@ -650,6 +716,7 @@ def forward(
     cdef Py_ssize_t s = 0, k = 0, max_length = _max_length(lengths)
     cdef Steps st = _steps(lengths, reverse, batch_first, steps)
     cdef bint projected = w_hr is not None, training
+    cdef Py_ssize_t chunk = steps, s0 = 0, s1 = 0
     cdef int tid = 0, team = 1
     cdef Slice r, u, q
     cdef const floating* x_p = _cptr(x)
@@ -674,9 +741,12 @@ def forward(
     # IN x (T*B, I), w_ih (4H, I), w_hh (4H, P), bias (4H,), w_hr (P, H) or None,
     # peephole (3, H) or None, lengths (B,); INOUT h (B, P), c (B, H); OUT y (T*B, P);
     # training OUT h_prev (T*B, P), c_prev (T*B, H), m_all (T*B, H) with w_hr, gates
-    # (T*B, 4H) (activations), else those None and gates SCRATCH; SCRATCH rec (B, 4H),
-    # m_step (B, H) and proj (B, P) with w_hr, panels or None.
+    # (T*B, 4H) (activations), else those None and gates SCRATCH (chunk*B, 4H), chunk =
+    # inference_chunk_steps(T, B); SCRATCH rec (B, 4H), m_step (B, H) and proj (B, P)
+    # with w_hr, panels or None.
     training = c_prev is not None
+    if not training:
+        chunk = inference_chunk_steps(steps, B)
     _check_matrix("x", x, rows, I, True)
     _check_matrix("w_ih", w_ih, G, I, True)
     _check_matrix("w_hh", w_hh, G, P, True)
@@ -687,7 +757,7 @@ def forward(
     if peephole is not None:
         _check_matrix("peephole", peephole, 3, H, True)
     _check_lengths(lengths, B, steps)
-    _check_matrix("gates", gates, rows, G, True)
+    _check_matrix("gates", gates, chunk * B, G, True)
     _check_matrix("y", y, rows, P, True)
     _check_matrix("h_prev", h_prev, rows, P, training)
     _check_matrix("c_prev", c_prev, rows, H, training)
@@ -706,17 +776,30 @@ def forward(
     with nogil, parallel(num_threads=num_threads):
         tid = lstm_omp_thread_num()
         team = lstm_omp_num_threads()
-        r = _slice(rows, 1, tid, team)
         u = _slice(H, ALIGN, tid, team)
         q = _slice(P, ALIGN, tid, team)
-        # The input projection of every position at once, split by rows.
-        _gemm_pieces(False, True, <int>(r.hi - r.lo), <int>G, <int>I, x_p + r.lo * I, <int>I,
-                     w_ih_p, <int>I, gates_p + r.lo * G, <int>G, _piece_work, _piece_min_rows,
-                     &poll, tid == 0)
+        if training:
+            # The input projection of every position at once, split by rows: the
+            # gates are kept for the backward pass anyway.
+            r = _slice(rows, 1, tid, team)
+            _gemm_pieces(False, True, <int>(r.hi - r.lo), <int>G, <int>I, x_p + r.lo * I, <int>I,
+                         w_ih_p, <int>I, gates_p + r.lo * G, <int>G, _piece_work, _piece_min_rows,
+                         &poll, tid == 0)
         if panels_p != NULL and not lstm_poll_raised(&poll):
             _pack_panels(w_hh_p, H, P, u, panels_p)
         lstm_barrier_wait(&barrier, team)
         for s in range(steps):
+            if not training and s % chunk == 0:
+                # Inference: the input projection of the next chunk of steps.
+                s0 = s
+                s1 = min(steps, s + chunk)
+                if st.reverse or st.stride_b != 1:
+                    r = _slice(B, 1, tid, team)
+                else:
+                    r = _slice((s1 - s0) * B, 1, tid, team)
+                if not lstm_poll_raised(&poll):
+                    _project_chunk(st, r, s0, s1, I, G, x_p, w_ih_p, gates_p, &poll, tid == 0)
+                lstm_barrier_wait(&barrier, team)
             if tid == 0:
                 _poll(&poll)
             if s < max_length and u.hi > u.lo and not lstm_poll_raised(&poll):
@@ -734,7 +817,7 @@ def forward(
                 # step's last one: every thread sees the same value and leaves here.
                 break
             _forward_units(s, u, H, st, gates_p, rec_p, bias_p, peep_p, h_p, c_p, y_p,
-                           h_prev_p, c_prev_p, m_step_p, m_all_p)
+                           h_prev_p, c_prev_p, m_step_p, m_all_p, not training, s0, s1)
             lstm_barrier_wait(&barrier, team)
             if projected:
                 if s < max_length and q.hi > q.lo:

@@ -222,3 +222,61 @@ def test_a_missized_buffer_or_bad_lengths_are_refused(name, value):
     kwargs[name] = value
     with pytest.raises(ValueError, match=name):
         _lstm.forward(**kwargs)
+
+
+# --------------------------------------------------------------------------------------
+# Inference computes the input projection in chunks of steps
+
+
+@pytest.fixture(params=[1, 3, 7], ids=lambda n: f"chunk_positions={n}")
+def small_chunks(request):
+    previous = _lstm._set_chunk_positions(request.param)
+    yield request.param
+    _lstm._set_chunk_positions(previous)
+
+
+def test_inference_chunks_cover_the_sequence():
+    assert _lstm.inference_chunk_steps(10_000, 1) <= 1024
+    assert _lstm.inference_chunk_steps(5, 1) == 5
+    assert _lstm.inference_chunk_steps(100, 4096) == 1
+    assert _lstm.inference_chunk_steps(0, 3) == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("num_threads", [1, 2])
+@pytest.mark.parametrize("case", list(CASES))
+def test_inference_in_chunks_equals_the_training_forward_and_the_reference(case, num_threads, dtype,
+                                                                            small_chunks):
+    make, options = split(CASES[case])
+    rng = np.random.default_rng(zlib.crc32(case.encode()))
+    problem = make_problem(rng, **make, dtype=dtype)
+    chunked = lstm_c.lstm_forward(**problem, **options, training=False, num_threads=num_threads)[:3]
+    whole = lstm_c.lstm_forward(**problem, **options, training=True, num_threads=num_threads)[:3]
+    # The same products of the same numbers, but through BLAS calls of other sizes (a
+    # one-row chunk is a matrix-vector product): equal up to the last bits.
+    rtol = 1e-6 if dtype == np.float32 else 1e-14
+    for name, a, b in zip(["y", "h_n", "c_n"], chunked, whole):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol, err_msg=name)
+    assert_close(chunked, reference.lstm_forward(**problem, **options, training=False)[:3], dtype,
+                 names=["y", "h_n", "c_n"])
+
+
+def test_inference_scratch_does_not_grow_with_the_sequence():
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    B, I, H = 2, 8, 16
+    w = dict(w_ih=rng.standard_normal((4 * H, I)), w_hh=rng.standard_normal((4 * H, H)))
+    peaks = {}
+    for T in (4096, 16384):
+        x = rng.standard_normal((T, B, I))
+        tracemalloc.start()
+        y = lstm_c.lstm_forward(x, **w, training=False)[0]
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        peaks[T] = peak - y.nbytes
+    # Beyond the output y, a long inference call holds at most one chunk of gate
+    # pre-activations, never T*B*4H of them (which would be 4 MiB and 16 MiB here).
+    chunk_bytes = _lstm.inference_chunk_steps(16384, B) * B * 4 * H * 8
+    for T, extra in peaks.items():
+        assert extra < chunk_bytes + 256 * 1024, (T, extra)
