@@ -119,12 +119,17 @@ def resolve(num_threads: int | None) -> int:
     return num_threads if num_threads is not None else get_num_threads()
 
 
+def is_small_step(batch: int, hidden: int, output: int) -> bool:
+    """Whether one time step is too little work to split between threads."""
+    return batch * hidden * (4 * output + 40) < MIN_PARALLEL_WORK
+
+
 def plan(num_threads: int | None, batch: int, hidden: int, output: int) -> int:
     """Threads for one call: as asked, but one when a time step is too small to split
     (and in a process forked after multi-threaded calls: see _after_fork_in_child)."""
     global _teams_started
     threads = resolve(num_threads)
-    if batch * hidden * (4 * output + 40) < MIN_PARALLEL_WORK:
+    if is_small_step(batch, hidden, output):
         return 1
     if threads > 1:
         if _forked_after_teams:
@@ -182,8 +187,16 @@ class _SingleThreadedBlas:
         self._lock = threading.Lock()
         self._users = 0
         self._get: Callable[[], list[int]] | None = None
+        # True when the compiled module sets SciPy's BLAS threads itself (an OpenBLAS).
+        self.compiled = False
         self._set: Callable[[list[int]], None] = lambda counts: None
         self._saved: list[int] = []
+
+    def bind(self) -> None:
+        """Find SciPy's BLAS and how to set its threads (once; later calls do nothing)."""
+        with self._lock:
+            if self._get is None:
+                self._bind()
 
     def _bind(self) -> None:
         # threadpoolctl inspects the loaded libraries, which takes milliseconds: once.
@@ -191,6 +204,7 @@ class _SingleThreadedBlas:
         addresses = _openblas_functions(controllers[0]) if len(controllers) == 1 else None
         if addresses is not None:
             _lstm.set_blas_thread_functions(*addresses)
+            self.compiled = True
             self._get = lambda: [_lstm.blas_threads()]
             self._set = lambda counts: _lstm.set_blas_threads(counts[0])
         else:

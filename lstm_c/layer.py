@@ -38,7 +38,7 @@ from typing import Any, Mapping, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from lstm_c import _validation, functional
+from lstm_c import _lstm, _threads, _validation, functional
 from lstm_c._params import ParamNames, layer_param_names, param_shapes
 from lstm_c._stack import StackTrace, stack_backward, stack_forward
 from lstm_c._validation import (
@@ -184,6 +184,8 @@ class LSTM:
         self.num_threads: int | None = None
         self.grads: dict[str, np.ndarray] = {}
         self._trace: _Trace | None = None
+        # The compiled plan of `step`, and the parameter arrays it was built on.
+        self._step_plan: tuple[list[np.ndarray], _lstm.Stepper] | None = None
 
         # Index layer * D + direction.
         self._names: list[ParamNames] = layer_param_names(
@@ -596,6 +598,20 @@ class LSTM:
         h_n = np.empty((L, batch, self.output_size), self.dtype)
         c_n = np.empty((L, batch, self.hidden_size), self.dtype)
         layer_input = np.ascontiguousarray(x.reshape(batch, self.input_size))
+        if _threads.is_small_step(batch, self.hidden_size, self.output_size):
+            # A step of microseconds: every layer in one compiled call.
+            run = self._stepper().run_f if self.dtype == np.float32 else self._stepper().run_d
+            h0 = None if h0 is None else np.ascontiguousarray(h0)
+            c0 = None if c0 is None else np.ascontiguousarray(c0)
+            if _threads.single_threaded_blas.compiled:
+                run(layer_input, h0, c0, h_n, c_n)  # holds SciPy's BLAS at one thread itself
+            else:
+                with _threads.single_threaded_blas:
+                    run(layer_input, h0, c0, h_n, c_n)
+            y_t = h_n[L - 1]
+            if unbatched:
+                return y_t[0], (h_n[:, 0], c_n[:, 0])
+            return y_t, (h_n, c_n)
         p = self._params
         for layer, names in enumerate(self._names):
             # One kernel call per layer and no re-validation: this is the streaming hot path.
@@ -611,6 +627,29 @@ class LSTM:
         if unbatched:
             return y_t[0], (h_n[:, 0], c_n[:, 0])
         return y_t, (h_n, c_n)
+
+    def _stepper(self) -> _lstm.Stepper:
+        """The compiled plan of `step`, rebuilt when a parameter array was replaced.
+
+        It reads the module's own arrays, so in-place updates need no rebuild.
+        """
+        arrays = list(self._params.values())
+        if self._step_plan is None or any(a is not b for a, b in zip(arrays, self._step_plan[0])):
+            _threads.single_threaded_blas.bind()
+            layers = [
+                tuple(None if name is None else self._params[name] for name in names)
+                for names in self._names
+            ]
+            plan = _lstm.Stepper(layers, self.input_size, self.hidden_size, self.output_size,
+                                 self.dtype.itemsize)
+            self._step_plan = (arrays, plan)
+        return self._step_plan[1]
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The step plan holds addresses of this module's arrays: a copy builds its own.
+        state = self.__dict__.copy()
+        state["_step_plan"] = None
+        return state
 
     def _step_bias(self, names: ParamNames) -> np.ndarray:
         """b_ih + b_hh of one layer (zeros without biases), computed per call so that

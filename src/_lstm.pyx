@@ -715,7 +715,7 @@ def forward(
     # Initialised only because Cython makes them firstprivate in the parallel region.
     cdef Py_ssize_t s = 0, k = 0, max_length = _max_length(lengths)
     cdef Steps st = _steps(lengths, reverse, batch_first, steps)
-    cdef bint projected = w_hr is not None, training
+    cdef bint projected = w_hr is not None, training, chunked
     cdef Py_ssize_t chunk = steps, s0 = 0, s1 = 0
     cdef int tid = 0, team = 1
     cdef Slice r, u, q
@@ -747,6 +747,9 @@ def forward(
     training = c_prev is not None
     if not training:
         chunk = inference_chunk_steps(steps, B)
+    # One chunk is the whole sequence: then inference projects exactly as training
+    # does (the same products, so the same outputs, bitwise).
+    chunked = chunk < steps
     _check_matrix("x", x, rows, I, True)
     _check_matrix("w_ih", w_ih, G, I, True)
     _check_matrix("w_hh", w_hh, G, P, True)
@@ -778,9 +781,9 @@ def forward(
         team = lstm_omp_num_threads()
         u = _slice(H, ALIGN, tid, team)
         q = _slice(P, ALIGN, tid, team)
-        if training:
-            # The input projection of every position at once, split by rows: the
-            # gates are kept for the backward pass anyway.
+        if not chunked:
+            # The input projection of every position at once, split by rows (in
+            # training the gates are kept for the backward pass anyway).
             r = _slice(rows, 1, tid, team)
             _gemm_pieces(False, True, <int>(r.hi - r.lo), <int>G, <int>I, x_p + r.lo * I, <int>I,
                          w_ih_p, <int>I, gates_p + r.lo * G, <int>G, _piece_work, _piece_min_rows,
@@ -789,7 +792,7 @@ def forward(
             _pack_panels(w_hh_p, H, P, u, panels_p)
         lstm_barrier_wait(&barrier, team)
         for s in range(steps):
-            if not training and s % chunk == 0:
+            if chunked and s % chunk == 0:
                 # Inference: the input projection of the next chunk of steps.
                 s0 = s
                 s1 = min(steps, s + chunk)
@@ -817,7 +820,7 @@ def forward(
                 # step's last one: every thread sees the same value and leaves here.
                 break
             _forward_units(s, u, H, st, gates_p, rec_p, bias_p, peep_p, h_p, c_p, y_p,
-                           h_prev_p, c_prev_p, m_step_p, m_all_p, not training, s0, s1)
+                           h_prev_p, c_prev_p, m_step_p, m_all_p, chunked, s0, s1)
             lstm_barrier_wait(&barrier, team)
             if projected:
                 if s < max_length and q.hi > q.lo:
@@ -1213,3 +1216,199 @@ def step(
             lo += n
     if poll.raised:
         _raise_pending()
+
+
+# ---------------------------------------------------------------- streaming: the step plan
+
+from libc.stdlib cimport free, malloc
+
+cdef enum:
+    # The parameter pointers of one layer in Stepper._params.
+    P_W_IH = 0
+    P_W_HH = 1
+    P_B_IH = 2
+    P_B_HH = 3
+    P_W_HR = 4
+    P_PEEP = 5
+    P_COUNT = 6
+
+
+cdef class Stepper:
+    """LSTM.step's compiled plan: every layer bound once, one call per time step.
+
+    It holds the module's own parameter arrays (references, not copies), so
+    updates made in place are seen at the next step; an array replaced by
+    another (load_state_dict) needs a new plan. A call runs every layer for a
+    batch of rows on the calling thread and keeps the GIL: it is meant for
+    steps of microseconds (LSTM.step uses it below a work threshold), where
+    converting arguments and entering Python once per layer would cost more
+    than the step.
+    """
+
+    cdef Py_ssize_t n_layers, n_in, n_hidden, n_out, itemsize
+    cdef list _arrays              # keeps the parameter arrays alive
+    cdef size_t* _params           # L * P_COUNT addresses, 0 for a parameter not present
+    cdef char* _scratch            # gates, rec (B, 4H), bias (4H), m (B, H)
+    cdef Py_ssize_t _scratch_batch
+
+    def __cinit__(self):
+        self._params = NULL
+        self._scratch = NULL
+        self._scratch_batch = 0
+
+    def __dealloc__(self):
+        free(self._params)
+        free(self._scratch)
+
+    def __init__(self, list layers, Py_ssize_t input_size, Py_ssize_t hidden_size,
+                 Py_ssize_t output_size, Py_ssize_t itemsize):
+        """layers: per layer (w_ih, w_hh, b_ih, b_hh, w_hr, peephole), None where absent.
+
+        Every array C-contiguous with `itemsize` bytes per value (4: float32,
+        8: float64): w_ih (4H, I) (I = output_size past the first layer),
+        w_hh (4H, P), b_ih and b_hh (4H,), w_hr (P, H), peephole (3, H).
+        """
+        cdef Py_ssize_t l, k, G = 4 * hidden_size
+        if itemsize not in (4, 8):
+            raise ValueError(f"itemsize must be 4 or 8, got {itemsize}")
+        if output_size != hidden_size and any(layer[P_W_HR] is None for layer in layers):
+            raise ValueError("output_size differs from hidden_size without w_hr")
+        self.n_layers, self.n_in, self.n_hidden, self.n_out, self.itemsize = (
+            len(layers), input_size, hidden_size, output_size, itemsize)
+        self._arrays = []
+        self._params = <size_t*>malloc(max(1, self.n_layers * P_COUNT) * sizeof(size_t))
+        if self._params == NULL:
+            raise MemoryError()
+        for l in range(self.n_layers):
+            shapes = ((G, input_size if l == 0 else output_size), (G, output_size), (G,), (G,),
+                      (output_size, hidden_size), (3, hidden_size))
+            for k in range(P_COUNT):
+                array = layers[l][k]
+                if array is None:
+                    if k in (P_W_IH, P_W_HH):
+                        raise ValueError(f"layer {l}: {('w_ih', 'w_hh')[k]} is missing")
+                    self._params[l * P_COUNT + k] = 0
+                    continue
+                if (tuple(array.shape) != shapes[k] or array.dtype.itemsize != itemsize
+                        or array.dtype.kind != "f" or not array.flags.c_contiguous):
+                    raise ValueError(
+                        f"layer {l}, parameter {k}: expected a C-contiguous {shapes[k]} array of "
+                        f"{itemsize}-byte floats, got {array.shape} {array.dtype}")
+                self._arrays.append(array)
+                self._params[l * P_COUNT + k] = <size_t>array.ctypes.data
+
+    cdef int _reserve(self, Py_ssize_t batch) except -1:
+        cdef Py_ssize_t G = 4 * self.n_hidden
+        if batch <= self._scratch_batch:
+            return 0
+        free(self._scratch)
+        self._scratch = <char*>malloc((2 * batch * G + G + batch * self.n_hidden) * self.itemsize)
+        if self._scratch == NULL:
+            self._scratch_batch = 0
+            raise MemoryError()
+        self._scratch_batch = batch
+        return 0
+
+    def run_f(self, const float[:, ::1] x not None, const float[:, :, ::1] h0,
+              const float[:, :, ::1] c0, float[:, :, ::1] h not None, float[:, :, ::1] c not None):
+        """One step of every layer in float32 (see run_d)."""
+        self._check(x.shape[0], x.shape[1], 4, h0 is not None, c0 is not None,
+                    h0.shape[0] if h0 is not None else 0, h0.shape[1] if h0 is not None else 0,
+                    h0.shape[2] if h0 is not None else 0,
+                    c0.shape[0] if c0 is not None else 0, c0.shape[1] if c0 is not None else 0,
+                    c0.shape[2] if c0 is not None else 0,
+                    h.shape[0], h.shape[1], h.shape[2], c.shape[0], c.shape[1], c.shape[2])
+        _run_step(self, x.shape[0], &x[0, 0] if x.shape[0] else NULL,
+                  &h0[0, 0, 0] if h0 is not None and h0.shape[1] else NULL,
+                  &c0[0, 0, 0] if c0 is not None and c0.shape[1] else NULL,
+                  &h[0, 0, 0] if h.shape[1] else NULL, &c[0, 0, 0] if c.shape[1] else NULL)
+
+    def run_d(self, const double[:, ::1] x not None, const double[:, :, ::1] h0,
+              const double[:, :, ::1] c0, double[:, :, ::1] h not None, double[:, :, ::1] c not None):
+        """One step of every layer: x (B, I); h0 (L, B, P) and c0 (L, B, H), None for
+        zeros; writes the new state into h (L, B, P) and c (L, B, H). The output of
+        the last layer is h[L - 1]."""
+        self._check(x.shape[0], x.shape[1], 8, h0 is not None, c0 is not None,
+                    h0.shape[0] if h0 is not None else 0, h0.shape[1] if h0 is not None else 0,
+                    h0.shape[2] if h0 is not None else 0,
+                    c0.shape[0] if c0 is not None else 0, c0.shape[1] if c0 is not None else 0,
+                    c0.shape[2] if c0 is not None else 0,
+                    h.shape[0], h.shape[1], h.shape[2], c.shape[0], c.shape[1], c.shape[2])
+        _run_step(self, x.shape[0], &x[0, 0] if x.shape[0] else NULL,
+                  &h0[0, 0, 0] if h0 is not None and h0.shape[1] else NULL,
+                  &c0[0, 0, 0] if c0 is not None and c0.shape[1] else NULL,
+                  &h[0, 0, 0] if h.shape[1] else NULL, &c[0, 0, 0] if c.shape[1] else NULL)
+
+    cdef int _check(self, Py_ssize_t B, Py_ssize_t I, Py_ssize_t itemsize, bint has_h0,
+                    bint has_c0, Py_ssize_t h0_0, Py_ssize_t h0_1, Py_ssize_t h0_2,
+                    Py_ssize_t c0_0, Py_ssize_t c0_1, Py_ssize_t c0_2, Py_ssize_t h_0,
+                    Py_ssize_t h_1, Py_ssize_t h_2, Py_ssize_t c_0, Py_ssize_t c_1,
+                    Py_ssize_t c_2) except -1:
+        if itemsize != self.itemsize:
+            raise TypeError(f"this plan computes with {self.itemsize}-byte floats")
+        if I != self.n_in:
+            raise ValueError(f"x must be (B, {self.n_in}), got (B, {I})")
+        if (h_0, h_1, h_2) != (self.n_layers, B, self.n_out) or (c_0, c_1, c_2) != (self.n_layers, B, self.n_hidden):
+            raise ValueError(f"h and c must be ({self.n_layers}, {B}, {self.n_out}) and ({self.n_layers}, {B}, {self.n_hidden})")
+        if has_h0 and (h0_0, h0_1, h0_2) != (self.n_layers, B, self.n_out):
+            raise ValueError(f"h0 must be ({self.n_layers}, {B}, {self.n_out}), got ({h0_0}, {h0_1}, {h0_2})")
+        if has_c0 and (c0_0, c0_1, c0_2) != (self.n_layers, B, self.n_hidden):
+            raise ValueError(f"c0 must be ({self.n_layers}, {B}, {self.n_hidden}), got ({c0_0}, {c0_1}, {c0_2})")
+        self._reserve(B)
+        return 0
+
+
+cdef void _run_step(Stepper plan, Py_ssize_t B, const floating* x, const floating* h0,
+                    const floating* c0, floating* h, floating* c) noexcept:
+    """Every layer of one step; BLAS held at one thread meanwhile (see Stepper)."""
+    cdef Py_ssize_t L = plan.n_layers, H = plan.n_hidden, P = plan.n_out, G = 4 * H, l, b, j, inputs
+    cdef floating* gates = <floating*>plan._scratch
+    cdef floating* rec = gates + B * G
+    cdef floating* bias = rec + B * G
+    cdef floating* m = bias + G
+    cdef const floating* layer_in
+    cdef const floating* b_ih
+    cdef const floating* b_hh
+    cdef const floating* w_hr
+    cdef size_t* p
+    cdef floating* h_l
+    cdef floating* c_l
+    cdef Slice u
+    cdef int saved = 1
+    if B == 0:
+        return
+    u.lo = 0
+    u.hi = H
+    if _blas_get_threads != NULL:
+        saved = _blas_get_threads()
+        if saved != 1:
+            _blas_set_threads(1)
+    for l in range(L):
+        p = plan._params + l * P_COUNT
+        layer_in = x if l == 0 else h + (l - 1) * B * P
+        inputs = plan.n_in if l == 0 else P
+        h_l = h + l * B * P
+        c_l = c + l * B * H
+        b_ih = <const floating*>p[P_B_IH]
+        b_hh = <const floating*>p[P_B_HH]
+        w_hr = <const floating*>p[P_W_HR]
+        for j in range(G):
+            bias[j] = (b_ih[j] if b_ih != NULL else 0) + (b_hh[j] if b_hh != NULL else 0)
+        gemm(False, True, <int>B, <int>G, <int>inputs, 1, layer_in, <int>inputs,
+             <const floating*>p[P_W_IH], <int>inputs, 0, gates, <int>G)
+        if h0 != NULL:
+            gemm(False, True, <int>B, <int>G, <int>P, 1, h0 + l * B * P, <int>P,
+                 <const floating*>p[P_W_HH], <int>P, 0, rec, <int>G)
+        else:
+            memset(rec, 0, B * G * sizeof(floating))
+        if c0 != NULL:
+            memcpy(c_l, c0 + l * B * H, B * H * sizeof(floating))
+        else:
+            memset(c_l, 0, B * H * sizeof(floating))
+        for b in range(B):
+            _forward_row(H, u, gates + b * G, rec + b * G, bias, <const floating*>p[P_PEEP],
+                         c_l + b * H, NULL, (m + b * H) if w_hr != NULL else (h_l + b * P))
+        if w_hr != NULL:
+            gemm(False, True, <int>B, <int>P, <int>H, 1, m, <int>H, w_hr, <int>H, 0, h_l, <int>P)
+    if _blas_get_threads != NULL and saved != 1:
+        _blas_set_threads(saved)

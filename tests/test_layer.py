@@ -473,3 +473,51 @@ def test_repr():
                   peephole=True, dtype=np.float64))
     assert r == ("LSTM(4, 6, num_layers=2, batch_first=True, dropout=0.5, bidirectional=True, "
                  "proj_size=3, peephole=True, dtype=float64)")
+
+
+# --------------------------------------------------------------------------------------
+# step's compiled plan reads the module's own arrays
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_step_sees_parameters_updated_in_place_and_replaced(dtype):
+    import pickle
+
+    m = LSTM(3, 5, num_layers=2, proj_size=2, peephole=True, seed=0, dtype=dtype).eval()
+    x = np.random.default_rng(1).standard_normal((4, 3)).astype(dtype)
+
+    def expected():
+        y, (h, c) = m(x[None])
+        return y[0], h, c
+
+    def stepped():
+        y, (h, c) = m.step(x)
+        return y, h, c
+
+    assert_close(stepped(), expected(), dtype)
+    for p in m.params.values():  # an optimizer's update, in place
+        p *= 0.5
+    assert_close(stepped(), expected(), dtype)
+    sd = m.state_dict()
+    sd["bias_hh_l1"] = sd["bias_hh_l1"] + 1
+    m.load_state_dict(sd)  # replaces the arrays
+    assert_close(stepped(), expected(), dtype)
+    for clone in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        (y, (h, c)), (y_c, (h_c, c_c)) = m.step(x), clone.step(x)
+        assert_identical([y_c, h_c, c_c], [y, h, c])
+
+
+def test_the_step_plan_refuses_arrays_that_do_not_fit():
+    from lstm_c import _lstm
+
+    m = LSTM(3, 4, seed=0)
+    plan = m._stepper()
+    with pytest.raises(ValueError, match="x must be"):
+        plan.run_f(np.zeros((1, 5), np.float32), None, None, np.zeros((1, 1, 4), np.float32),
+                   np.zeros((1, 1, 4), np.float32))
+    with pytest.raises(ValueError, match="h0 must be"):
+        plan.run_f(np.zeros((2, 3), np.float32), np.zeros((1, 1, 4), np.float32), None,
+                   np.zeros((1, 2, 4), np.float32), np.zeros((1, 2, 4), np.float32))
+    with pytest.raises(ValueError, match="parameter"):
+        _lstm.Stepper([(np.zeros((16, 2), np.float32), np.zeros((16, 4), np.float32), None, None,
+                        None, None)], 3, 4, 4, 4)
