@@ -114,7 +114,9 @@ def _ship(model: LSTM, threads: ThreadPlan, client: Any) -> Any:
     token = tokenize(repr(model), model.num_threads, threads, snapshot._params)
     shipment = _Shipment(snapshot, threads, token)
     if client is not None:
-        return client.scatter(shipment, broadcast=True, hash=True)
+        # A fresh key per call (hash=False): with a key derived from the contents, releasing an
+        # earlier call's copy of the same model would delete the data this call needs.
+        return client.scatter(shipment, broadcast=True, hash=False)
     return delayed(shipment, pure=True, name=f"lstm_c-model-{token}")
 
 
