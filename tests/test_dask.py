@@ -9,6 +9,7 @@ schedulers. Nothing here measures time.
 
 from __future__ import annotations
 
+import gc
 import pickle
 
 import numpy as np
@@ -165,6 +166,19 @@ def test_model_is_scattered_once_on_the_cluster(on_cluster):
     model_keys = {dep for task in forward_tasks for dep in task.dependencies} - set(graph)
     assert len(model_keys) == 1  # the scattered shipment, held by the cluster
     assert y.compute().shape == (2, 8, 64)
+
+
+def test_repeated_calls_with_one_model_on_the_cluster(on_cluster):
+    """Each call ships its own copy: releasing an earlier call's result never takes away
+    the weights a later call with the same model needs."""
+    rng = np.random.default_rng(8)
+    m, x, xd, lens = problem(rng)
+    expected = local_forward(m, x, lens)
+    first, _ = lstm_dask.forward(m, xd, lengths=lens)
+    second, (h, c) = lstm_dask.forward(m, xd, lengths=lens)
+    del first
+    gc.collect()
+    assert_close(dask.compute(second, h, c), expected, np.float64)
 
 
 # ----------------------------------------------------------------------------- training
