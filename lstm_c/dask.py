@@ -38,7 +38,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     ) from error
 
 from lstm_c._threads import usable_cpus
-from lstm_c._validation import as_dtype_array, check_lengths, check_num_threads
+from lstm_c._validation import as_dtype_array, check_int, check_lengths, check_num_threads
 from lstm_c.layer import LSTM
 
 __all__ = ["forward", "loss_and_grads"]
@@ -63,9 +63,6 @@ class _Shipment:
 
     def __dask_tokenize__(self) -> str:
         return self.token
-
-    def nbytes(self) -> int:
-        return sum(p.nbytes for p in self.model._params.values())
 
 
 def _snapshot(model: LSTM) -> LSTM:
@@ -191,7 +188,10 @@ def _check_x(model: LSTM, x: Any) -> da.Array:
             f"x has {x.shape[2]} features (shape {x.shape}) but the model has input_size={model.input_size}"
         )
     as_dtype_array("x", np.empty(0, x.dtype), model.dtype, owner="this LSTM", convert=False)
-    _check_one_chunk("x", x, _batch_axis(model), {1 - _batch_axis(model): "time", 2: "features"})
+    time_axis = 1 - _batch_axis(model)
+    _check_one_chunk(
+        "x", x, _batch_axis(model), {time_axis: f"time (axis {time_axis})", 2: "features (axis 2)"}
+    )
     return x
 
 
@@ -201,7 +201,7 @@ def _check_one_chunk(name: str, array: da.Array, batch_axis: int, axes: Mapping[
         if array.numblocks[axis] != 1:
             fix = {a: -1 for a in axes}
             raise ValueError(
-                f"{name} is chunked along {what} (axis {axis}, {array.numblocks[axis]} chunks): each "
+                f"{name} is chunked along {what} ({array.numblocks[axis]} chunks): each "
                 f"task runs whole sequences, so chunk {name} along the batch axis (axis {batch_axis}) only, "
                 f"e.g. {name} = {name}.rechunk({fix})"
             )
@@ -283,7 +283,7 @@ def forward(
 
     Notes
     -----
-    Inference only: dropout off, no trace for a backward, whatever the model's
+    The initial states are zeros (there is no `hx`). Inference only: dropout off, no trace for a backward, whatever the model's
     mode. The thread plan is made for the scheduler in effect when this
     function is called; compute the results under the same one.
     """
@@ -355,6 +355,7 @@ def loss_and_grads(
     loss_fn: LossFn,
     lengths: Any = None,
     *,
+    target_batch_axis: int | None = None,
     num_threads: int | None = None,
 ) -> tuple[float, dict[str, np.ndarray]]:
     """One data-parallel training step: the loss and the parameter gradients over all of `x`.
@@ -374,10 +375,9 @@ def loss_and_grads(
     x : dask.array.Array, (T, B, I), or (B, T, I) with the model's `batch_first`
         Chunked along the batch axis only.
     target : dask.array.Array or ndarray
-        Whatever `loss_fn` compares y with, with the batch on the axis of y's
-        batch (axis 0 with `batch_first` or when 1-D, else axis 1) and in one
-        chunk along every other axis; a dask array must have x's batch chunks,
-        a NumPy array is split like x.
+        Whatever `loss_fn` compares y with, with the batch on the axis
+        `target_batch_axis` and in one chunk along every other axis; a dask
+        array must have x's batch chunks, a NumPy array is split like x.
     loss_fn : callable
         ``loss_fn(y, target, lengths=lengths) -> (loss, dy)`` for one chunk:
         a scalar loss and its gradient with respect to y (y's shape and dtype).
@@ -387,6 +387,9 @@ def loss_and_grads(
         is, by cloudpickle).
     lengths : dask.array.Array or array_like of int, (B,), optional
         As for `forward`; each chunk's part is also passed to `loss_fn`.
+    target_batch_axis : int, optional
+        The batch axis of `target`. Default: y's (0 with `batch_first`, else
+        1), or 0 for a 1-D target (one value per sequence).
     num_threads : int, optional
         lstm_c threads per task, as for `forward`.
 
@@ -401,7 +404,8 @@ def loss_and_grads(
 
     Notes
     -----
-    Dropout: every chunk draws its own masks, from a generator seeded with one
+    The initial states are zeros and the loss depends on y only (not on
+    h_n or c_n). Dropout: every chunk draws its own masks, from a generator seeded with one
     draw from the model's `dropout_rng` and the chunk's index, so a step is
     repeatable, but its masks differ from those of one whole-batch forward;
     with ``dropout=0`` the result equals the whole-batch one.
@@ -410,7 +414,9 @@ def loss_and_grads(
     num_threads = check_num_threads(num_threads)
     batch_axis = _batch_axis(model)
     lengths_parts = _lengths_blocks(model, x, lengths)
-    target_axis = batch_axis if np.ndim(target) > 1 else 0
+    if target_batch_axis is None:
+        target_batch_axis = batch_axis if np.ndim(target) > 1 else 0
+    target_axis = check_int("target_batch_axis", target_batch_axis, 0)
     target_parts = _blocks("target", target, x, batch_axis, target_axis)
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")

@@ -240,6 +240,30 @@ def test_loss_and_grads_local_scheduler_batch_first_float32():
     assert_close(list(grads.values()), list(m.grads.values()), np.float32, names=list(grads))
 
 
+def test_target_batch_axis_per_sequence_labels():
+    """A (B, K) target for a time-major model: its batch axis is given."""
+    rng = np.random.default_rng(9)
+    m = lstm_c.LSTM(3, 4, dtype=np.float64, seed=0)
+    x = rng.standard_normal((6, 10, 3))
+    labels = rng.standard_normal((10, 4))
+
+    def last_step_error(y, target, lengths=None):
+        d = np.zeros_like(y)
+        d[-1] = y[-1] - target
+        return 0.5 * float((d[-1] ** 2).sum()), d
+
+    labels_d = da.from_array(labels, chunks=((4, 4, 2), 4))
+    xd = da.from_array(x, chunks=(6, (4, 4, 2), 3))
+    loss, grads = lstm_dask.loss_and_grads(m, xd, labels_d, last_step_error, target_batch_axis=0)
+    y, _ = m(x)
+    expected_loss, dy = last_step_error(y, labels)
+    m.backward(dy)
+    assert abs(loss - expected_loss) <= 1e-12 * expected_loss
+    assert_close(list(grads.values()), list(m.grads.values()), np.float64, names=list(grads))
+    with pytest.raises(ValueError, match="target is chunked along axis 0"):  # axis 1 by default
+        lstm_dask.loss_and_grads(m, xd, labels_d, last_step_error)
+
+
 def test_dropout_masks_per_chunk_are_repeatable():
     """Masks come from one draw of the model's dropout_rng and the chunk index."""
     rng = np.random.default_rng(6)
