@@ -1,4 +1,4 @@
-"""The types the functional API returns: its cache and its gradients."""
+"""The types the functional API returns: its caches and its gradients."""
 
 from __future__ import annotations
 
@@ -68,4 +68,35 @@ class LSTMCache:
             f"LSTMCache(seq_len={a.steps}, batch={a.batch}, input_size={a.input_size}, "
             f"hidden_size={a.hidden_size}, dtype={a.dtype}, reverse={self.reverse}, "
             f"batch_first={a.batch_first})"
+        )
+
+
+class CheckpointCache:
+    """What `lstm_backward` needs from `lstm_forward(..., checkpoint_every=k)`.
+
+    Holds references to the inputs (not copies) and the state entering every
+    k-th step, in step order: h (S, B, P) and c (S, B, H) for the S = ceil(T'/k)
+    segments of k steps that cover the longest row (T' steps). About
+    (T/k)·B·(H + P) numbers instead of the T·B·6H of an `LSTMCache`; the
+    backward pass recomputes each segment's activations from them. Treat it
+    as opaque; the inputs must not be changed in place before the backward pass.
+    """
+
+    __slots__ = ("args", "reverse", "every", "h", "c")
+
+    def __init__(
+        self, args: ForwardArgs, reverse: bool, every: int, h: np.ndarray, c: np.ndarray
+    ) -> None:
+        self.args = args
+        self.reverse = reverse
+        self.every = every
+        self.h = h
+        self.c = c
+
+    def __repr__(self) -> str:
+        a = self.args
+        return (
+            f"CheckpointCache(seq_len={a.steps}, batch={a.batch}, input_size={a.input_size}, "
+            f"hidden_size={a.hidden_size}, dtype={a.dtype}, reverse={self.reverse}, "
+            f"batch_first={a.batch_first}, checkpoint_every={self.every}, checkpoints={len(self.h)})"
         )
