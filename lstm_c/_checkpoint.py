@@ -153,7 +153,7 @@ def backward(
     segments = _segments(args, cache.reverse, cache.every)
     for j in reversed(range(len(segments))):
         seg = segments[j]
-        *_, seg_cache = _run_segment(args, seg, cache.h[j], cache.c[j], True, num_threads)
+        seg_cache = _run_segment(args, seg, cache.h[j], cache.c[j], True, num_threads)[3]
         assert isinstance(seg_cache, LSTMCache)
         seg_dy = None if dy is None else _take(seg, dy, args.batch_first)
         g = functional.lstm_backward(seg_cache, seg_dy, dh, dc, num_threads=num_threads)
