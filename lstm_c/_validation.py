@@ -422,14 +422,9 @@ def check_cache_checkpoints(producer: str, args: ForwardArgs, reverse: Any, ever
     for name, array, features in (("h", h, args.output_size), ("c", c, args.hidden_size)):
         shape = (count, args.batch, features)
         if not isinstance(array, np.ndarray) or array.shape != shape or array.dtype != dtype:
-            got = (
-                f"shape {array.shape} and dtype {array.dtype}"
-                if isinstance(array, np.ndarray)
-                else type(array).__name__
-            )
             raise ValueError(
                 f"cache.{name} must be the {shape} {dtype} array of checkpoints {producer} made, "
-                f"got {got}; use the cache as returned, unchanged"
+                f"got {_described(array)}; use the cache as returned, unchanged"
             )
 
 
@@ -564,12 +559,15 @@ def check_cache_arrays(
             or array.dtype != dtype
             or not array.flags.c_contiguous
         ):
-            got = (
-                f"shape {array.shape} and dtype {array.dtype}"
-                if isinstance(array, np.ndarray)
-                else type(array).__name__
-            )
             raise ValueError(
                 f"cache.{name} must be the C-contiguous (seq_len*batch, {columns}) = ({rows}, {columns}) "
-                f"{dtype} array {producer} made, got {got}; use the cache as returned, unchanged"
+                f"{dtype} array {producer} made, got {_described(array)}; use the cache as returned, "
+                f"unchanged"
             )
+
+
+def _described(array: Any) -> str:
+    """An array's shape and dtype, or the type of what is not an array, for a message."""
+    if isinstance(array, np.ndarray):
+        return f"shape {array.shape} and dtype {array.dtype}"
+    return type(array).__name__
