@@ -190,10 +190,10 @@ class LSTM:
         self.peephole = check_flag("peephole", peephole)
         self.num_directions = 2 if self.bidirectional else 1
         self.output_size = self.proj_size or self.hidden_size
+        self.checkpoint_every = check_checkpoint_every(checkpoint_every)
         self._check_sizes()
         self.training = True
         self.num_threads: int | None = None
-        self.checkpoint_every = check_checkpoint_every(checkpoint_every)
         self.grads: dict[str, np.ndarray] = {}
         self._trace: _Trace | None = None
 
