@@ -118,3 +118,26 @@ def interrupt_checks() -> bool:
 
 def ensure_threads(n: int) -> None:
     """Check that a team of `n` threads can be created, before OpenMP tries (RuntimeError if not)."""
+
+def _set_chunk_positions(positions: int) -> int:
+    """Set the positions per inference chunk and return the previous value; for tests only."""
+
+class Stepper:
+    """LSTM.step's compiled plan: every layer bound once, one call per time step."""
+
+    def __init__(
+        self,
+        layers: list[tuple[_Array | None, ...]],  # per layer (w_ih, w_hh, b_ih, b_hh, w_hr, peephole)
+        input_size: int,
+        hidden_size: int,
+        output_size: int,
+        itemsize: int,  # 4: float32, 8: float64
+    ) -> None: ...
+    def run_f(
+        self, x: _Array, h0: _Array | None, c0: _Array | None, h: _Array, c: _Array
+    ) -> None:  # float32: IN x (B, I), h0 (L, B, P), c0 (L, B, H); OUT h (L, B, P), c (L, B, H)
+        ...
+    def run_d(
+        self, x: _Array, h0: _Array | None, c0: _Array | None, h: _Array, c: _Array
+    ) -> None:  # float64, as run_f
+        ...

@@ -48,11 +48,14 @@ def stack_forward(
     training: bool = False,
     dropout_mask: DropoutMask | None = None,
     num_threads: int | None = None,
+    checkpoint_every: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, StackTrace | None]:
     """Every layer and direction forward; returns (y, h_n, c_n, trace or None).
 
     `names[layer * num_directions + direction]` names that layer's entries of
     `params`; h0 and c0 are (L·D, B, H_out) and (L·D, B, H), or None for zeros.
+    `checkpoint_every` goes to every `lstm_forward` call when not None (an API
+    without that option, such as the reference, is then never passed it).
     """
     D = num_directions
     L = len(names) // D
@@ -60,6 +63,7 @@ def stack_forward(
     c_n: list[np.ndarray] = []
     caches: list[list[Any]] = []
     masks: list[np.ndarray | None] = []
+    options = {} if checkpoint_every is None else {"checkpoint_every": checkpoint_every}
     layer_input = x
     for layer in range(L):
         if layer > 0 and training:
@@ -86,6 +90,7 @@ def stack_forward(
                 batch_first=batch_first,
                 training=training,
                 num_threads=num_threads,
+                **options,
             )
             h_n.append(h)
             c_n.append(c)

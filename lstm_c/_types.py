@@ -1,4 +1,4 @@
-"""The types the functional API returns: its cache and its gradients."""
+"""The types the functional API returns: its caches and its gradients."""
 
 from __future__ import annotations
 
@@ -64,3 +64,25 @@ class LSTMCache:
     m: np.ndarray | None
 
     __repr__ = describe_cache
+
+
+@dataclass(slots=True, eq=False)
+class CheckpointCache:
+    """What `lstm_backward` needs from `lstm_forward(..., checkpoint_every=k)`.
+
+    Holds references to the inputs (not copies) and the state entering every
+    k-th step, in step order: h (S, B, P) and c (S, B, H) for the S = ceil(T'/k)
+    segments of k steps that cover the longest row (T' steps). About
+    (T/k)·B·(H + P) numbers instead of the T·B·6H of an `LSTMCache`; the
+    backward pass recomputes each segment's activations from them. Treat it
+    as opaque; the inputs must not be changed in place before the backward pass.
+    """
+
+    args: ForwardArgs
+    reverse: bool
+    every: int
+    h: np.ndarray
+    c: np.ndarray
+
+    def __repr__(self) -> str:
+        return describe_cache(self)[:-1] + f", checkpoint_every={self.every}, checkpoints={len(self.h)})"

@@ -392,6 +392,42 @@ def check_output_grad(
     return as_float_array(name, value, dtype, shape, layout)
 
 
+def check_checkpoint_every(checkpoint_every: Any) -> int | None:
+    """None (keep every step's activations) or an int >= 1 (a checkpoint every so many steps)."""
+    if checkpoint_every is None:
+        return None
+    if isinstance(checkpoint_every, (bool, np.bool_)) or not isinstance(checkpoint_every, (int, np.integer)):
+        raise TypeError(
+            f"checkpoint_every must be None or an int >= 1 (about sqrt(seq_len), e.g. "
+            f"int(math.sqrt(T)) or 1), got {checkpoint_every!r} of type {type(checkpoint_every).__name__}"
+        )
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be None or an int >= 1, got {checkpoint_every}")
+    return int(checkpoint_every)
+
+
+def segment_count(lengths: np.ndarray, every: int) -> int:
+    """Segments of `every` steps that cover the longest row (0 when no row has a step)."""
+    return -(-int(lengths.max(initial=0)) // every)
+
+
+def check_cache_checkpoints(producer: str, args: ForwardArgs, reverse: Any, every: Any, h: Any, c: Any) -> None:
+    """The checkpoints of a `CheckpointCache` match its forward call: (S, B, P) and (S, B, H)
+    arrays of its dtype, S the number of segments of `every` steps."""
+    check_flag("cache.reverse", reverse)
+    if isinstance(every, (bool, np.bool_)) or not isinstance(every, (int, np.integer)) or every < 1:
+        raise ValueError(f"cache.every must be the int >= 1 {producer} was given, got {every!r}")
+    count = segment_count(args.lengths, int(every))
+    dtype = args.bias.dtype
+    for name, array, features in (("h", h, args.output_size), ("c", c, args.hidden_size)):
+        shape = (count, args.batch, features)
+        if not isinstance(array, np.ndarray) or array.shape != shape or array.dtype != dtype:
+            raise ValueError(
+                f"cache.{name} must be the {shape} {dtype} array of checkpoints {producer} made, "
+                f"got {_described(array)}; use the cache as returned, unchanged"
+            )
+
+
 def check_num_threads(num_threads: Any) -> int | None:
     """None or an int in [1, MAX_THREADS]."""
     if num_threads is None:
@@ -428,8 +464,10 @@ def check_backward_grads(
     )
 
 
-def check_cache(cache: Any, cache_type: type, producer: str) -> None:
+def check_cache(cache: Any, cache_type: type | tuple[type, ...], producer: str) -> None:
     """`cache` must be what `producer` returned in training mode, and still match it.
+
+    `cache_type` is the type (or a tuple of the types) `producer` returns.
 
     A cache references the forward's inputs (x and the weights), not copies. An
     input resized, reshaped or re-typed in place since (``a.resize(...)``,
@@ -442,8 +480,9 @@ def check_cache(cache: Any, cache_type: type, producer: str) -> None:
             f"call it with training=True before the backward pass"
         )
     if not isinstance(cache, cache_type):
+        types = cache_type if isinstance(cache_type, tuple) else (cache_type,)
         raise TypeError(
-            f"cache must be the {cache_type.__name__} returned by {producer}, "
+            f"cache must be the {' or '.join(t.__name__ for t in types)} returned by {producer}, "
             f"got {type(cache).__name__}"
         )
     _check_cached_inputs(getattr(cache, "args", None), producer)
@@ -520,12 +559,15 @@ def check_cache_arrays(
             or array.dtype != dtype
             or not array.flags.c_contiguous
         ):
-            got = (
-                f"shape {array.shape} and dtype {array.dtype}"
-                if isinstance(array, np.ndarray)
-                else type(array).__name__
-            )
             raise ValueError(
                 f"cache.{name} must be the C-contiguous (seq_len*batch, {columns}) = ({rows}, {columns}) "
-                f"{dtype} array {producer} made, got {got}; use the cache as returned, unchanged"
+                f"{dtype} array {producer} made, got {_described(array)}; use the cache as returned, "
+                f"unchanged"
             )
+
+
+def _described(array: Any) -> str:
+    """An array's shape and dtype, or the type of what is not an array, for a message."""
+    if isinstance(array, np.ndarray):
+        return f"shape {array.shape} and dtype {array.dtype}"
+    return type(array).__name__

@@ -7,12 +7,14 @@ from typing import Any
 import numpy as np
 
 from lstm_c import _lstm, _threads
-from lstm_c._types import LSTMCache, LSTMGrads
+from lstm_c._types import CheckpointCache, LSTMCache, LSTMGrads
 from lstm_c._validation import (
     ForwardArgs,
     check_backward_grads,
     check_cache,
     check_cache_arrays,
+    check_cache_checkpoints,
+    check_checkpoint_every,
     check_flag,
     check_forward,
     check_num_threads,
@@ -35,7 +37,8 @@ def lstm_forward(
     batch_first: bool = False,
     training: bool = True,
     num_threads: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, LSTMCache | None]:
+    checkpoint_every: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, LSTMCache | CheckpointCache | None]:
     """Run an LSTM layer (one direction) over a batch of sequences.
 
     Gates follow PyTorch's order i, f, g, o::
@@ -78,6 +81,14 @@ def lstm_forward(
         Threads for this call; None uses OpenMP's default (OMP_NUM_THREADS,
         or a threadpoolctl limit on "openmp"). Each thread calls BLAS on its
         own tile, single-threaded; calls too small to split run on one thread.
+    checkpoint_every : int, optional
+        Bounded memory for long sequences: run the sequence in segments of
+        this many steps and keep only the state entering each segment; the
+        backward pass recomputes each segment's activations from it. Extra
+        memory O((T/k + k)·B·H) instead of O(T·B·H), for about one more
+        forward pass of compute; k ≈ sqrt(T) (``int(math.sqrt(T)) or 1``)
+        minimises it. Also bounds an inference call's scratch to k steps.
+        None (the default) keeps every step's activations.
 
     Returns
     -------
@@ -85,8 +96,9 @@ def lstm_forward(
     h_n : ndarray, (B, P)
     c_n : ndarray, (B, H)
         The state after each row's last valid step (h0, c0 for length 0).
-    cache : LSTMCache or None
-        Input of `lstm_backward`; None when ``training=False``.
+    cache : LSTMCache, CheckpointCache or None
+        Input of `lstm_backward`; None when ``training=False``; a
+        CheckpointCache with `checkpoint_every`.
     """
     args = check_forward(
         x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, batch_first, w_hr=w_hr, peephole=peephole
@@ -94,6 +106,11 @@ def lstm_forward(
     num_threads = check_num_threads(num_threads)
     reverse = check_flag("reverse", reverse)
     training = check_flag("training", training)
+    every = check_checkpoint_every(checkpoint_every)
+    if every is not None:
+        from lstm_c import _checkpoint  # it calls this module
+
+        return _checkpoint.forward(args, reverse, every, training, num_threads)
     dtype, rows, batch = args.dtype, args.steps * args.batch, args.batch
     hidden, out = args.hidden_size, args.output_size
     projected = args.w_hr is not None
@@ -195,7 +212,7 @@ def _finite_padding(args: ForwardArgs) -> np.ndarray:
 
 
 def lstm_backward(
-    cache: LSTMCache,
+    cache: LSTMCache | CheckpointCache,
     dy: Any = None,
     dh_n: Any = None,
     dc_n: Any = None,
@@ -206,8 +223,10 @@ def lstm_backward(
 
     Parameters
     ----------
-    cache : LSTMCache
+    cache : LSTMCache or CheckpointCache
         From `lstm_forward(..., training=True)`; it may be used more than once.
+        A CheckpointCache (from ``checkpoint_every=k``) recomputes the
+        activations segment by segment, in bounded memory.
     dy : array_like, y's shape, optional
         Gradient of the loss with respect to y; values past a row's length
         are ignored. None means zeros.
@@ -225,7 +244,14 @@ def lstm_backward(
         db (4H,) -- the gradient of b_ih and equally of b_hh --, dw_hr (P, H)
         and dpeephole (3, H), the last two None when unused; all in x's dtype.
     """
-    check_cache(cache, LSTMCache, "lstm_c.lstm_forward")
+    check_cache(cache, (LSTMCache, CheckpointCache), "lstm_c.lstm_forward")
+    if isinstance(cache, CheckpointCache):
+        check_cache_checkpoints("lstm_c.lstm_forward", cache.args, cache.reverse, cache.every,
+                                cache.h, cache.c)
+        dy, dh_n, dc_n = check_backward_grads(dy, dh_n, dc_n, cache.args)
+        from lstm_c import _checkpoint  # it calls this module
+
+        return _checkpoint.backward(cache, dy, dh_n, dc_n, check_num_threads(num_threads))
     args = cache.args
     hidden, out = args.hidden_size, args.output_size
     check_cache_arrays("lstm_c.lstm_forward", args, cache.reverse, {

@@ -41,11 +41,13 @@ from numpy.typing import ArrayLike, DTypeLike
 from lstm_c import _lstm, _threads, _validation, functional
 from lstm_c._params import ParamNames, layer_param_names, param_shapes
 from lstm_c._stack import StackTrace, stack_backward, stack_forward
+from lstm_c._types import CheckpointCache, LSTMCache
 from lstm_c._validation import (
     as_array,
     as_dtype_array,
     check_blas_sizes,
     check_cache,
+    check_checkpoint_every,
     check_dtype,
     check_flag,
     check_int,
@@ -53,7 +55,6 @@ from lstm_c._validation import (
     check_num_threads,
     check_probability,
 )
-from lstm_c._types import LSTMCache
 
 __all__ = ["LSTM"]
 
@@ -63,7 +64,7 @@ State = tuple[np.ndarray, np.ndarray]
 class _Trace(NamedTuple):
     """What a training-mode forward keeps for `LSTM.backward`."""
 
-    caches: list[list[Any]]  # [layer][direction] -> LSTMCache
+    caches: list[list[Any]]  # [layer][direction] -> LSTMCache or CheckpointCache
     masks: list[np.ndarray | None]  # [layer - 1]: scaled dropout mask applied to layer's input
     y_shape: tuple[int, ...]  # the shape returned to the caller
     batch: int
@@ -111,6 +112,13 @@ class LSTM:
         from ±1/sqrt(hidden_size) with ``numpy.random.default_rng(seed)``, as
         PyTorch's initialisation (peepholes included). Dropout masks come from
         an independent stream of the same seed. None: fresh OS entropy.
+    checkpoint_every : int, optional
+        Bounded training memory for long sequences: every layer and direction
+        keeps its state only every this many steps, and `backward` recomputes
+        the activations segment by segment (see `lstm_c.lstm_forward`). Extra
+        memory per layer O((T/k + k)·B·H) instead of O(T·B·H), for about one
+        more forward pass of compute; k ≈ sqrt(T) minimises it. None (the
+        default) keeps every step's activations.
 
     Attributes
     ----------
@@ -126,6 +134,8 @@ class LSTM:
     num_threads : int or None
         Threads per kernel call, passed on to `lstm_c.lstm_forward` and
         `lstm_c.lstm_backward`; None uses OpenMP's default.
+    checkpoint_every : int or None
+        As given; may be changed between calls (it applies to the next forward).
     input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size, peephole, dtype
         As given (dtype as a numpy.dtype).
     num_directions : int
@@ -152,6 +162,7 @@ class LSTM:
         peephole: bool = False,
         dtype: DTypeLike = np.float32,
         seed: int | None = None,
+        checkpoint_every: int | None = None,
     ) -> None:
         self.input_size = check_int("input_size", input_size, 1)
         self.hidden_size = check_int("hidden_size", hidden_size, 1)
@@ -179,6 +190,7 @@ class LSTM:
         self.peephole = check_flag("peephole", peephole)
         self.num_directions = 2 if self.bidirectional else 1
         self.output_size = self.proj_size or self.hidden_size
+        self.checkpoint_every = check_checkpoint_every(checkpoint_every)
         self._check_sizes()
         self.training = True
         self.num_threads: int | None = None
@@ -461,6 +473,7 @@ class LSTM:
             functional, self._params, self._names, D, array, h0, c0,
             lengths=lengths, batch_first=batch_first, training=training,
             dropout_mask=self._dropout_mask, num_threads=self.num_threads,
+            checkpoint_every=check_checkpoint_every(self.checkpoint_every),
         )
         if unbatched:
             y, h_n, c_n = y[:, 0], h_n[:, 0], c_n[:, 0]
@@ -526,7 +539,7 @@ class LSTM:
         for layer, caches in enumerate(trace.caches):
             for direction, cache in enumerate(caches):
                 try:
-                    check_cache(cache, LSTMCache, "LSTM.forward")
+                    check_cache(cache, (LSTMCache, CheckpointCache), "LSTM.forward")
                 except ValueError as error:
                     where = f"layer {layer}" + (" (reverse direction)" if direction else "")
                     raise ValueError(f"LSTM.backward, {where}: {error}") from error
@@ -677,4 +690,6 @@ class LSTM:
                 parts.append(f"{name}={value}")
         if self.dtype != np.float32:
             parts.append(f"dtype={self.dtype}")
+        if self.checkpoint_every is not None:
+            parts.append(f"checkpoint_every={self.checkpoint_every}")
         return f"LSTM({', '.join(parts)})"
