@@ -110,11 +110,15 @@ def main() -> None:
     B, H, threads = args.batch, args.hidden, args.threads
 
     print(f"lstm_c {lstm_c.__version__}; {machine()}")
-    print(f"one layer, B={B}, I=H={H}, {dtype}, {threads} thread(s), median of {args.repeat} "
-          f"interleaved runs; extra memory = traced peak of forward+backward minus y and dx\n")
-    header = (f"{'T':>6} {'k':>4} | {'extra MiB':>9} {'(k)':>7} {'ratio':>6} | "
-              f"{'time s':>7} {'(k)':>7} {'ratio':>6} | {'cpu s':>7} {'(k)':>7} {'ratio':>6} | "
-              f"{'fwd':>5} {'bwd':>5} {'fwd(k)':>6} {'bwd(k)':>6}")
+    print(
+        f"one layer, B={B}, I=H={H}, {dtype}, {threads} thread(s), median of {args.repeat} "
+        f"interleaved runs; extra memory = traced peak of forward+backward minus y and dx\n"
+    )
+    header = (
+        f"{'T':>6} {'k':>4} | {'extra MiB':>9} {'(k)':>7} {'ratio':>6} | "
+        f"{'time s':>7} {'(k)':>7} {'ratio':>6} | {'cpu s':>7} {'(k)':>7} {'ratio':>6} | "
+        f"{'fwd':>5} {'bwd':>5} {'fwd(k)':>6} {'bwd(k)':>6}"
+    )
     print(header)
     print("-" * len(header))
     last = None
@@ -134,16 +138,24 @@ def main() -> None:
         cpu = {e: statistics.median(c for _, _, c in v) for e, v in runs.items()}
         fwd = {e: statistics.median(f for f, _, _ in v) for e, v in runs.items()}
         bwd = {e: statistics.median(b for _, b, _ in v) for e, v in runs.items()}
-        mem_ratio, time_ratio, cpu_ratio = memory[k] / memory[None], total[k] / total[None], cpu[k] / cpu[None]
-        print(f"{T:>6} {k:>4} | {memory[None] / MiB:>9.1f} {memory[k] / MiB:>7.1f} {mem_ratio:>6.1%} | "
-              f"{total[None]:>7.2f} {total[k]:>7.2f} {time_ratio:>5.2f}x | "
-              f"{cpu[None]:>7.2f} {cpu[k]:>7.2f} {cpu_ratio:>5.2f}x | "
-              f"{fwd[None]:>5.2f} {bwd[None]:>5.2f} {fwd[k]:>6.2f} {bwd[k]:>6.2f}")
+        mem_ratio, time_ratio, cpu_ratio = (
+            memory[k] / memory[None],
+            total[k] / total[None],
+            cpu[k] / cpu[None],
+        )
+        print(
+            f"{T:>6} {k:>4} | {memory[None] / MiB:>9.1f} {memory[k] / MiB:>7.1f} {mem_ratio:>6.1%} | "
+            f"{total[None]:>7.2f} {total[k]:>7.2f} {time_ratio:>5.2f}x | "
+            f"{cpu[None]:>7.2f} {cpu[k]:>7.2f} {cpu_ratio:>5.2f}x | "
+            f"{fwd[None]:>5.2f} {bwd[None]:>5.2f} {fwd[k]:>6.2f} {bwd[k]:>6.2f}"
+        )
         last = (T, mem_ratio, time_ratio, cpu_ratio)
     if last is not None:
         T, mem_ratio, time_ratio, cpu_ratio = last
-        print(f"\nat T={T}: extra memory {mem_ratio:.1%} of the full cache's (target <= 10%), "
-              f"time {time_ratio:.2f}x wall-clock, {cpu_ratio:.2f}x CPU (target <= 1.5x); {machine()}")
+        print(
+            f"\nat T={T}: extra memory {mem_ratio:.1%} of the full cache's (target <= 10%), "
+            f"time {time_ratio:.2f}x wall-clock, {cpu_ratio:.2f}x CPU (target <= 1.5x); {machine()}"
+        )
 
 
 if __name__ == "__main__":

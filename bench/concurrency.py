@@ -104,11 +104,15 @@ def main() -> None:
     print(f"lstm_c {lstm_c.__version__}: {usable_cpus()} usable CPUs{load}, OpenMP {lstm_c.openmp_enabled()}")
     serial, parallel = side_by_side(work, options.repeat)
     print(f"two calls one after the other: {serial:.3f} s")
-    print(f"two calls on two Python threads: {parallel:.3f} s ({parallel / serial:.2f} of serial; "
-          f"0.5 is a perfect split over two free cores)")
+    print(
+        f"two calls on two Python threads: {parallel:.3f} s ({parallel / serial:.2f} of serial; "
+        f"0.5 is a perfect split over two free cores)"
+    )
     one_call, stall, loops = longest_stall(work)
-    print(f"another thread's longest stall during two {one_call:.3f} s calls: {stall * 1e3:.1f} ms "
-          f"({loops} iterations; the switch interval is {1e3 * sys.getswitchinterval():.0f} ms)")
+    print(
+        f"another thread's longest stall during two {one_call:.3f} s calls: {stall * 1e3:.1f} ms "
+        f"({loops} iterations; the switch interval is {1e3 * sys.getswitchinterval():.0f} ms)"
+    )
 
 
 if __name__ == "__main__":

@@ -22,36 +22,61 @@ from lstm_c._cli.peers import DTYPES, limit_threads  # noqa: E402
 
 QUICK_BUDGET = 0.2
 SETTINGS = pytest.StashKey[dict]()  # the options below, resolved
-PEAKS = pytest.StashKey[dict]()  # {"fma": {threads: {dtype: GFLOP/s}} or None, "gemm": {...}, "fma_note": ...}
+PEAKS = pytest.StashKey[
+    dict
+]()  # {"fma": {threads: {dtype: GFLOP/s}} or None, "gemm": {...}, "fma_note": ...}
 LOAD = pytest.StashKey[list]()  # load average when the session's benchmarks start
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("lstm_c-bench", "lstm_c benchmark suite")
     group.addoption(
-        "--bench-threads", default=None,
+        "--bench-threads",
+        default=None,
         help="comma-separated thread counts of the grid, each used by every implementation (lstm_c "
-             "num_threads=, torch.set_num_threads, ONNX Runtime intra_op_num_threads, BLAS/OpenMP pools); "
-             "the cases outside the grid use the largest; default 1 and $LSTM_C_BENCH_THREADS, else "
-             "lstm_c.get_num_threads(): the CPUs this process may use",
+        "num_threads=, torch.set_num_threads, ONNX Runtime intra_op_num_threads, BLAS/OpenMP pools); "
+        "the cases outside the grid use the largest; default 1 and $LSTM_C_BENCH_THREADS, else "
+        "lstm_c.get_num_threads(): the CPUs this process may use",
     )
-    group.addoption("--bench-quick", action="store_true",
-                    help=f"only the quick subset (the `quick` marker), with a {QUICK_BUDGET} s budget")
-    group.addoption("--bench-budget", type=float, default=None,
-                    help="seconds of timed rounds per case and implementation (default 0.4, quick 0.2)")
+    group.addoption(
+        "--bench-quick",
+        action="store_true",
+        help=f"only the quick subset (the `quick` marker), with a {QUICK_BUDGET} s budget",
+    )
+    group.addoption(
+        "--bench-budget",
+        type=float,
+        default=None,
+        help="seconds of timed rounds per case and implementation (default 0.4, quick 0.2)",
+    )
     group.addoption("--bench-min-rounds", type=int, default=3)
     group.addoption("--bench-max-rounds", type=int, default=60)
-    group.addoption("--bench-passes", type=int, default=3,
-                    help="interleave the implementations of a case in this many passes, each with "
-                         "its share of the rounds (default 3; 1 runs each implementation in one block)")
-    group.addoption("--bench-pause", type=float, default=0.2,
-                    help="seconds of sleep before each implementation's rounds, so that the previous "
-                         "one's idle threads stop spinning (default 0.2; never before the coexistence "
-                         "column, which measures exactly that)")
-    group.addoption("--bench-reference-limit", type=float, default=1.0,
-                    help="skip the NumPy reference's timing where one call takes longer (seconds, default 1)")
-    group.addoption("--bench-impls", default="",
-                    help="comma-separated implementations to keep, of: " + ",".join(lstm_bench.IMPLS))
+    group.addoption(
+        "--bench-passes",
+        type=int,
+        default=3,
+        help="interleave the implementations of a case in this many passes, each with "
+        "its share of the rounds (default 3; 1 runs each implementation in one block)",
+    )
+    group.addoption(
+        "--bench-pause",
+        type=float,
+        default=0.2,
+        help="seconds of sleep before each implementation's rounds, so that the previous "
+        "one's idle threads stop spinning (default 0.2; never before the coexistence "
+        "column, which measures exactly that)",
+    )
+    group.addoption(
+        "--bench-reference-limit",
+        type=float,
+        default=1.0,
+        help="skip the NumPy reference's timing where one call takes longer (seconds, default 1)",
+    )
+    group.addoption(
+        "--bench-impls",
+        default="",
+        help="comma-separated implementations to keep, of: " + ",".join(lstm_bench.IMPLS),
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -125,8 +150,11 @@ def bench_settings(request: pytest.FixtureRequest):
     threads = settings["threads"]
     pins = _Pins()
     fma = lstm_bench.FmaPeak.build()
-    peaks: dict = {"fma": None if fma is None else {n: {} for n in threads},
-                   "gemm": {n: {} for n in threads}, "fma_note": lstm_bench.FmaPeak.unavailable}
+    peaks: dict = {
+        "fma": None if fma is None else {n: {} for n in threads},
+        "gemm": {n: {} for n in threads},
+        "fma_note": lstm_bench.FmaPeak.unavailable,
+    }
     config.stash[PEAKS] = peaks
 
     def measure_all() -> None:
@@ -148,8 +176,12 @@ def bench_settings(request: pytest.FixtureRequest):
     try:
         measure_all()
         config.stash[LOAD] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-        yield {**settings, "pin": pins, "sample_peak": sample_peak,
-               "peak_kind": "gemm" if fma is None else "fma"}
+        yield {
+            **settings,
+            "pin": pins,
+            "sample_peak": sample_peak,
+            "peak_kind": "gemm" if fma is None else "fma",
+        }
         measure_all()
     finally:
         pins.close()

@@ -52,10 +52,13 @@ def weights(rng, I, H, dtype=np.float32):
 
 
 def cost(reps: int, threads: int | None) -> None:
-    print(f"== cost of the checks: {reps} interleaved calls each, float32, threads asked: "
-          f"{threads or lstm_c.get_num_threads()} (fewer where a step is too small to split)")
-    print(f"{'case':>22} {'call':>9} {'on ms':>9} {'off ms':>9} {'cost %':>8} {'medians %':>10} "
-          f"{'minima %':>9}")
+    print(
+        f"== cost of the checks: {reps} interleaved calls each, float32, threads asked: "
+        f"{threads or lstm_c.get_num_threads()} (fewer where a step is too small to split)"
+    )
+    print(
+        f"{'case':>22} {'call':>9} {'on ms':>9} {'off ms':>9} {'cost %':>8} {'medians %':>10} {'minima %':>9}"
+    )
     worst = -np.inf
     for T, B, I, H in COST_CASES:
         rng = np.random.default_rng(0)
@@ -77,7 +80,7 @@ def cost(reps: int, threads: int | None) -> None:
             ratios = []
             for r in range(reps):
                 pair = {}
-                for setting in ((True, False) if r % 2 == 0 else (False, True)):
+                for setting in (True, False) if r % 2 == 0 else (False, True):
                     _lstm.set_interrupt_checks(setting)
                     time.sleep(0.005)  # a pause: let other threads and BLAS settle
                     started = time.perf_counter()
@@ -90,12 +93,16 @@ def cost(reps: int, threads: int | None) -> None:
             paired = 100 * (statistics.median(ratios) - 1)
             worst = max(worst, paired)
             fastest = 100 * (min(times[True]) / min(times[False]) - 1)
-            print(f"{f'T={T} B={B} I={I} H={H}':>22} {name:>9} {1e3 * on:9.3f} {1e3 * off:9.3f} "
-                  f"{paired:8.2f} {100 * (on / off - 1):10.2f} {fastest:9.2f}")
+            print(
+                f"{f'T={T} B={B} I={I} H={H}':>22} {name:>9} {1e3 * on:9.3f} {1e3 * off:9.3f} "
+                f"{paired:8.2f} {100 * (on / off - 1):10.2f} {fastest:9.2f}"
+            )
     print(f"largest relative cost (median of paired ratios): {worst:.2f}%")
-    print("cost %: median of the paired ratios on/off - 1; medians %, minima %: the same from the\n"
-          "medians and the minima of each setting's times (the minima are the least disturbed by\n"
-          "other processes)")
+    print(
+        "cost %: median of the paired ratios on/off - 1; medians %, minima %: the same from the\n"
+        "medians and the minima of each setting's times (the minima are the least disturbed by\n"
+        "other processes)"
+    )
 
 
 def interrupt_at(run, delay: float) -> tuple[str, float]:
@@ -133,24 +140,39 @@ def latency() -> None:
     w_ih, w_hh, b = weights(rng, I, H)
     x = rng.standard_normal((T, B, I)).astype(np.float32)
     for threads in (1, 2):
-        cases.append((f"forward T={T} B={B} I={I} H={H}", threads,
-                      lambda t=threads: lstm_c.lstm_forward(x, w_ih, w_hh, b, b, training=False,
-                                                            num_threads=t)))
+        cases.append(
+            (
+                f"forward T={T} B={B} I={I} H={H}",
+                threads,
+                lambda t=threads: lstm_c.lstm_forward(x, w_ih, w_hh, b, b, training=False, num_threads=t),
+            )
+        )
     Tb = 300
     xb = x[:Tb]
     cache = {}
     for threads in (1, 2):
         cache[threads] = lstm_c.lstm_forward(xb, w_ih, w_hh, b, b, num_threads=threads)[3]
-        cases.append((f"backward T={Tb} B={B} I={I} H={H}", threads,
-                      lambda t=threads: lstm_c.lstm_backward(cache[t], num_threads=t)))
+        cases.append(
+            (
+                f"backward T={Tb} B={B} I={I} H={H}",
+                threads,
+                lambda t=threads: lstm_c.lstm_backward(cache[t], num_threads=t),
+            )
+        )
     # A batch so large that one time step's GEMMs run in pieces.
     Tl, Bl, Il, Hl = 3, 4096, 1024, 1024
     wl_ih, wl_hh, bl = weights(rng, Il, Hl)
     xl = rng.standard_normal((Tl, Bl, Il)).astype(np.float32)
     for threads in (1, 2):
-        cases.append((f"forward T={Tl} B={Bl} I={Il} H={Hl}", threads,
-                      lambda t=threads: lstm_c.lstm_forward(xl, wl_ih, wl_hh, bl, bl, training=False,
-                                                            num_threads=t)))
+        cases.append(
+            (
+                f"forward T={Tl} B={Bl} I={Il} H={Hl}",
+                threads,
+                lambda t=threads: lstm_c.lstm_forward(
+                    xl, wl_ih, wl_hh, bl, bl, training=False, num_threads=t
+                ),
+            )
+        )
     # The one-step kernel (streaming inference) on a large batch, on the calling thread.
     Bs = 8192
     xs = rng.standard_normal((Bs, Il)).astype(np.float32)

@@ -122,34 +122,111 @@ def suite(threads: tuple[int, ...]) -> list[BenchCase]:
                     quick = ("float64",)
                 for n in threads:
                     name = f"grid_{kind[:5]}_H{H}_B{B}_T{T}_{n}t"
-                    cases.append(BenchCase(name, kind, T, B, H, H, threads=n, impls=impls
-                                           + (("reference",) if n == top else ()), quick=quick,
-                                           dtypes=dtypes))
+                    cases.append(
+                        BenchCase(
+                            name,
+                            kind,
+                            T,
+                            B,
+                            H,
+                            H,
+                            threads=n,
+                            impls=impls + (("reference",) if n == top else ()),
+                            quick=quick,
+                            dtypes=dtypes,
+                        )
+                    )
     seq = _SEQ + ("reference",)
     # Baidu DeepBench's training shapes at B = 32 (the grid has B = 16 and 64), cut to 2 cores.
     for H in (256, 512, 1024):
         T = 150 if H == 256 else 25
-        cases.append(BenchCase(f"deepbench_train_H{H}_B32_T{T}", "training", T, 32, H, H, threads=top,
-                               group="deepbench", impls=seq, note="DeepBench training"))
-    cases.append(BenchCase("train_2L_bidir_H256_B32_T25", "training", 25, 32, 256, 256, layers=2,
-                           bidirectional=True, threads=top, group="stacked", impls=seq,
-                           note="stacked bidirectional"))
-    cases.append(BenchCase("infer_2L_bidir_H256_B32_T25", "inference", 25, 32, 256, 256, layers=2,
-                           bidirectional=True, threads=top, group="stacked", impls=seq + ("onnxruntime",),
-                           note="stacked bidirectional"))
+        cases.append(
+            BenchCase(
+                f"deepbench_train_H{H}_B32_T{T}",
+                "training",
+                T,
+                32,
+                H,
+                H,
+                threads=top,
+                group="deepbench",
+                impls=seq,
+                note="DeepBench training",
+            )
+        )
+    cases.append(
+        BenchCase(
+            "train_2L_bidir_H256_B32_T25",
+            "training",
+            25,
+            32,
+            256,
+            256,
+            layers=2,
+            bidirectional=True,
+            threads=top,
+            group="stacked",
+            impls=seq,
+            note="stacked bidirectional",
+        )
+    )
+    cases.append(
+        BenchCase(
+            "infer_2L_bidir_H256_B32_T25",
+            "inference",
+            25,
+            32,
+            256,
+            256,
+            layers=2,
+            bidirectional=True,
+            threads=top,
+            group="stacked",
+            impls=seq + ("onnxruntime",),
+            note="stacked bidirectional",
+        )
+    )
     # The streaming step: one time step per call, state carried over.
-    cases.append(BenchCase("step_H128_B1", "step", 1, 1, 128, 128, threads=top, group="step",
-                           impls=("lstm_c", "lstm_c_forward_t1", "reference", "torch", "onnxruntime"),
-                           quick=("float32",), note="LSTM.step", dtypes=DTYPES))
+    cases.append(
+        BenchCase(
+            "step_H128_B1",
+            "step",
+            1,
+            1,
+            128,
+            128,
+            threads=top,
+            group="step",
+            impls=("lstm_c", "lstm_c_forward_t1", "reference", "torch", "onnxruntime"),
+            quick=("float32",),
+            note="LSTM.step",
+            dtypes=DTYPES,
+        )
+    )
     # Coexistence: lstm_c after a pause against lstm_c right after PyTorch and ONNX Runtime ran.
-    coexist = (("inference", 50, 2, 96, 384, True), ("training", 60, 32, 64, 64, True),
-               ("inference", grid_T("inference", 16, 256), 16, 256, 256, False),
-               ("training", grid_T("training", 64, 512), 64, 512, 512, False))
+    coexist = (
+        ("inference", 50, 2, 96, 384, True),
+        ("training", 60, 32, 64, 64, True),
+        ("inference", grid_T("inference", 16, 256), 16, 256, 256, False),
+        ("training", grid_T("training", 64, 512), 64, 512, 512, False),
+    )
     for kind, T, B, I, H, quick_case in coexist:
         name = f"coexist_{kind[:5]}_H{H}_B{B}_T{T}" + (f"_I{I}" if I != H else "")
-        cases.append(BenchCase(name, kind, T, B, I, H, threads=top, group="coexist",
-                               impls=("lstm_c", AFTER_PEERS), quick=("float32",) if quick_case else (),
-                               note="coexistence"))
+        cases.append(
+            BenchCase(
+                name,
+                kind,
+                T,
+                B,
+                I,
+                H,
+                threads=top,
+                group="coexist",
+                impls=("lstm_c", AFTER_PEERS),
+                quick=("float32",) if quick_case else (),
+                note="coexistence",
+            )
+        )
     return cases
 
 
@@ -202,11 +279,18 @@ class FmaPeak:
         """GFLOP/s of the FMA loop on `threads` threads: the best of `repeats` runs."""
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_PROC_BIND": "false"}
         arg = "f32" if dtype == "float32" else "f64"
-        proc = subprocess.run([self.exe, arg, str(million_iterations), str(repeats)], env=env,
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [self.exe, arg, str(million_iterations), str(repeats)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if proc.returncode != 0:
-            raise RuntimeError(f"the FMA peak loop failed (exit {proc.returncode}): {proc.stderr.strip()}"
-                               " — does this CPU have AVX2 and FMA?")
+            raise RuntimeError(
+                f"the FMA peak loop failed (exit {proc.returncode}): {proc.stderr.strip()}"
+                " — does this CPU have AVX2 and FMA?"
+            )
         return float(proc.stdout.split()[0])
 
     def close(self) -> None:
@@ -230,9 +314,11 @@ def gemm_peak(dtype: str, threads: int, n: int = 2048, repeats: int = 5) -> floa
     warm = key in _GEMM_OPERANDS
     if not warm:
         rng = np.random.default_rng(1)
-        _GEMM_OPERANDS[key] = (np.asfortranarray(rng.standard_normal((n, n)).astype(dtype)),
-                               np.asfortranarray(rng.standard_normal((n, n)).astype(dtype)),
-                               np.zeros((n, n), dtype, order="F"))
+        _GEMM_OPERANDS[key] = (
+            np.asfortranarray(rng.standard_normal((n, n)).astype(dtype)),
+            np.asfortranarray(rng.standard_normal((n, n)).astype(dtype)),
+            np.zeros((n, n), dtype, order="F"),
+        )
     a, b, c = _GEMM_OPERANDS[key]
     best = math.inf
     with threadpool_limits(limits=threads, user_api="blas"):
@@ -247,8 +333,9 @@ def gemm_peak(dtype: str, threads: int, n: int = 2048, repeats: int = 5) -> floa
 
 def _lscpu() -> dict[str, str]:
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10,
-                             env={**os.environ, "LC_ALL": "C"}).stdout
+        out = subprocess.run(
+            ["lscpu"], capture_output=True, text=True, timeout=10, env={**os.environ, "LC_ALL": "C"}
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return {}
     fields = {}
@@ -289,8 +376,10 @@ def machine_info(threads: int) -> dict[str, Any]:
 
         for lib in threadpool_info():
             if lib.get("user_api") == "blas":
-                blas.append(f"{lib.get('internal_api')} {lib.get('version')} "
-                            f"({lib.get('architecture')}, {os.path.basename(lib.get('filepath', ''))})")
+                blas.append(
+                    f"{lib.get('internal_api')} {lib.get('version')} "
+                    f"({lib.get('architecture')}, {os.path.basename(lib.get('filepath', ''))})"
+                )
     openmp = where = None
     with contextlib.suppress(Exception):
         import lstm_c
@@ -313,6 +402,9 @@ def machine_info(threads: int) -> dict[str, Any]:
         "python": platform.python_version(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "thread_env": {k: v for k, v in sorted(os.environ.items())
-                       if k.startswith(("OMP_", "GOMP_", "KMP_", "OPENBLAS_", "MKL_", "LSTM_C_"))},
+        "thread_env": {
+            k: v
+            for k, v in sorted(os.environ.items())
+            if k.startswith(("OMP_", "GOMP_", "KMP_", "OPENBLAS_", "MKL_", "LSTM_C_"))
+        },
     }

@@ -34,12 +34,20 @@ LABELS: dict[str, str] = dict(_SUITE_LABELS)
 
 # Column order.
 IMPLS = ("lstm_c", "lstm_c_forward_t1", "torch", "onnxruntime", "reference", "lstm_c_1thread")
-SHORT = {"reference": "reference", "torch": "PyTorch", "onnxruntime": "ORT", "lstm_c_forward_t1": "lstm_forward T=1"}
+SHORT = {
+    "reference": "reference",
+    "torch": "PyTorch",
+    "onnxruntime": "ORT",
+    "lstm_c_forward_t1": "lstm_forward T=1",
+}
 INITIALS = {"reference": "ref", "torch": "PT", "onnxruntime": "ORT"}
 PEERS = ("torch", "onnxruntime", "reference")  # the contenders of the grid ("best peer": the fastest)
 KINDS = ("inference", "training")
-KIND_TITLES = {"training": "Training (forward + backward with input and weight gradients)",
-               "inference": "Inference (forward only)", "step": "Streaming step (B = 1, one time step per call)"}
+KIND_TITLES = {
+    "training": "Training (forward + backward with input and weight gradients)",
+    "inference": "Inference (forward only)",
+    "step": "Streaming step (B = 1, one time step per call)",
+}
 NOISY = 0.10  # IQR / median above this gets a mark
 BUSY = 0.75  # a case whose preceding peak sample ran below this fraction of the peak gets a mark
 
@@ -66,7 +74,9 @@ def load(path: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             continue
         stats = bench["stats"]
         LABELS.setdefault(info["impl"], info.get("impl_label") or info["impl"])
-        row = pooled.setdefault((info["case"], info["dtype"], info["impl"]), {**info, "data": [], "medians": []})
+        row = pooled.setdefault(
+            (info["case"], info["dtype"], info["impl"]), {**info, "data": [], "medians": []}
+        )
         row["data"] += stats.get("data") or []
         row["medians"].append(stats["median"])
     rows = []
@@ -182,46 +192,72 @@ def machine_lines(m: dict) -> list[str]:
     date = (m.get("date") or "")[:16].replace("T", " ")
     threads = m.get("bench_threads")
     shown = ", ".join(map(str, threads)) if isinstance(threads, list) else str(threads)
-    lines.append(f"- Date: {date}; thread counts **{shown}**, each used by every implementation"
-                 + ("; **quick subset**" if m.get("quick") else "; full suite")
-                 + (f"; commit {m['commit']}" if m.get("commit") else ""))
+    lines.append(
+        f"- Date: {date}; thread counts **{shown}**, each used by every implementation"
+        + ("; **quick subset**" if m.get("quick") else "; full suite")
+        + (f"; commit {m['commit']}" if m.get("commit") else "")
+    )
     fma, gemm = m.get("fma_peak_gflops") or {}, m.get("gemm_peak_gflops") or {}
     for n in sorted(set(fma) | set(gemm), key=int):
         parts = []
         if fma.get(n):
-            parts.append(f"FMA peak {fma[n].get('float32', 0):.0f} (float32) / {fma[n].get('float64', 0):.0f} "
-                         "(float64) GFLOP/s")
+            parts.append(
+                f"FMA peak {fma[n].get('float32', 0):.0f} (float32) / {fma[n].get('float64', 0):.0f} "
+                "(float64) GFLOP/s"
+            )
         if gemm.get(n):
-            parts.append(f"SciPy SGEMM {gemm[n].get('float32', 0):.0f} / DGEMM {gemm[n].get('float64', 0):.0f} GFLOP/s")
+            parts.append(
+                f"SciPy SGEMM {gemm[n].get('float32', 0):.0f} / DGEMM {gemm[n].get('float64', 0):.0f} GFLOP/s"
+            )
         lines.append(f"- {n} thread{'s' if int(n) > 1 else ''}: " + "; ".join(parts))
     if fma:
-        lines.append("- The FMA peak is measured by the suite in the same run: register-only AVX2 FMA loops "
-                     "(`bench/fma_peak.c`, compiled with gcc at run time), best of the runs at the start and the end. "
-                     "`% peak` is a figure's share of it.")
+        lines.append(
+            "- The FMA peak is measured by the suite in the same run: register-only AVX2 FMA loops "
+            "(`bench/fma_peak.c`, compiled with gcc at run time), best of the runs at the start and the end. "
+            "`% peak` is a figure's share of it."
+        )
     else:
-        lines.append("- **No FMA peak was measured** (" + (m.get("fma_peak_note") or "unknown reason")
-                     + "): `% peak` is a share of the GEMM peak instead (SciPy's 2048×2048 GEMM, itself below "
-                     "the FMA peak, so these percentages read high).")
+        lines.append(
+            "- **No FMA peak was measured** ("
+            + (m.get("fma_peak_note") or "unknown reason")
+            + "): `% peak` is a share of the GEMM peak instead (SciPy's 2048×2048 GEMM, itself below "
+            "the FMA peak, so these percentages read high)."
+        )
     if m.get("blas"):
         lines.append("- BLAS: " + "; ".join(m["blas"]))
     versions = m.get("versions") or {}
     if versions:
-        lines.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items())
-                     + (f", Python {m['python']}" if m.get("python") else ""))
+        lines.append(
+            "- Versions: "
+            + ", ".join(f"{k} {v}" for k, v in versions.items())
+            + (f", Python {m['python']}" if m.get("python") else "")
+        )
     env = m.get("thread_env") or {}
-    lines.append("- Thread environment: " + (", ".join(f"`{k}={v}`" for k, v in env.items()) or
-                                             "none set (OMP_WAIT_POLICY etc. at their defaults)"))
+    lines.append(
+        "- Thread environment: "
+        + (
+            ", ".join(f"`{k}={v}`" for k, v in env.items())
+            or "none set (OMP_WAIT_POLICY etc. at their defaults)"
+        )
+    )
     loads = [m.get("load_average_start"), m.get("load_average")]
     if any(loads):
         shown = " → ".join(f"{la[0]:.1f}" for la in loads if la)
-        lines.append(f"- Load average (1 min) at start → end: {shown}"
-                     + (" — **the machine was busy: treat these numbers as noisy**"
-                        if max(la[0] for la in loads if la) > 0.5 * (cpus or 1) + 0.5 else ""))
+        lines.append(
+            f"- Load average (1 min) at start → end: {shown}"
+            + (
+                " — **the machine was busy: treat these numbers as noisy**"
+                if max(la[0] for la in loads if la) > 0.5 * (cpus or 1) + 0.5
+                else ""
+            )
+        )
     return lines
 
 
 def table(head: list[str], body: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in body]
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + [
+        "| " + " | ".join(r) + " |" for r in body
+    ]
 
 
 # --------------------------------------------------------------------------- targets
@@ -240,57 +276,114 @@ def targets(rows: list[dict]) -> list[list[str]]:
     grid = grid_sections(rows)
     out: list[list[str]] = []
 
-    def vs_peer(kind: str, dtype: str, peer: str, *, every: float | None = None, mean: float | None = None,
-                where=lambda H, B: True, what: str = "") -> None:
+    def vs_peer(
+        kind: str,
+        dtype: str,
+        peer: str,
+        *,
+        every: float | None = None,
+        mean: float | None = None,
+        where=lambda H, B: True,
+        what: str = "",
+    ) -> None:
         for (k, dt, n), cells in grid.items():
             if (k, dt) != (kind, dtype):
                 continue
-            found = [(ratio(c.get(peer), c.get("lstm_c")), H, B) for (H, B), c in cells.items() if where(H, B)]
+            found = [
+                (ratio(c.get(peer), c.get("lstm_c")), H, B) for (H, B), c in cells.items() if where(H, B)
+            ]
             found = [f for f in found if f[0] is not None]
             label = f"{kind.capitalize()}, {dtype}, {_threads_label(n)}{what}: "
             if every is not None:
                 worst = min(found, default=None)
-                measured = "—" if worst is None else f"slowest shape {worst[0]:.2f}× (H={worst[1]} B={worst[2]})"
-                goal = f"at least {every:g}× {LABELS[peer]}'s speed" if every != 1 else f"at least as fast as {LABELS[peer]}"
-                out.append([label + goal + " on every shape", measured,
-                            _verdict(None if worst is None else worst[0] >= every)])
+                measured = (
+                    "—" if worst is None else f"slowest shape {worst[0]:.2f}× (H={worst[1]} B={worst[2]})"
+                )
+                goal = (
+                    f"at least {every:g}× {LABELS[peer]}'s speed"
+                    if every != 1
+                    else f"at least as fast as {LABELS[peer]}"
+                )
+                out.append(
+                    [
+                        label + goal + " on every shape",
+                        measured,
+                        _verdict(None if worst is None else worst[0] >= every),
+                    ]
+                )
             if mean is not None:
                 g = geomean([f[0] for f in found])
-                out.append([label + f"on average (geometric mean over {len(found)} shape{'s' if len(found) > 1 else ''}) at least {mean:g}× "
-                            f"{LABELS[peer]}'s speed", "—" if g is None else f"{g:.2f}×",
-                            _verdict(None if g is None else g >= mean)])
+                out.append(
+                    [
+                        label
+                        + f"on average (geometric mean over {len(found)} shape{'s' if len(found) > 1 else ''}) at least {mean:g}× "
+                        f"{LABELS[peer]}'s speed",
+                        "—" if g is None else f"{g:.2f}×",
+                        _verdict(None if g is None else g >= mean),
+                    ]
+                )
 
     vs_peer("inference", "float32", "onnxruntime", every=1.0, mean=1.2)
     vs_peer("inference", "float32", "torch", mean=1.5)
     vs_peer("training", "float32", "torch", every=1.0, mean=1.15)
-    vs_peer("training", "float32", "torch", mean=1.5, where=lambda H, B: H <= 128, what=", small models (H ≤ 128)")
+    vs_peer(
+        "training", "float32", "torch", mean=1.5, where=lambda H, B: H <= 128, what=", small models (H ≤ 128)"
+    )
     vs_peer("training", "float64", "torch", mean=2.0)
     for (k, dt, n), cells in grid.items():
         if (k, dt) != ("training", "float32"):
             continue
-        big = [(c["lstm_c"]["gflops"] / c["lstm_c"]["peak"], H, B, c["lstm_c"]["peak_name"])
-               for (H, B), c in cells.items() if H >= 512 and B >= 32 and "lstm_c" in c and c["lstm_c"]["peak"]]
+        big = [
+            (c["lstm_c"]["gflops"] / c["lstm_c"]["peak"], H, B, c["lstm_c"]["peak_name"])
+            for (H, B), c in cells.items()
+            if H >= 512 and B >= 32 and "lstm_c" in c and c["lstm_c"]["peak"]
+        ]
         worst = min(big, default=None)
         name = worst[3] if worst else "FMA"
-        out.append([f"Training, float32, {_threads_label(n)}, large shapes (H ≥ 512, B ≥ 32): at least 85% of "
-                    f"the {name} peak", "—" if worst is None else f"lowest {100 * worst[0]:.0f}% (H={worst[1]} "
-                    f"B={worst[2]})", _verdict(None if worst is None else worst[0] >= 0.85)])
-    step = [r for r in rows if r["impl"] == "lstm_c" and r["kind"] == "step" and r["dtype"] == "float32"
-            and r["B"] == 1 and r["H"] == 128]
-    out.append(["Streaming step, `LSTM.step` at B=1, H=128, float32: at most 5 µs per step",
-                "—" if not step else fmt_time(step[0]["median"]),
-                _verdict(None if not step else step[0]["median"] <= 5e-6)])
+        out.append(
+            [
+                f"Training, float32, {_threads_label(n)}, large shapes (H ≥ 512, B ≥ 32): at least 85% of "
+                f"the {name} peak",
+                "—" if worst is None else f"lowest {100 * worst[0]:.0f}% (H={worst[1]} B={worst[2]})",
+                _verdict(None if worst is None else worst[0] >= 0.85),
+            ]
+        )
+    step = [
+        r
+        for r in rows
+        if r["impl"] == "lstm_c"
+        and r["kind"] == "step"
+        and r["dtype"] == "float32"
+        and r["B"] == 1
+        and r["H"] == 128
+    ]
+    out.append(
+        [
+            "Streaming step, `LSTM.step` at B=1, H=128, float32: at most 5 µs per step",
+            "—" if not step else fmt_time(step[0]["median"]),
+            _verdict(None if not step else step[0]["median"] <= 5e-6),
+        ]
+    )
     for n, speedups in thread_scaling(rows).items():
         target = [(s, H, B) for (H, B), (s, _, _) in speedups.items() if H >= 256 and B >= 16]
         worst = min(target, default=None)
-        out.append([f"Training, float32, H ≥ 256 and B ≥ 16: {_threads_label(n)} at least 1.85× as fast as 1 thread "
-                    "on every such shape", "—" if worst is None else f"lowest {worst[0]:.2f}× (H={worst[1]} "
-                    f"B={worst[2]})", _verdict(None if worst is None else worst[0] >= 1.85)])
+        out.append(
+            [
+                f"Training, float32, H ≥ 256 and B ≥ 16: {_threads_label(n)} at least 1.85× as fast as 1 thread "
+                "on every such shape",
+                "—" if worst is None else f"lowest {worst[0]:.2f}× (H={worst[1]} B={worst[2]})",
+                _verdict(None if worst is None else worst[0] >= 1.85),
+            ]
+        )
     shares = [s for s, _, _ in coexistence(rows)]
-    out.append(["Coexistence: lstm_c right after PyTorch and ONNX Runtime ran keeps at least 80% of its speed "
-                "on a quiet process, on every coexistence shape",
-                "—" if not shares else f"lowest {100 * min(shares):.0f}%",
-                _verdict(None if not shares else min(shares) >= 0.8)])
+    out.append(
+        [
+            "Coexistence: lstm_c right after PyTorch and ONNX Runtime ran keeps at least 80% of its speed "
+            "on a quiet process, on every coexistence shape",
+            "—" if not shares else f"lowest {100 * min(shares):.0f}%",
+            _verdict(None if not shares else min(shares) >= 0.8),
+        ]
+    )
     return out
 
 
@@ -331,7 +424,9 @@ def grid_matrix(cells: dict[tuple[int, int], dict[str, dict]]) -> list[str]:
         line = [f"**H={H}**"]
         for B in Bs:
             peer, r = best_peer(cells.get((H, B), {}))
-            line.append("—" if r is None else (f"**{r:.2f}×**" if r < 1 else f"{r:.2f}×") + f" {INITIALS[peer]}")
+            line.append(
+                "—" if r is None else (f"**{r:.2f}×**" if r < 1 else f"{r:.2f}×") + f" {INITIALS[peer]}"
+            )
         body.append(line)
     return table(["lstm_c ÷ best peer"] + [f"B={B}" for B in Bs], body)
 
@@ -340,16 +435,22 @@ def grid_table(cells: dict[tuple[int, int], dict[str, dict]]) -> list[str]:
     present = [i for i in IMPLS if any(i in c for c in cells.values())]
     peers = [i for i in present if i in PEERS]
     peak_name = next(iter(next(iter(cells.values())).values()))["peak_name"]
-    head = (["H", "B", "T"] + [LABELS[i] for i in present]
-            + [f"{SHORT.get(i, i)} GFLOP/s (% {peak_name} peak)" for i in present]
-            + [f"× {SHORT[p]}" for p in peers])
+    head = (
+        ["H", "B", "T"]
+        + [LABELS[i] for i in present]
+        + [f"{SHORT.get(i, i)} GFLOP/s (% {peak_name} peak)" for i in present]
+        + [f"× {SHORT[p]}" for p in peers]
+    )
     body = []
     for (H, B), c in cells.items():
         any_row = next(iter(c.values()))
         ours = c.get("lstm_c")
-        body.append([str(H), str(B), str(any_row["T"]) + (" †" if busy(any_row) else "")]
-                    + [fmt_cell(c.get(i)) for i in present] + [fmt_rate(c.get(i)) for i in present]
-                    + [fmt_ratio(ratio(c.get(p), ours)) for p in peers])
+        body.append(
+            [str(H), str(B), str(any_row["T"]) + (" †" if busy(any_row) else "")]
+            + [fmt_cell(c.get(i)) for i in present]
+            + [fmt_rate(c.get(i)) for i in present]
+            + [fmt_ratio(ratio(c.get(p), ours)) for p in peers]
+        )
     return table(head, body)
 
 
@@ -363,41 +464,60 @@ def other_table(cases: list[dict[str, dict]]) -> list[str]:
     for c in cases:
         r = next(iter(c.values()))
         ours = c.get("lstm_c")
-        body.append([f"{r['note'] or r['kind']}: {r['shape']}" + (" †" if busy(r) else ""), r["dtype"],
-                     str(r["threads"])] + [fmt_cell(c.get(i)) for i in present]
-                    + ["—" if r["kind"] == "step" else fmt_rate(ours)]
-                    + [fmt_ratio(ratio(c.get(p), ours)) for p in peers])
+        body.append(
+            [
+                f"{r['note'] or r['kind']}: {r['shape']}" + (" †" if busy(r) else ""),
+                r["dtype"],
+                str(r["threads"]),
+            ]
+            + [fmt_cell(c.get(i)) for i in present]
+            + ["—" if r["kind"] == "step" else fmt_rate(ours)]
+            + [fmt_ratio(ratio(c.get(p), ours)) for p in peers]
+        )
     return table(head, body)
 
 
 def markdown(rows: list[dict], machine: dict, png_name: str | None) -> str:
     passes = max((r.get("passes", 1) for r in rows), default=1)
     pause = machine.get("pause")
-    lines = ["# lstm_c benchmark results", ""] + machine_lines(machine) + [
-        "",
-        "Medians over all rounds; the implementations of a shape ran "
-        + (f"interleaved in {passes} passes" if passes > 1 else "back to back")
-        + " in the same run"
-        + (f", with a {pause:g} s pause before each one's rounds" if pause else "")
-        + ", each after a check that it computes the same outputs as the NumPy reference from the same weights. "
-        "GFLOP/s count forward 8·T·B·H·(I+H) per layer and direction, training 3× that. "
-        "`× peer` is the peer's median over lstm_c's: above 1× lstm_c is faster. "
-        f"\\* marks a noisy measurement (interquartile range above {NOISY:.0%} of the median); "
-        f"† marks a shape during which the machine was busy (the peak loop run just before it reached less "
-        f"than {BUSY:.0%} of the peak). "
-        "— means not run (not installed, not supported, or the NumPy reference over its time limit).",
-        "",
-    ]
+    lines = (
+        ["# lstm_c benchmark results", ""]
+        + machine_lines(machine)
+        + [
+            "",
+            "Medians over all rounds; the implementations of a shape ran "
+            + (f"interleaved in {passes} passes" if passes > 1 else "back to back")
+            + " in the same run"
+            + (f", with a {pause:g} s pause before each one's rounds" if pause else "")
+            + ", each after a check that it computes the same outputs as the NumPy reference from the same weights. "
+            "GFLOP/s count forward 8·T·B·H·(I+H) per layer and direction, training 3× that. "
+            "`× peer` is the peer's median over lstm_c's: above 1× lstm_c is faster. "
+            f"\\* marks a noisy measurement (interquartile range above {NOISY:.0%} of the median); "
+            f"† marks a shape during which the machine was busy (the peak loop run just before it reached less "
+            f"than {BUSY:.0%} of the peak). "
+            "— means not run (not installed, not supported, or the NumPy reference over its time limit).",
+            "",
+        ]
+    )
     goals = targets(rows)
     if goals:
-        lines += ["## Targets", "", "Each target, the number that decides it, and whether it holds in this run.", ""]
+        lines += [
+            "## Targets",
+            "",
+            "Each target, the number that decides it, and whether it holds in this run.",
+            "",
+        ]
         lines += table(["target", "measured", "holds?"], goals) + [""]
     grid = grid_sections(rows)
     if grid:
-        lines += ["## The grid: lstm_c against the best peer", "",
-                  "One layer, I = H, T = 50 (less for the largest H·B: about 5 GFLOP of work per call at most). "
-                  "Each cell is lstm_c's speed over the fastest peer's on that shape (PT PyTorch, ORT ONNX "
-                  "Runtime, ref the NumPy reference): above 1× lstm_c is faster; below 1× in bold.", ""]
+        lines += [
+            "## The grid: lstm_c against the best peer",
+            "",
+            "One layer, I = H, T = 50 (less for the largest H·B: about 5 GFLOP of work per call at most). "
+            "Each cell is lstm_c's speed over the fastest peer's on that shape (PT PyTorch, ORT ONNX "
+            "Runtime, ref the NumPy reference): above 1× lstm_c is faster; below 1× in bold.",
+            "",
+        ]
         if png_name:
             lines += [f"![lstm_c's speed over the best peer's]({png_name})", ""]
         for (kind, dtype, n), cells in grid.items():
@@ -406,25 +526,48 @@ def markdown(rows: list[dict], machine: dict, png_name: str | None) -> str:
     scaling = thread_scaling(rows)
     for n, speedups in scaling.items():
         lines += [f"## Thread scaling: training, float32, {_threads_label(n)} against 1", ""]
-        lines += table(["H", "B", "1 thread", _threads_label(n), "speed-up"],
-                       [[str(H), str(B), fmt_cell(one), fmt_cell(many), fmt_ratio(s)]
-                        for (H, B), (s, one, many) in speedups.items()]) + [""]
+        lines += table(
+            ["H", "B", "1 thread", _threads_label(n), "speed-up"],
+            [
+                [str(H), str(B), fmt_cell(one), fmt_cell(many), fmt_ratio(s)]
+                for (H, B), (s, one, many) in speedups.items()
+            ],
+        ) + [""]
     coex = coexistence(rows)
     if coex:
-        lines += ["## Coexistence: lstm_c right after PyTorch and ONNX Runtime", "",
-                  "Each round of the second column calls PyTorch and ONNX Runtime on the same shape (ONNX "
-                  "Runtime: its inference) and times lstm_c right after them, with no pause: their thread pools "
-                  "have just gone idle and may still spin. The first column is lstm_c on a quiet process (after "
-                  "a pause). The share is quiet time over the time after the peers.", ""]
-        lines += table(["shape", "kind", "threads", "lstm_c, quiet", "lstm_c right after the peers", "share of quiet speed"],
-                       [[q["shape"], q["kind"], str(q["threads"]), fmt_cell(q), fmt_cell(a), f"{100 * s:.0f}%"]
-                        for s, q, a in coex]) + [""]
+        lines += [
+            "## Coexistence: lstm_c right after PyTorch and ONNX Runtime",
+            "",
+            "Each round of the second column calls PyTorch and ONNX Runtime on the same shape (ONNX "
+            "Runtime: its inference) and times lstm_c right after them, with no pause: their thread pools "
+            "have just gone idle and may still spin. The first column is lstm_c on a quiet process (after "
+            "a pause). The share is quiet time over the time after the peers.",
+            "",
+        ]
+        lines += table(
+            [
+                "shape",
+                "kind",
+                "threads",
+                "lstm_c, quiet",
+                "lstm_c right after the peers",
+                "share of quiet speed",
+            ],
+            [
+                [q["shape"], q["kind"], str(q["threads"]), fmt_cell(q), fmt_cell(a), f"{100 * s:.0f}%"]
+                for s, q, a in coex
+            ],
+        ) + [""]
     others = [c for c in index([r for r in rows if r["group"] not in ("grid", "coexist")]).values()]
     if others:
-        lines += ["## Other cases", "",
-                  "DeepBench's training shapes at B = 32, a stacked bidirectional model (through `lstm_c.LSTM`) "
-                  "and the streaming step (`LSTM.step`, one time step per call with the state carried over; "
-                  "times per step). `lstm_forward T=1` is the step through the functional API.", ""]
+        lines += [
+            "## Other cases",
+            "",
+            "DeepBench's training shapes at B = 32, a stacked bidirectional model (through `lstm_c.LSTM`) "
+            "and the streaming step (`LSTM.step`, one time step per call with the state carried over; "
+            "times per step). `lstm_forward T=1` is the step through the functional API.",
+            "",
+        ]
         lines += other_table(others) + [""]
     return "\n".join(lines)
 
@@ -448,8 +591,13 @@ def chart(rows: list[dict], machine: dict, path: str) -> bool:
         return False
     kinds = list(dict.fromkeys((k, dt) for k, dt, _ in grid))
     threads = sorted({n for _, _, n in grid}, reverse=True)
-    fig, axes = plt.subplots(len(kinds), len(threads), figsize=(5.2 * len(threads) + 1.2, 4.0 * len(kinds) + 0.6),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        len(kinds),
+        len(threads),
+        figsize=(5.2 * len(threads) + 1.2, 4.0 * len(kinds) + 0.6),
+        squeeze=False,
+        layout="constrained",
+    )
     norm = matplotlib.colors.TwoSlopeNorm(vmin=-2.0, vcenter=0.0, vmax=2.0)  # log2 of the ratio: 1/4× .. 4×
     cmap = plt.get_cmap("RdYlGn")
     image = None
@@ -468,8 +616,15 @@ def chart(rows: list[dict], machine: dict, path: str) -> bool:
                 if r is None:
                     continue
                 values[Hs.index(H), Bs.index(B)] = math.log2(r)
-                ax.text(Bs.index(B), Hs.index(H), f"{r:.2f}×\n{INITIALS[peer]}", ha="center", va="center",
-                        fontsize=8, color="white" if abs(math.log2(r)) > 1.3 else "black")
+                ax.text(
+                    Bs.index(B),
+                    Hs.index(H),
+                    f"{r:.2f}×\n{INITIALS[peer]}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if abs(math.log2(r)) > 1.3 else "black",
+                )
             image = ax.imshow(np.clip(values, -2.0, 2.0), cmap=cmap, norm=norm, origin="lower", aspect="auto")
             ax.set_xticks(range(len(Bs)), [str(B) for B in Bs])
             ax.set_yticks(range(len(Hs)), [str(H) for H in Hs])
@@ -481,9 +636,12 @@ def chart(rows: list[dict], machine: dict, path: str) -> bool:
         bar.ax.set_yticklabels(["¼×", "½×", "1×", "2×", "4×"])
         bar.set_label("lstm_c's speed over the best peer's (above 1×: lstm_c faster)")
     m = machine
-    fig.suptitle(f"lstm_c ÷ fastest of PyTorch, ONNX Runtime, NumPy reference — {m.get('cpu_model', '')}, "
-                 f"{m.get('cores')} cores, {(m.get('date') or '')[:10]}" + (" (quick subset)" if m.get("quick") else ""),
-                 fontsize=11)
+    fig.suptitle(
+        f"lstm_c ÷ fastest of PyTorch, ONNX Runtime, NumPy reference — {m.get('cpu_model', '')}, "
+        f"{m.get('cores')} cores, {(m.get('date') or '')[:10]}"
+        + (" (quick subset)" if m.get("quick") else ""),
+        fontsize=11,
+    )
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
@@ -510,11 +668,14 @@ def write_report(json_path: str, md_path: str, png_path: str | None) -> list[str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("json", nargs="?", default=os.path.join(HERE, "results.json"),
-                        help="pytest-benchmark JSON from the suite (default bench/results.json)")
+    parser.add_argument(
+        "json",
+        nargs="?",
+        default=os.path.join(HERE, "results.json"),
+        help="pytest-benchmark JSON from the suite (default bench/results.json)",
+    )
     parser.add_argument("--md", default=os.path.join(HERE, "RESULTS.md"))
-    parser.add_argument("--png", default=os.path.join(HERE, "results.png"),
-                        help="chart path; empty to skip")
+    parser.add_argument("--png", default=os.path.join(HERE, "results.png"), help="chart path; empty to skip")
     args = parser.parse_args(argv)
     written = write_report(args.json, args.md, args.png or None)
     if args.png and args.png not in written:

@@ -23,14 +23,25 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run lstm_c's benchmark suite and write the report.")
     parser.add_argument("--quick", action="store_true", help="the quick subset (about 1-2 minutes)")
-    parser.add_argument("--threads", default=None,
-                        help="comma-separated thread counts of the grid, each for every implementation "
-                             "(default 1 and $LSTM_C_BENCH_THREADS, else lstm_c.get_num_threads(): the CPUs "
-                             "this process may use)")
-    parser.add_argument("--budget", type=float, default=None,
-                        help="seconds of timed rounds per case and implementation (default 0.4, quick 0.2)")
-    parser.add_argument("--pause", type=float, default=None,
-                        help="seconds of sleep before each implementation's rounds (default 0.2)")
+    parser.add_argument(
+        "--threads",
+        default=None,
+        help="comma-separated thread counts of the grid, each for every implementation "
+        "(default 1 and $LSTM_C_BENCH_THREADS, else lstm_c.get_num_threads(): the CPUs "
+        "this process may use)",
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds of timed rounds per case and implementation (default 0.4, quick 0.2)",
+    )
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=None,
+        help="seconds of sleep before each implementation's rounds (default 0.2)",
+    )
     parser.add_argument("--impls", default=None, help="comma-separated implementations to keep")
     parser.add_argument("--json", default=os.path.join(HERE, "results.json"))
     parser.add_argument("--md", default=os.path.join(HERE, "RESULTS.md"))
@@ -40,16 +51,28 @@ def main(argv: list[str] | None = None) -> int:
 
     # The working directory is bench/, so `python -m pytest` puts bench/ (not the repository
     # root, whose lstm_c/ has no compiled module) first on sys.path.
-    probe = subprocess.run([sys.executable, "-c", "import lstm_c, lstm_c._lstm; print(lstm_c.__file__)"],
-                           cwd=HERE, capture_output=True, text=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import lstm_c, lstm_c._lstm; print(lstm_c.__file__)"],
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+    )
     if probe.returncode != 0:
         print("lstm_c is not importable (install it first: pip install .):\n" + probe.stderr, file=sys.stderr)
         return 2
     print(f"benchmarking {probe.stdout.strip()}", flush=True)
 
-    cmd = [sys.executable, "-m", "pytest", os.path.join(HERE, "test_bench_lstm.py"),
-           "-p", "no:cacheprovider", f"--benchmark-json={os.path.abspath(args.json)}",
-           "--benchmark-columns=median,iqr,min,rounds,iterations", "--benchmark-sort=name"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        os.path.join(HERE, "test_bench_lstm.py"),
+        "-p",
+        "no:cacheprovider",
+        f"--benchmark-json={os.path.abspath(args.json)}",
+        "--benchmark-columns=median,iqr,min,rounds,iterations",
+        "--benchmark-sort=name",
+    ]
     if args.quick:
         cmd.append("--bench-quick")
     if args.threads is not None:

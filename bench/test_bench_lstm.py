@@ -73,8 +73,14 @@ def _case_state(case, dtype, settings) -> dict:
             while len(_oracles) > 4:
                 _oracles.popitem(last=False)
         data, expected, reference_seconds = _oracles[shape]
-        _current.update(key=key, data=data, expected=expected, reference_seconds=reference_seconds,
-                        peak_sample=settings["sample_peak"](dtype, case.threads), impls={})
+        _current.update(
+            key=key,
+            data=data,
+            expected=expected,
+            reference_seconds=reference_seconds,
+            peak_sample=settings["sample_peak"](dtype, case.threads),
+            impls={},
+        )
     return _current
 
 
@@ -99,8 +105,9 @@ def _checked(case, dtype, impl, state) -> tuple[peers.Runner, float]:
     seconds = time.perf_counter() - start
     problem = peers.mismatch(runner.normalize(first), state["expected"], dtype)
     if problem is not None:
-        raise AssertionError(f"{IMPL_LABELS[impl]} disagrees with the NumPy reference on {case.name} "
-                             f"{dtype}: {problem}")
+        raise AssertionError(
+            f"{IMPL_LABELS[impl]} disagrees with the NumPy reference on {case.name} {dtype}: {problem}"
+        )
     return runner, seconds
 
 
@@ -131,8 +138,10 @@ def _peers_before(case, state) -> tuple[list[str], object, float]:
 def _build(case, dtype, impl, state, settings) -> dict:
     """Build the runner, check it against the reference, warm it up and plan its rounds."""
     if impl == "reference" and state["reference_seconds"] > settings["reference_limit"]:
-        return {"skip": f"the NumPy reference takes {state['reference_seconds']:.2g} s per call here "
-                        f"(over the {settings['reference_limit']:g} s limit)"}
+        return {
+            "skip": f"the NumPy reference takes {state['reference_seconds']:.2g} s per call here "
+            f"(over the {settings['reference_limit']:g} s limit)"
+        }
     try:
         runner, first_seconds = _checked(case, dtype, "lstm_c" if impl == AFTER_PEERS else impl, state)
     except Unavailable as exc:
@@ -177,12 +186,32 @@ def test_lstm(benchmark, bench_settings, case_name, dtype, pass_index, impl):
 
     benchmark.group = f"{case.name} {dtype}"
     benchmark.extra_info.update(
-        case=case.name, group=case.group, kind=case.kind, dtype=dtype, impl=impl,
-        impl_label=IMPL_LABELS[impl], T=case.T, B=case.B, I=case.I, H=case.H, layers=case.layers,
-        bidirectional=case.bidirectional, shape=case.shape, note=case.note, flops=peers.flops(case),
-        threads=1 if impl == "lstm_c_1thread" else case.threads, pass_index=pass_index,
-        passes=bench_settings["passes"], peak_sample_before_case=state["peak_sample"],
-        peak_kind=bench_settings["peak_kind"], peers_before=plan.get("peers_before"),
+        case=case.name,
+        group=case.group,
+        kind=case.kind,
+        dtype=dtype,
+        impl=impl,
+        impl_label=IMPL_LABELS[impl],
+        T=case.T,
+        B=case.B,
+        I=case.I,
+        H=case.H,
+        layers=case.layers,
+        bidirectional=case.bidirectional,
+        shape=case.shape,
+        note=case.note,
+        flops=peers.flops(case),
+        threads=1 if impl == "lstm_c_1thread" else case.threads,
+        pass_index=pass_index,
+        passes=bench_settings["passes"],
+        peak_sample_before_case=state["peak_sample"],
+        peak_kind=bench_settings["peak_kind"],
+        peers_before=plan.get("peers_before"),
     )
-    benchmark.pedantic(runner.run, setup=plan["setup"], rounds=plan["rounds_per_pass"],
-                       iterations=plan["iterations"], warmup_rounds=0)
+    benchmark.pedantic(
+        runner.run,
+        setup=plan["setup"],
+        rounds=plan["rounds_per_pass"],
+        iterations=plan["iterations"],
+        warmup_rounds=0,
+    )

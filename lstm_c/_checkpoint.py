@@ -96,14 +96,28 @@ def _put(seg: _Segment, dst: np.ndarray, src: np.ndarray, batch_first: bool) -> 
 
 
 def _run_segment(
-    args: ForwardArgs, seg: _Segment, h0: np.ndarray, c0: np.ndarray, training: bool,
+    args: ForwardArgs,
+    seg: _Segment,
+    h0: np.ndarray,
+    c0: np.ndarray,
+    training: bool,
     num_threads: int | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, LSTMCache | CheckpointCache | None]:
     """One kernel call over a segment, from the state (h0, c0)."""
     return functional.lstm_forward(
-        _take(seg, args.x, args.batch_first), args.w_ih, args.w_hh, args.bias, None, h0, c0,
-        w_hr=args.w_hr, peephole=args.peephole, lengths=seg.lengths, reverse=seg.reverse,
-        batch_first=args.batch_first and seg.window is not None, training=training,
+        _take(seg, args.x, args.batch_first),
+        args.w_ih,
+        args.w_hh,
+        args.bias,
+        None,
+        h0,
+        c0,
+        w_hr=args.w_hr,
+        peephole=args.peephole,
+        lengths=seg.lengths,
+        reverse=seg.reverse,
+        batch_first=args.batch_first and seg.window is not None,
+        training=training,
         num_threads=num_threads,
     )
 
@@ -169,4 +183,3 @@ def backward(
         dh, dc = g.dh0, g.dc0
         del g
     return LSTMGrads(dx, dh, dc, dw_ih, dw_hh, db, dw_hr, dpeephole)
-

@@ -119,9 +119,6 @@ def interrupt_checks() -> bool:
 def ensure_threads(n: int) -> None:
     """Check that a team of `n` threads can be created, before OpenMP tries (RuntimeError if not)."""
 
-def _set_chunk_positions(positions: int) -> int:
-    """Set the positions per inference chunk and return the previous value; for tests only."""
-
 class Stepper:
     """LSTM.step's compiled plan: every layer bound once, one call per time step."""
 

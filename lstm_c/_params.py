@@ -49,17 +49,15 @@ def layer_param_names(
     names = []
     for layer in range(num_layers):
         for reverse in (False, True)[:num_directions]:
-            def name(kind: str, present: bool = True) -> str | None:
-                return param_name(kind, layer, reverse) if present else None
-
+            w_ih, w_hh, b_ih, b_hh, w_hr, peep = (param_name(kind, layer, reverse) for kind in KINDS)
             names.append(
                 ParamNames(
-                    param_name("weight_ih", layer, reverse),
-                    param_name("weight_hh", layer, reverse),
-                    name("bias_ih", bias),
-                    name("bias_hh", bias),
-                    name("weight_hr", projection),
-                    name("peephole", peephole),
+                    w_ih,
+                    w_hh,
+                    b_ih if bias else None,
+                    b_hh if bias else None,
+                    w_hr if projection else None,
+                    peep if peephole else None,
                 )
             )
     return names

@@ -15,7 +15,8 @@ import ctypes
 import math
 import os
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from lstm_c import _lstm
 from lstm_c._validation import MAX_THREADS, check_num_threads
@@ -142,9 +143,8 @@ def plan(num_threads: int | None, batch: int, hidden: int, output: int) -> int:
 
 def _scipy_blas_controllers() -> list[Any]:
     """threadpoolctl's controllers of the BLAS that scipy.linalg.cython_blas calls."""
-    from threadpoolctl import ThreadpoolController
-
     import scipy.linalg.cython_blas  # noqa: F401  (loads SciPy's BLAS)
+    from threadpoolctl import ThreadpoolController
 
     controllers = ThreadpoolController().select(user_api="blas").lib_controllers
     # SciPy's wheels bundle their BLAS in scipy.libs (Linux, Windows) or scipy/.dylibs

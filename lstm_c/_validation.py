@@ -17,7 +17,8 @@ to the dtype being computed in.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -213,9 +214,7 @@ def check_flag(name: str, value: Any) -> bool:
     raise TypeError(f"{name} must be True or False, got {value!r} of type {type(value).__name__}")
 
 
-def as_float_array(
-    name: str, value: Any, dtype: np.dtype, shape: tuple[int, ...], layout: str
-) -> np.ndarray:
+def as_float_array(name: str, value: Any, dtype: np.dtype, shape: tuple[int, ...], layout: str) -> np.ndarray:
     """`value` as a C-contiguous array of `dtype`; its shape must equal `shape`.
 
     `layout` names the axes, e.g. "(batch, hidden_size)", for the message.
@@ -294,21 +293,21 @@ def check_forward(
         output_size = w_hr_arr.shape[0]
     out_name = "proj_size" if w_hr is not None else "hidden_size"
     # Before any conversion: x or a weight may be a zero-stride view of a huge shape.
-    check_blas_sizes({
-        "seq_len*batch": steps * batch,
-        "4*hidden_size": four_h,
-        "input_size": input_size,
-        out_name: output_size,
-        "hidden_size": hidden_size,
-    })
+    check_blas_sizes(
+        {
+            "seq_len*batch": steps * batch,
+            "4*hidden_size": four_h,
+            "input_size": input_size,
+            out_name: output_size,
+            "hidden_size": hidden_size,
+        }
+    )
 
     x_arr = np.ascontiguousarray(x_arr, dtype=dtype)
     w_ih_arr = np.ascontiguousarray(w_ih_arr, dtype=dtype)
     if w_hr_arr is not None:
         w_hr_arr = np.ascontiguousarray(w_hr_arr, dtype=dtype)
-    w_hh_arr = as_float_array(
-        "w_hh", w_hh, dtype, (four_h, output_size), f"(4*hidden_size, {out_name})"
-    )
+    w_hh_arr = as_float_array("w_hh", w_hh, dtype, (four_h, output_size), f"(4*hidden_size, {out_name})")
     peephole_arr = (
         None
         if peephole is None
@@ -333,8 +332,21 @@ def check_forward(
 
     lengths_arr = check_lengths(lengths, steps, batch)
     return ForwardArgs(
-        x_arr, w_ih_arr, w_hh_arr, bias, w_hr_arr, peephole_arr, h0_arr, c0_arr, lengths_arr,
-        batch_first, steps, batch, input_size, hidden_size, output_size,
+        x_arr,
+        w_ih_arr,
+        w_hh_arr,
+        bias,
+        w_hr_arr,
+        peephole_arr,
+        h0_arr,
+        c0_arr,
+        lengths_arr,
+        batch_first,
+        steps,
+        batch,
+        input_size,
+        hidden_size,
+        output_size,
     )
 
 
@@ -355,8 +367,7 @@ def check_lengths(lengths: Any, steps: int, batch: int) -> np.ndarray:
         raise ValueError(f"lengths must have shape (batch,) = ({batch},), got {array.shape}")
     if batch and (array.min() < 0 or array.max() > steps):
         raise ValueError(
-            f"lengths must lie in [0, seq_len] = [0, {steps}], got values from "
-            f"{array.min()} to {array.max()}"
+            f"lengths must lie in [0, seq_len] = [0, {steps}], got values from {array.min()} to {array.max()}"
         )
     return np.array(array, dtype=np.intp, order="C", copy=True)
 
@@ -411,7 +422,9 @@ def segment_count(lengths: np.ndarray, every: int) -> int:
     return -(-int(lengths.max(initial=0)) // every)
 
 
-def check_cache_checkpoints(producer: str, args: ForwardArgs, reverse: Any, every: Any, h: Any, c: Any) -> None:
+def check_cache_checkpoints(
+    producer: str, args: ForwardArgs, reverse: Any, every: Any, h: Any, c: Any
+) -> None:
     """The checkpoints of a `CheckpointCache` match its forward call: (S, B, P) and (S, B, H)
     arrays of its dtype, S the number of segments of `every` steps."""
     check_flag("cache.reverse", reverse)
@@ -449,18 +462,12 @@ def check_backward_grads(
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     """dy, dh_n and dc_n checked against the forward call they belong to."""
     out_name = "proj_size" if forward.w_hr is not None else "hidden_size"
-    y_layout = (
-        f"(batch, seq_len, {out_name})" if forward.batch_first else f"(seq_len, batch, {out_name})"
-    )
+    y_layout = f"(batch, seq_len, {out_name})" if forward.batch_first else f"(seq_len, batch, {out_name})"
     dtype, batch = forward.dtype, forward.batch
     return (
         check_output_grad("dy", dy, dtype, forward.y_shape, y_layout),
-        check_output_grad(
-            "dh_n", dh_n, dtype, (batch, forward.output_size), f"(batch, {out_name})"
-        ),
-        check_output_grad(
-            "dc_n", dc_n, dtype, (batch, forward.hidden_size), "(batch, hidden_size)"
-        ),
+        check_output_grad("dh_n", dh_n, dtype, (batch, forward.output_size), f"(batch, {out_name})"),
+        check_output_grad("dc_n", dc_n, dtype, (batch, forward.hidden_size), "(batch, hidden_size)"),
     )
 
 
@@ -495,8 +502,11 @@ def _check_cached_inputs(args: Any, producer: str) -> None:
     T, B, I, H, P = args.steps, args.batch, args.input_size, args.hidden_size, args.output_size
     out_name = "proj_size" if args.w_hr is not None else "hidden_size"
     expected: dict[str, tuple[Any, tuple[int, ...], str]] = {
-        "x": (args.x, (B, T, I) if args.batch_first else (T, B, I),
-              "(batch, seq_len, input_size)" if args.batch_first else "(seq_len, batch, input_size)"),
+        "x": (
+            args.x,
+            (B, T, I) if args.batch_first else (T, B, I),
+            "(batch, seq_len, input_size)" if args.batch_first else "(seq_len, batch, input_size)",
+        ),
         "w_ih": (args.w_ih, (4 * H, I), "(4*hidden_size, input_size)"),
         "w_hh": (args.w_hh, (4 * H, P), f"(4*hidden_size, {out_name})"),
         "w_hr": (args.w_hr, (P, H), "(proj_size, hidden_size)"),

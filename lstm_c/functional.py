@@ -118,19 +118,37 @@ def lstm_forward(
     c = args.c0.copy()
     if rows == 0:  # no position to run: the state stays h0, c0
         y = np.zeros(args.y_shape, dtype)
-        cache = LSTMCache(
-            args, reverse, np.empty((0, 4 * hidden), dtype), np.empty((0, hidden), dtype),
-            np.empty((0, out), dtype), np.empty((0, hidden), dtype) if projected else None,
-        ) if training else None
+        cache = (
+            LSTMCache(
+                args,
+                reverse,
+                np.empty((0, 4 * hidden), dtype),
+                np.empty((0, hidden), dtype),
+                np.empty((0, out), dtype),
+                np.empty((0, hidden), dtype) if projected else None,
+            )
+            if training
+            else None
+        )
         return y, h, c, cache
     work = _workspace(args, "training" if training else "inference")
     threads = _threads.plan(num_threads, batch, hidden, out)
     with _threads.single_threaded_blas:
         _lstm.forward(
-            x=args.x.reshape(rows, args.input_size), w_ih=args.w_ih, w_hh=args.w_hh,
-            bias=args.bias, w_hr=args.w_hr, peephole=args.peephole, h=h, c=c,
-            lengths=args.lengths, reverse=reverse, batch_first=args.batch_first,
-            steps=args.steps, num_threads=threads, **work,
+            x=args.x.reshape(rows, args.input_size),
+            w_ih=args.w_ih,
+            w_hh=args.w_hh,
+            bias=args.bias,
+            w_hr=args.w_hr,
+            peephole=args.peephole,
+            h=h,
+            c=c,
+            lengths=args.lengths,
+            reverse=reverse,
+            batch_first=args.batch_first,
+            steps=args.steps,
+            num_threads=threads,
+            **work,
         )
     y = work["y"].reshape(args.y_shape)
     if not training:
@@ -160,21 +178,32 @@ def _workspace(args: ForwardArgs, phase: str) -> dict[str, Any]:
 
     if phase == "backward":
         return {
-            "dx": new((rows, I)), "dh0": new((B, P)),
-            "dw_ih": new((G, I)), "dw_hh": new((G, P)), "db": new((G,)),
-            "dw_hr": new((P, H), projected), "dpeephole": new((3, H), args.peephole is not None),
-            "dgates": new((rows, G)), "dgates_step": np.zeros((B, G), dtype),
-            "dh_all": new((rows, P), projected), "dh_step": new((B, P), projected),
-            "dm_step": new((B, H), projected), "panels": _panels(B, P, H, dtype),
+            "dx": new((rows, I)),
+            "dh0": new((B, P)),
+            "dw_ih": new((G, I)),
+            "dw_hh": new((G, P)),
+            "db": new((G,)),
+            "dw_hr": new((P, H), projected),
+            "dpeephole": new((3, H), args.peephole is not None),
+            "dgates": new((rows, G)),
+            "dgates_step": np.zeros((B, G), dtype),
+            "dh_all": new((rows, P), projected),
+            "dh_step": new((B, P), projected),
+            "dm_step": new((B, H), projected),
+            "panels": _panels(B, P, H, dtype),
         }
     training = phase == "training"
     # Inference computes the input projection in chunks of steps: its scratch does not grow with T.
     gate_rows = rows if training else _lstm.inference_chunk_steps(args.steps, B) * B
     return {
-        "y": new((rows, P)), "gates": new((gate_rows, G)),
-        "h_prev": new((rows, P), training), "c_prev": new((rows, H), training),
+        "y": new((rows, P)),
+        "gates": new((gate_rows, G)),
+        "h_prev": new((rows, P), training),
+        "c_prev": new((rows, H), training),
         "m_all": new((rows, H), training and projected),
-        "rec": new((B, G)), "m_step": new((B, H), projected), "proj": new((B, P), projected),
+        "rec": new((B, G)),
+        "m_step": new((B, H), projected),
+        "proj": new((B, P), projected),
         "panels": _panels(B, H, P, dtype),
     }
 
@@ -246,20 +275,26 @@ def lstm_backward(
     """
     check_cache(cache, (LSTMCache, CheckpointCache), "lstm_c.lstm_forward")
     if isinstance(cache, CheckpointCache):
-        check_cache_checkpoints("lstm_c.lstm_forward", cache.args, cache.reverse, cache.every,
-                                cache.h, cache.c)
+        check_cache_checkpoints(
+            "lstm_c.lstm_forward", cache.args, cache.reverse, cache.every, cache.h, cache.c
+        )
         dy, dh_n, dc_n = check_backward_grads(dy, dh_n, dc_n, cache.args)
         from lstm_c import _checkpoint  # it calls this module
 
         return _checkpoint.backward(cache, dy, dh_n, dc_n, check_num_threads(num_threads))
     args = cache.args
     hidden, out = args.hidden_size, args.output_size
-    check_cache_arrays("lstm_c.lstm_forward", args, cache.reverse, {
-        "act": (cache.act, 4 * hidden, True),
-        "c_prev": (cache.c_prev, hidden, True),
-        "h_prev": (cache.h_prev, out, True),
-        "m": (cache.m, hidden, args.w_hr is not None),
-    })
+    check_cache_arrays(
+        "lstm_c.lstm_forward",
+        args,
+        cache.reverse,
+        {
+            "act": (cache.act, 4 * hidden, True),
+            "c_prev": (cache.c_prev, hidden, True),
+            "h_prev": (cache.h_prev, out, True),
+            "m": (cache.m, hidden, args.w_hr is not None),
+        },
+    )
     dy, dh_n, dc_n = check_backward_grads(dy, dh_n, dc_n, args)
     num_threads = check_num_threads(num_threads)
     dtype, rows = args.dtype, args.steps * args.batch
@@ -271,17 +306,34 @@ def lstm_backward(
     threads = _threads.plan(num_threads, batch, hidden, out)
     with _threads.single_threaded_blas:
         _lstm.backward(
-            x=_finite_padding(args).reshape(rows, inputs), w_ih=args.w_ih, w_hh=args.w_hh,
-            w_hr=args.w_hr, peephole=args.peephole, act=cache.act, c_prev=cache.c_prev,
-            h_prev=cache.h_prev, m_all=cache.m, lengths=args.lengths, reverse=cache.reverse,
-            batch_first=args.batch_first, steps=args.steps,
+            x=_finite_padding(args).reshape(rows, inputs),
+            w_ih=args.w_ih,
+            w_hh=args.w_hh,
+            w_hr=args.w_hr,
+            peephole=args.peephole,
+            act=cache.act,
+            c_prev=cache.c_prev,
+            h_prev=cache.h_prev,
+            m_all=cache.m,
+            lengths=args.lengths,
+            reverse=cache.reverse,
+            batch_first=args.batch_first,
+            steps=args.steps,
             dy=None if dy is None else dy.reshape(rows, out),
             dh_n=np.zeros((batch, out), dtype) if dh_n is None else dh_n,
-            dc0=dc0, num_threads=threads, **work,
+            dc0=dc0,
+            num_threads=threads,
+            **work,
         )
     return LSTMGrads(
-        work["dx"].reshape(args.x.shape), work["dh0"], dc0, work["dw_ih"], work["dw_hh"],
-        work["db"], work["dw_hr"], work["dpeephole"],
+        work["dx"].reshape(args.x.shape),
+        work["dh0"],
+        dc0,
+        work["dw_ih"],
+        work["dw_hh"],
+        work["db"],
+        work["dw_hr"],
+        work["dpeephole"],
     )
 
 
@@ -330,8 +382,17 @@ def _step_unchecked(
     with _threads.single_threaded_blas:
         if threads == 1:
             _lstm.step(
-                x=x, w_ih=w_ih, w_hh=w_hh, bias=bias, w_hr=w_hr, peephole=peephole, h0=h0, c=c, h=h,
-                gates=np.empty((batch, 4 * hidden), dtype), rec=np.empty((batch, 4 * hidden), dtype),
+                x=x,
+                w_ih=w_ih,
+                w_hh=w_hh,
+                bias=bias,
+                w_hr=w_hr,
+                peephole=peephole,
+                h0=h0,
+                c=c,
+                h=h,
+                gates=np.empty((batch, 4 * hidden), dtype),
+                rec=np.empty((batch, 4 * hidden), dtype),
                 m=None if w_hr is None else np.empty((batch, hidden), dtype),
             )
             return
@@ -339,10 +400,26 @@ def _step_unchecked(
         np.copyto(h, h0)
         projected = w_hr is not None
         _lstm.forward(
-            x=x, w_ih=w_ih, w_hh=w_hh, bias=bias, w_hr=w_hr, peephole=peephole, h=h, c=c,
-            lengths=np.ones(batch, np.intp), reverse=False, batch_first=False, steps=1,
-            gates=np.empty((batch, 4 * hidden), dtype), y=np.empty_like(h),
-            h_prev=None, c_prev=None, m_all=None, rec=np.empty((batch, 4 * hidden), dtype),
+            x=x,
+            w_ih=w_ih,
+            w_hh=w_hh,
+            bias=bias,
+            w_hr=w_hr,
+            peephole=peephole,
+            h=h,
+            c=c,
+            lengths=np.ones(batch, np.intp),
+            reverse=False,
+            batch_first=False,
+            steps=1,
+            gates=np.empty((batch, 4 * hidden), dtype),
+            y=np.empty_like(h),
+            h_prev=None,
+            c_prev=None,
+            m_all=None,
+            rec=np.empty((batch, 4 * hidden), dtype),
             m_step=np.empty((batch, hidden), dtype) if projected else None,
-            proj=np.empty_like(h) if projected else None, panels=None, num_threads=threads,
+            proj=np.empty_like(h) if projected else None,
+            panels=None,
+            num_threads=threads,
         )

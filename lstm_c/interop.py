@@ -165,10 +165,9 @@ def _parse_state_dict(state_dict: Any) -> dict[tuple[int, bool], dict[str, np.nd
     return groups
 
 
-def _check_direction(
-    params: Mapping[str, np.ndarray], layer: int, reverse: bool
-) -> tuple[int, int, int]:
+def _check_direction(params: Mapping[str, np.ndarray], layer: int, reverse: bool) -> tuple[int, int, int]:
     """Check the shapes of one layer and direction; return (I, H, H_out)."""
+
     def key(kind: str) -> str:
         return f"state_dict[{param_name(kind, layer, reverse)!r}]"
 
@@ -191,7 +190,9 @@ def _check_direction(
             )
         hidden_out = w_hr.shape[0]
     check_shape(
-        key("weight_hh"), params["weight_hh"], (4 * hidden, hidden_out),
+        key("weight_hh"),
+        params["weight_hh"],
+        (4 * hidden, hidden_out),
         "(4*hidden_size, proj_size)" if "weight_hr" in params else "(4*hidden_size, hidden_size)",
     )
     for kind in ("bias_ih", "bias_hh"):
@@ -265,7 +266,9 @@ def from_keras(
     """
     _check_keras_activation("activation", activation, "tanh")
     _check_keras_activation(
-        "recurrent_activation", recurrent_activation, "sigmoid",
+        "recurrent_activation",
+        recurrent_activation,
+        "sigmoid",
         " (Keras before 2.3 defaulted to 'hard_sigmoid')",
     )
     layer = check_int("layer", layer, 0)
@@ -379,9 +382,7 @@ def _check_onnx_attributes(
         direction = "forward" if directions == 1 else "bidirectional"
     direction = _text(direction)
     if not isinstance(direction, str) or direction not in _ONNX_DIRECTIONS:
-        raise ValueError(
-            f"direction is {direction!r}; expected 'forward', 'reverse' or 'bidirectional'"
-        )
+        raise ValueError(f"direction is {direction!r}; expected 'forward', 'reverse' or 'bidirectional'")
     if _ONNX_DIRECTIONS[direction] != directions:
         raise ValueError(
             f"direction is {direction!r}, which needs W's num_directions = "
@@ -484,9 +485,7 @@ def from_onnx(
             f"1 or 2, got {w.shape}"
         )
     hidden = _hidden_from_gates("W", w.shape[1], w.shape, "(num_directions, 4*hidden_size, input_size)")
-    check_shape(
-        "R", r, (directions, 4 * hidden, hidden), "(num_directions, 4*hidden_size, hidden_size)"
-    )
+    check_shape("R", r, (directions, 4 * hidden, hidden), "(num_directions, 4*hidden_size, hidden_size)")
     if b is not None:
         check_shape("B", b, (directions, 8 * hidden), "(num_directions, 8*hidden_size)")
     if p is not None:
@@ -499,8 +498,12 @@ def from_onnx(
         out[param_name("weight_ih", 0, reverse)] = _permute_blocks(w[d], _OURS_FROM_ONNX_GATES)
         out[param_name("weight_hh", 0, reverse)] = _permute_blocks(r[d], _OURS_FROM_ONNX_GATES)
         if b is not None:
-            out[param_name("bias_ih", 0, reverse)] = _permute_blocks(b[d, : 4 * hidden], _OURS_FROM_ONNX_GATES)
-            out[param_name("bias_hh", 0, reverse)] = _permute_blocks(b[d, 4 * hidden :], _OURS_FROM_ONNX_GATES)
+            out[param_name("bias_ih", 0, reverse)] = _permute_blocks(
+                b[d, : 4 * hidden], _OURS_FROM_ONNX_GATES
+            )
+            out[param_name("bias_hh", 0, reverse)] = _permute_blocks(
+                b[d, 4 * hidden :], _OURS_FROM_ONNX_GATES
+            )
         if p is not None:
             out[param_name("peephole", 0, reverse)] = _permute_blocks(
                 p[d], _OURS_FROM_ONNX_PEEPHOLES
@@ -599,7 +602,10 @@ def from_onnx_node(node: Any, initializers: Any) -> dict[str, np.ndarray]:
     if activations is not None:
         activations = [_text(a) for a in activations]
     result = from_onnx(
-        W, R, B, P,
+        W,
+        R,
+        B,
+        P,
         activations=activations,
         clip=attributes.get("clip"),
         input_forget=attributes.get("input_forget", 0),
@@ -643,9 +649,7 @@ def _onnx_layer(state_dict: Mapping[str, Any]) -> tuple[list[dict[str, np.ndarra
             f"{shapes[0][:2]} forward and {shapes[1][:2]} reverse"
         )
     directions = [groups[(0, reverse)] for reverse in reverses]
-    same_dtype(
-        {param_name(kind, 0, rev): a for rev, p in zip(reverses, directions) for kind, a in p.items()}
-    )
+    same_dtype({param_name(kind, 0, rev): a for rev, p in zip(reverses, directions) for kind, a in p.items()})
     return directions, direction, shapes[0][0], shapes[0][1]
 
 

@@ -33,7 +33,8 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from typing import Any, Mapping, NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
@@ -201,12 +202,20 @@ class LSTM:
 
         # Index layer * D + direction.
         self._names: list[ParamNames] = layer_param_names(
-            self.num_layers, self.num_directions,
-            bias=self.bias, projection=self.proj_size > 0, peephole=self.peephole,
+            self.num_layers,
+            self.num_directions,
+            bias=self.bias,
+            projection=self.proj_size > 0,
+            peephole=self.peephole,
         )
         self._shapes = param_shapes(
-            self.input_size, self.hidden_size, self.num_layers, self.num_directions,
-            bias=self.bias, proj_size=self.proj_size, peephole=self.peephole,
+            self.input_size,
+            self.hidden_size,
+            self.num_layers,
+            self.num_directions,
+            bias=self.bias,
+            proj_size=self.proj_size,
+            peephole=self.peephole,
         )
 
         init_rng = np.random.default_rng(seed)
@@ -223,14 +232,20 @@ class LSTM:
         """Refuse sizes the kernels cannot run, or whose parameters cannot fit in memory,
         before anything is allocated."""
         L, D, H, P, I = (
-            self.num_layers, self.num_directions, self.hidden_size, self.proj_size, self.input_size
+            self.num_layers,
+            self.num_directions,
+            self.hidden_size,
+            self.proj_size,
+            self.input_size,
         )
         H_out = self.output_size
-        check_blas_sizes({
-            "4*hidden_size": 4 * H,
-            "input_size": I,
-            "num_directions*output_size (the input_size of layers > 0)": D * H_out,
-        })
+        check_blas_sizes(
+            {
+                "4*hidden_size": 4 * H,
+                "input_size": I,
+                "num_directions*output_size (the input_size of layers > 0)": D * H_out,
+            }
+        )
         per_layer = 4 * H * H_out + (8 * H if self.bias else 0) + P * H + (3 * H if self.peephole else 0)
         count = D * (4 * H * I + (L - 1) * 4 * H * D * H_out + L * per_layer)
         needed = count * self.dtype.itemsize
@@ -470,9 +485,18 @@ class LSTM:
         training = self.training
         self._trace = None
         y, h_n, c_n, trace = stack_forward(
-            functional, self._params, self._names, D, array, h0, c0,
-            lengths=lengths, batch_first=batch_first, training=training,
-            dropout_mask=self._dropout_mask, num_threads=self.num_threads,
+            functional,
+            self._params,
+            self._names,
+            D,
+            array,
+            h0,
+            c0,
+            lengths=lengths,
+            batch_first=batch_first,
+            training=training,
+            dropout_mask=self._dropout_mask,
+            num_threads=self.num_threads,
             checkpoint_every=check_checkpoint_every(self.checkpoint_every),
         )
         if unbatched:
@@ -556,7 +580,13 @@ class LSTM:
         dh_n, dc_n = self._states("dhx", dhx, L * D, batch, unbatched)
 
         dx, dh0, dc0, grads = stack_backward(
-            functional, self._names, D, StackTrace(trace.caches, trace.masks), d_out, dh_n, dc_n,
+            functional,
+            self._names,
+            D,
+            StackTrace(trace.caches, trace.masks),
+            d_out,
+            dh_n,
+            dc_n,
             num_threads=self.num_threads,
         )
         if unbatched:
@@ -629,11 +659,17 @@ class LSTM:
         for layer, names in enumerate(self._names):
             # One kernel call per layer and no re-validation: this is the streaming hot path.
             functional._step_unchecked(
-                layer_input, p[names.w_ih], p[names.w_hh], self._step_bias(names),
+                layer_input,
+                p[names.w_ih],
+                p[names.w_hh],
+                self._step_bias(names),
                 None if names.w_hr is None else p[names.w_hr],
                 None if names.peephole is None else p[names.peephole],
-                self._zeros_or(h0, layer, h_n), self._zeros_or(c0, layer, c_n),
-                h_n[layer], c_n[layer], num_threads,
+                self._zeros_or(h0, layer, h_n),
+                self._zeros_or(c0, layer, c_n),
+                h_n[layer],
+                c_n[layer],
+                num_threads,
             )
             layer_input = h_n[layer]
         y_t = layer_input
@@ -650,11 +686,11 @@ class LSTM:
         if self._step_plan is None or any(a is not b for a, b in zip(arrays, self._step_plan[0])):
             _threads.single_threaded_blas.bind()
             layers = [
-                tuple(None if name is None else self._params[name] for name in names)
-                for names in self._names
+                tuple(None if name is None else self._params[name] for name in names) for names in self._names
             ]
-            plan = _lstm.Stepper(layers, self.input_size, self.hidden_size, self.output_size,
-                                 self.dtype.itemsize)
+            plan = _lstm.Stepper(
+                layers, self.input_size, self.hidden_size, self.output_size, self.dtype.itemsize
+            )
             self._step_plan = (arrays, plan)
         return self._step_plan[1]
 
@@ -682,8 +718,15 @@ class LSTM:
 
     def __repr__(self) -> str:
         parts = [str(self.input_size), str(self.hidden_size)]
-        defaults = dict(num_layers=1, bias=True, batch_first=False, dropout=0.0, bidirectional=False,
-                        proj_size=0, peephole=False)
+        defaults = dict(
+            num_layers=1,
+            bias=True,
+            batch_first=False,
+            dropout=0.0,
+            bidirectional=False,
+            proj_size=0,
+            peephole=False,
+        )
         for name, default in defaults.items():
             value = getattr(self, name)
             if value != default:

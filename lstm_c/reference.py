@@ -328,9 +328,7 @@ def lstm_backward(
         dw_hh += dz.T @ cache.h_prev[s]
         db += dz.sum(axis=0)
         if peep is not None:
-            dpeep += np.stack(
-                [(dai * c_prev)[v].sum(0), (daf * c_prev)[v].sum(0), (dao * c_new)[v].sum(0)]
-            )
+            dpeep += np.stack([(dai * c_prev)[v].sum(0), (daf * c_prev)[v].sum(0), (dao * c_new)[v].sum(0)])
         dx_s = dz @ args.w_ih
         dx_tm[t_b[v], rows[v]] = dx_s[v]
 

@@ -34,8 +34,9 @@ APIS = pytest.mark.parametrize("api", [lstm_c, reference], ids=["lstm_c", "refer
 VARIANTS = {"plain": dict(), "projection_peephole": dict(P=1, peephole=True)}
 
 # Which input each field of LSTMGrads is the gradient of (db is that of b_ih and of b_hh).
-GRAD_OF = dict(dx="x", dh0="h0", dc0="c0", dw_ih="w_ih", dw_hh="w_hh", db="b_ih", dw_hr="w_hr",
-               dpeephole="peephole")
+GRAD_OF = dict(
+    dx="x", dh0="h0", dc0="c0", dw_ih="w_ih", dw_hh="w_hh", db="b_ih", dw_hr="w_hr", dpeephole="peephole"
+)
 
 
 # ----------------------------------------------------------------------------- tolerances
@@ -68,8 +69,15 @@ def _pairs(actual: Any, expected: Any, names: Sequence[Any] | None) -> list[tupl
     return [(str(n), a, b) for n, a, b in zip(names, actual, expected)]
 
 
-def assert_close(actual: Any, expected: Any, dtype: Any = None, *, names: Sequence[Any] | None = None,
-                 scaled: bool = False, what: str = "") -> None:
+def assert_close(
+    actual: Any,
+    expected: Any,
+    dtype: Any = None,
+    *,
+    names: Sequence[Any] | None = None,
+    scaled: bool = False,
+    what: str = "",
+) -> None:
     """Arrays, or sequences of arrays (None pairs with None), equal within the tolerance of a dtype.
 
     `dtype`, when given, is also the dtype every actual array must have; else the
@@ -113,9 +121,20 @@ def assert_mentions(message: Any, words: Sequence[str]) -> None:
 # ----------------------------------------------------------------------------- the functional API
 
 
-def make_problem(rng: np.random.Generator, T: int, B: int, I: int, H: int, dtype: Any = np.float64, *,
-                 P: int = 0, peephole: bool = False, batch_first: bool = False, bias: bool = True,
-                 state: bool = True) -> dict[str, Any]:
+def make_problem(
+    rng: np.random.Generator,
+    T: int,
+    B: int,
+    I: int,
+    H: int,
+    dtype: Any = np.float64,
+    *,
+    P: int = 0,
+    peephole: bool = False,
+    batch_first: bool = False,
+    bias: bool = True,
+    state: bool = True,
+) -> dict[str, Any]:
     """Random `lstm_forward` inputs of one layer, scaled so that the gates are not saturated.
 
     Keys x, w_ih, w_hh, b_ih, b_hh, h0, c0 (None without `bias` / `state`), and
@@ -138,8 +157,9 @@ def make_problem(rng: np.random.Generator, T: int, B: int, I: int, H: int, dtype
     return {k: None if v is None else v.astype(dtype) for k, v in p.items()}
 
 
-def grads_for(rng: np.random.Generator, problem: Mapping[str, Any], *, batch_first: bool = False,
-              which: str = "all") -> tuple[np.ndarray | None, ...]:
+def grads_for(
+    rng: np.random.Generator, problem: Mapping[str, Any], *, batch_first: bool = False, which: str = "all"
+) -> tuple[np.ndarray | None, ...]:
     """Random output gradients (dy, dh_n, dc_n) of `problem`'s forward, in its dtype.
 
     `which`: "all", "dy_only", "state_only" or "none" (None for those left out).
@@ -160,8 +180,13 @@ def like(rng: np.random.Generator, *arrays: np.ndarray) -> tuple[np.ndarray, ...
     return tuple(rng.standard_normal(a.shape).astype(a.dtype) for a in arrays)
 
 
-def run(api: Any, problem: Mapping[str, Any], grads: Sequence[Any] = (), num_threads: int | None = None,
-        **options: Any) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], Any]:
+def run(
+    api: Any,
+    problem: Mapping[str, Any],
+    grads: Sequence[Any] = (),
+    num_threads: int | None = None,
+    **options: Any,
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], Any]:
     """Forward and backward through `api`: (y, h_n, c_n) and the LSTMGrads."""
     y, h, c, cache = api.lstm_forward(**problem, **options, num_threads=num_threads)
     return (y, h, c), api.lstm_backward(cache, *grads, num_threads=num_threads)
@@ -182,8 +207,14 @@ def numerical_gradient(loss: Any, array: np.ndarray, eps: float = 1e-6) -> np.nd
     return grad
 
 
-def check_finite_differences(api: Any, problem: dict[str, Any], options: Mapping[str, Any],
-                             rng: np.random.Generator, rtol: float = 1e-5, atol: float = 1e-7) -> None:
+def check_finite_differences(
+    api: Any,
+    problem: dict[str, Any],
+    options: Mapping[str, Any],
+    rng: np.random.Generator,
+    rtol: float = 1e-5,
+    atol: float = 1e-7,
+) -> None:
     """`api`'s gradients of a random linear loss of (y, h_n, c_n) equal central differences."""
     y, h, c, cache = api.lstm_forward(**problem, **options)
     dy, dh, dc = like(rng, y, h, c)
@@ -234,13 +265,16 @@ def zero_stride(shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
 def run_in_child(script: str, cwd: Any, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """`script` in a new interpreter (outside the source tree: cwd), so that a crash fails
     the test that ran it instead of ending the test run."""
-    return subprocess.run([sys.executable, "-c", script, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", script, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def child_failure(result: subprocess.CompletedProcess) -> str:
-    return (f"exit code {result.returncode} (a negative code is the signal that killed it)\n"
-            f"{result.stderr[-2000:]}")
+    return (
+        f"exit code {result.returncode} (a negative code is the signal that killed it)\n"
+        f"{result.stderr[-2000:]}"
+    )
 
 
 # ----------------------------------------------------------------------------- the layer
@@ -253,8 +287,9 @@ class LayerInputs(NamedTuple):
     dhx: tuple[np.ndarray, np.ndarray]  # gradients of (h_n, c_n)
 
 
-def layer_inputs(m: lstm_c.LSTM, rng: np.random.Generator, T: int, B: int, *, unbatched: bool = False,
-                 hx: bool = True) -> LayerInputs:
+def layer_inputs(
+    m: lstm_c.LSTM, rng: np.random.Generator, T: int, B: int, *, unbatched: bool = False, hx: bool = True
+) -> LayerInputs:
     """Random inputs, initial state and output gradients of `m` in its dtype and layout."""
     dtype, LD, features = m.dtype, m.num_layers * m.num_directions, m.num_directions * m.output_size
     batch = () if unbatched else (B,)
@@ -266,8 +301,10 @@ def layer_inputs(m: lstm_c.LSTM, rng: np.random.Generator, T: int, B: int, *, un
     h_shape, c_shape = (LD, *batch, m.output_size), (LD, *batch, m.hidden_size)
     state = None
     if hx:
-        state = (rng.standard_normal(h_shape).astype(dtype) * dtype.type(0.5),
-                 rng.standard_normal(c_shape).astype(dtype))
+        state = (
+            rng.standard_normal(h_shape).astype(dtype) * dtype.type(0.5),
+            rng.standard_normal(c_shape).astype(dtype),
+        )
     dy = rng.standard_normal((*steps, features)).astype(dtype)
     dhx = (rng.standard_normal(h_shape).astype(dtype), rng.standard_normal(c_shape).astype(dtype))
     return LayerInputs(x, state, dy, dhx)
@@ -286,8 +323,9 @@ def layer_call_names(m: lstm_c.LSTM) -> list[str]:
 
 def layer_names(m: lstm_c.LSTM) -> list[ParamNames]:
     """The names of m's parameters per layer and direction, from lstm_c._params."""
-    return layer_param_names(m.num_layers, m.num_directions, bias=m.bias, projection=m.proj_size > 0,
-                             peephole=m.peephole)
+    return layer_param_names(
+        m.num_layers, m.num_directions, bias=m.bias, projection=m.proj_size > 0, peephole=m.peephole
+    )
 
 
 class ReferenceBackward(NamedTuple):
@@ -297,9 +335,16 @@ class ReferenceBackward(NamedTuple):
     grads: dict[str, np.ndarray]
 
 
-def reference_layer(m: lstm_c.LSTM, x: np.ndarray, hx: Any = None, lengths: Any = None, *,
-                    masks: Sequence[np.ndarray | None] | None = None, dy: Any = None, dhx: Any = None,
-                    ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ReferenceBackward | None]:
+def reference_layer(
+    m: lstm_c.LSTM,
+    x: np.ndarray,
+    hx: Any = None,
+    lengths: Any = None,
+    *,
+    masks: Sequence[np.ndarray | None] | None = None,
+    dy: Any = None,
+    dhx: Any = None,
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], ReferenceBackward | None]:
     """What `m` computes, by the package's layer stack (lstm_c._stack) over lstm_c.reference.
 
     x is batched, in m's layout; `masks[k - 1]` multiplies the input of layer k
@@ -315,8 +360,17 @@ def reference_layer(m: lstm_c.LSTM, x: np.ndarray, hx: Any = None, lengths: Any 
 
     training = dy is not None or dhx is not None
     y, h_n, c_n, trace = stack_forward(
-        reference, m.state_dict(), names, D, x, h0, c0, lengths=lengths, batch_first=m.batch_first,
-        training=training, dropout_mask=dropout_mask,
+        reference,
+        m.state_dict(),
+        names,
+        D,
+        x,
+        h0,
+        c0,
+        lengths=lengths,
+        batch_first=m.batch_first,
+        training=training,
+        dropout_mask=dropout_mask,
     )
     if not training:
         return (y, h_n, c_n), None
@@ -326,10 +380,22 @@ def reference_layer(m: lstm_c.LSTM, x: np.ndarray, hx: Any = None, lengths: Any 
     return (y, h_n, c_n), ReferenceBackward(dx, dh0, dc0, grads)
 
 
-def reference_layer_call(m: lstm_c.LSTM, x: Any, hx: Any, lengths: Any, dy: Any, dhx: Any,
-                         masks: Sequence[np.ndarray | None] | None = None) -> tuple[np.ndarray, ...]:
+def reference_layer_call(
+    m: lstm_c.LSTM,
+    x: Any,
+    hx: Any,
+    lengths: Any,
+    dy: Any,
+    dhx: Any,
+    masks: Sequence[np.ndarray | None] | None = None,
+) -> tuple[np.ndarray, ...]:
     """`reference_layer` in the order of `layer_call`."""
     forward, backward = reference_layer(m, x, hx, lengths, masks=masks, dy=dy, dhx=dhx)
     assert backward is not None
-    return (*forward, backward.dx, backward.dh0, backward.dc0,
-            *(backward.grads[name] for name in m.state_dict()))
+    return (
+        *forward,
+        backward.dx,
+        backward.dh0,
+        backward.dc0,
+        *(backward.grads[name] for name in m.state_dict()),
+    )

@@ -20,16 +20,31 @@ def huge_problems():
     """Arguments whose sizes pass every other check but one BLAS dimension, and that dimension."""
     f = np.float32
     return {
-        "seq_len*batch": (dict(x=zero_stride((2**16, 2**15, 1)), w_ih=zero_stride((4, 1)),
-                               w_hh=zero_stride((4, 1))), {}),
-        "seq_len*batch (batch_first)": (dict(x=zero_stride((2**15, 2**16, 1)), w_ih=zero_stride((4, 1)),
-                                             w_hh=zero_stride((4, 1))), dict(batch_first=True)),
-        "4*hidden_size": (dict(x=np.zeros((1, 1, 1), f), w_ih=zero_stride((HUGE, 1)),
-                               w_hh=zero_stride((HUGE, HUGE // 4))), {}),
-        "input_size": (dict(x=zero_stride((1, 1, HUGE)), w_ih=zero_stride((4, HUGE)),
-                            w_hh=zero_stride((4, 1))), {}),
-        "proj_size": (dict(x=np.zeros((1, 1, 1), f), w_ih=zero_stride((4, 1)), w_hh=zero_stride((4, HUGE)),
-                           w_hr=zero_stride((HUGE, 1))), {}),
+        "seq_len*batch": (
+            dict(x=zero_stride((2**16, 2**15, 1)), w_ih=zero_stride((4, 1)), w_hh=zero_stride((4, 1))),
+            {},
+        ),
+        "seq_len*batch (batch_first)": (
+            dict(x=zero_stride((2**15, 2**16, 1)), w_ih=zero_stride((4, 1)), w_hh=zero_stride((4, 1))),
+            dict(batch_first=True),
+        ),
+        "4*hidden_size": (
+            dict(x=np.zeros((1, 1, 1), f), w_ih=zero_stride((HUGE, 1)), w_hh=zero_stride((HUGE, HUGE // 4))),
+            {},
+        ),
+        "input_size": (
+            dict(x=zero_stride((1, 1, HUGE)), w_ih=zero_stride((4, HUGE)), w_hh=zero_stride((4, 1))),
+            {},
+        ),
+        "proj_size": (
+            dict(
+                x=np.zeros((1, 1, 1), f),
+                w_ih=zero_stride((4, 1)),
+                w_hh=zero_stride((4, HUGE)),
+                w_hr=zero_stride((HUGE, 1)),
+            ),
+            {},
+        ),
     }
 
 
@@ -72,13 +87,16 @@ def small_blas_limit(monkeypatch):
     return 100
 
 
-@pytest.mark.parametrize("dimension, fits, refused", [
-    ("seq_len*batch", dict(T=10, B=10, I=1, H=1), dict(T=101, B=1, I=1, H=1)),
-    ("seq_len*batch", dict(T=10, B=10, I=1, H=1), dict(T=11, B=10, I=1, H=1)),
-    ("4*hidden_size", dict(T=1, B=1, I=1, H=25), dict(T=1, B=1, I=1, H=26)),
-    ("input_size", dict(T=1, B=1, I=100, H=1), dict(T=1, B=1, I=101, H=1)),
-    ("proj_size", dict(T=1, B=1, I=1, H=2, P=100), dict(T=1, B=1, I=1, H=2, P=101)),
-])
+@pytest.mark.parametrize(
+    "dimension, fits, refused",
+    [
+        ("seq_len*batch", dict(T=10, B=10, I=1, H=1), dict(T=101, B=1, I=1, H=1)),
+        ("seq_len*batch", dict(T=10, B=10, I=1, H=1), dict(T=11, B=10, I=1, H=1)),
+        ("4*hidden_size", dict(T=1, B=1, I=1, H=25), dict(T=1, B=1, I=1, H=26)),
+        ("input_size", dict(T=1, B=1, I=100, H=1), dict(T=1, B=1, I=101, H=1)),
+        ("proj_size", dict(T=1, B=1, I=1, H=2, P=100), dict(T=1, B=1, I=1, H=2, P=101)),
+    ],
+)
 @APIS
 def test_the_blas_guard_at_its_edge(api, dimension, fits, refused, small_blas_limit, kernels):
     rng = np.random.default_rng(0)
@@ -93,8 +111,10 @@ def test_the_blas_guard_at_its_edge(api, dimension, fits, refused, small_blas_li
 
 
 def test_the_layer_blas_guard_at_its_edge(small_blas_limit, kernels):
-    for args, words in [(dict(input_size=1, hidden_size=26), "4*hidden_size = 104"),
-                        (dict(input_size=101, hidden_size=2), "input_size = 101")]:
+    for args, words in [
+        (dict(input_size=1, hidden_size=26), "4*hidden_size = 104"),
+        (dict(input_size=101, hidden_size=2), "input_size = 101"),
+    ]:
         with pytest.raises(ValueError, match=words):
             LSTM(**args)
     m = LSTM(1, 25, num_layers=2, bidirectional=True)
@@ -113,7 +133,22 @@ def test_the_guard_covers_every_dimension_the_kernels_give_blas(monkeypatch):
     """The names check_forward passes to check_blas_sizes: rows, 4H, I, P and H."""
     seen = {}
     monkeypatch.setattr(_validation, "check_blas_sizes", seen.update)
-    _validation.check_forward(np.zeros((2, 3, 4)), np.zeros((20, 4)), np.zeros((20, 2)), None, None,
-                              None, None, None, False, w_hr=np.zeros((2, 5)))
-    assert seen == {"seq_len*batch": 6, "4*hidden_size": 20, "input_size": 4, "proj_size": 2,
-                    "hidden_size": 5}
+    _validation.check_forward(
+        np.zeros((2, 3, 4)),
+        np.zeros((20, 4)),
+        np.zeros((20, 2)),
+        None,
+        None,
+        None,
+        None,
+        None,
+        False,
+        w_hr=np.zeros((2, 5)),
+    )
+    assert seen == {
+        "seq_len*batch": 6,
+        "4*hidden_size": 20,
+        "input_size": 4,
+        "proj_size": 2,
+        "hidden_size": 5,
+    }

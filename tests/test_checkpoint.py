@@ -182,8 +182,16 @@ def test_degenerate_sizes(case, every):
 
 @pytest.mark.parametrize(
     "value, error",
-    [(2.0, TypeError), ("4", TypeError), (True, TypeError), (np.bool_(True), TypeError), ([4], TypeError),
-     (0, ValueError), (-3, ValueError), (np.int64(0), ValueError)],
+    [
+        (2.0, TypeError),
+        ("4", TypeError),
+        (True, TypeError),
+        (np.bool_(True), TypeError),
+        ([4], TypeError),
+        (0, ValueError),
+        (-3, ValueError),
+        (np.int64(0), ValueError),
+    ],
 )
 def test_checkpoint_every_must_be_none_or_an_int_of_at_least_one(value, error):
     # A wrong type is a TypeError, a wrong value a ValueError, in the functional API and the layer.
@@ -356,7 +364,11 @@ def test_chunks_with_carried_state_and_gradients_equal_one_call(batch_first):
     h, c, caches, ys = p["h0"], p["c0"], [], []
     for sl in chunks_of(T, 7):  # forward: carry (h, c) from chunk to chunk
         y_j, h, c, cache = lstm_c.lstm_forward(
-            part(p["x"], sl), **weights, h0=h, c0=c, lengths=np.clip(lengths - sl.start, 0, sl.stop - sl.start),
+            part(p["x"], sl),
+            **weights,
+            h0=h,
+            c0=c,
+            lengths=np.clip(lengths - sl.start, 0, sl.stop - sl.start),
             batch_first=batch_first,
         )
         ys.append(y_j)
@@ -370,7 +382,9 @@ def test_chunks_with_carried_state_and_gradients_equal_one_call(batch_first):
         dxs.insert(0, g.dx)
         for name in SUMMED:
             sums[name] = getattr(g, name) + sums.get(name, 0)
-    assert_identical((np.concatenate(dxs, axis=1 if batch_first else 0), dh, dc), (full.dx, full.dh0, full.dc0))
+    assert_identical(
+        (np.concatenate(dxs, axis=1 if batch_first else 0), dh, dc), (full.dx, full.dh0, full.dc0)
+    )
     assert_like_full_cache([sums[n] for n in SUMMED], [getattr(full, n) for n in SUMMED], np.float64, SUMMED)
 
 

@@ -26,7 +26,10 @@ COMMANDS = ("info", "demo", "bench")
 def run(tmp_path, *args, env=None):
     return subprocess.run(
         [sys.executable, "-m", "lstm_c", *args],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, **(env or {})},
     )
 
@@ -46,11 +49,14 @@ def test_help_lists_the_commands_and_exit_codes(tmp_path):
     assert_no_internal_words(result.stdout)
 
 
-@pytest.mark.parametrize("command, words", [
-    ("info", ["OpenMP", "BLAS", "threadpoolctl", "dtypes", "--json"]),
-    ("demo", ["day 1", "day 5", "StatQuest", "Long Short-Term Memory (LSTM), Clearly Explained"]),
-    ("bench", ["--threads", "--budget", "--dtype", "the CPUs this process may use"]),
-])
+@pytest.mark.parametrize(
+    "command, words",
+    [
+        ("info", ["OpenMP", "BLAS", "threadpoolctl", "dtypes", "--json"]),
+        ("demo", ["day 1", "day 5", "StatQuest", "Long Short-Term Memory (LSTM), Clearly Explained"]),
+        ("bench", ["--threads", "--budget", "--dtype", "the CPUs this process may use"]),
+    ],
+)
 def test_each_command_has_its_own_help(tmp_path, command, words):
     result = run(tmp_path, command, "--help")
     assert result.returncode == 0, result.stderr
@@ -69,29 +75,36 @@ def test_version(tmp_path):
 # ----------------------------------------------------------------------------- usage errors
 
 
-@pytest.mark.parametrize("args, words", [
-    ((), ["required: COMMAND"]),
-    (("nonsense",), ["invalid choice: 'nonsense'"]),
-    (("INFO",), ["invalid choice: 'INFO'"]),
-    (("--nonsense",), ["required: COMMAND"]),
-    (("--nonsense", "info"), ["unrecognized arguments: --nonsense"]),
-    (("info", "--bogus"), ["unrecognized arguments: --bogus"]),
-    (("info", "--json", "extra"), ["unrecognized arguments: extra"]),
-    (("info", "--json=yes"), ["--json"]),
-    (("demo", "extra"), ["unrecognized arguments: extra"]),
-    (("demo", "--json"), ["unrecognized arguments: --json"]),
-    (("bench", "--threads", "abc"), ["--threads: expected a whole number of threads", "got 'abc'"]),
-    (("bench", "--threads", "0"), ["--threads: expected a whole number of threads", "got '0'"]),
-    (("bench", "--threads", "1.5"), ["--threads: expected a whole number of threads", "got '1.5'"]),
-    (("bench", "--threads", str(MAX_THREADS + 1)),
-     [f"--threads: expected a whole number of threads from 1 to {MAX_THREADS}, got '{MAX_THREADS + 1}'"]),
-    (("bench", "--threads"), ["--threads: expected one argument"]),
-    (("bench", "--dtype", "float16"), ["--dtype: invalid choice: 'float16'"]),
-    (("bench", "--budget", "-1"), ["--budget: expected a positive number of seconds, got '-1'"]),
-    (("bench", "--budget", "soon"), ["--budget: expected a positive number of seconds, got 'soon'"]),
-    (("bench", "--budget", "inf"), ["--budget: expected a positive number of seconds, got 'inf'"]),
-    (("bench", "--budget", "nan"), ["--budget: expected a positive number of seconds, got 'nan'"]),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        ((), ["required: COMMAND"]),
+        (("nonsense",), ["invalid choice: 'nonsense'"]),
+        (("INFO",), ["invalid choice: 'INFO'"]),
+        (("--nonsense",), ["required: COMMAND"]),
+        (("--nonsense", "info"), ["unrecognized arguments: --nonsense"]),
+        (("info", "--bogus"), ["unrecognized arguments: --bogus"]),
+        (("info", "--json", "extra"), ["unrecognized arguments: extra"]),
+        (("info", "--json=yes"), ["--json"]),
+        (("demo", "extra"), ["unrecognized arguments: extra"]),
+        (("demo", "--json"), ["unrecognized arguments: --json"]),
+        (("bench", "--threads", "abc"), ["--threads: expected a whole number of threads", "got 'abc'"]),
+        (("bench", "--threads", "0"), ["--threads: expected a whole number of threads", "got '0'"]),
+        (("bench", "--threads", "1.5"), ["--threads: expected a whole number of threads", "got '1.5'"]),
+        (
+            ("bench", "--threads", str(MAX_THREADS + 1)),
+            [
+                f"--threads: expected a whole number of threads from 1 to {MAX_THREADS}, got '{MAX_THREADS + 1}'"
+            ],
+        ),
+        (("bench", "--threads"), ["--threads: expected one argument"]),
+        (("bench", "--dtype", "float16"), ["--dtype: invalid choice: 'float16'"]),
+        (("bench", "--budget", "-1"), ["--budget: expected a positive number of seconds, got '-1'"]),
+        (("bench", "--budget", "soon"), ["--budget: expected a positive number of seconds, got 'soon'"]),
+        (("bench", "--budget", "inf"), ["--budget: expected a positive number of seconds, got 'inf'"]),
+        (("bench", "--budget", "nan"), ["--budget: expected a positive number of seconds, got 'nan'"]),
+    ],
+)
 def test_usage_errors_exit_2_with_the_commands_own_usage(tmp_path, args, words):
     result = run(tmp_path, *args)
     assert result.returncode == cli.EXIT_USAGE == 2, (result.returncode, result.stderr)
@@ -147,8 +160,10 @@ def test_demo_prints_the_stock_example_and_cites_its_source(tmp_path):
     demo.run(expected)
     assert result.stdout == expected.getvalue()
     assert result.stderr == ""
-    assert ('Hand-set weights from StatQuest\'s video "Long Short-Term Memory (LSTM), Clearly '
-            'Explained" (Josh Starmer)') in result.stdout
+    assert (
+        "Hand-set weights from StatQuest's video \"Long Short-Term Memory (LSTM), Clearly "
+        'Explained" (Josh Starmer)'
+    ) in result.stdout
     assert "seed doc" not in result.stdout
     assert "StatQuest" in demo.__doc__
 
@@ -171,15 +186,25 @@ CALLS = re.compile(r"(\d+) timed calls in all")
 
 
 def default_threads(tmp_path):
-    done = subprocess.run([sys.executable, "-c", "import lstm_c; print(lstm_c.get_num_threads())"],
-                          cwd=tmp_path, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import lstm_c; print(lstm_c.get_num_threads())"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return int(done.stdout)
 
 
 def test_bench_prints_each_row_as_soon_as_its_shape_is_done(tmp_path):
     """Piped, with the default threads: the title first, then each row while the others still run."""
-    process = subprocess.Popen([sys.executable, "-m", "lstm_c", "bench", "--budget", "0.001"],
-                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lstm_c", "bench", "--budget", "0.001"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         lines = []
         for line in process.stdout:
@@ -203,8 +228,12 @@ def test_bench_prints_each_row_as_soon_as_its_shape_is_done(tmp_path):
     assert all(" ms" in row or " s " in row for row in rows)
     # Every implementation of every shape was timed at least once (ONNX Runtime: inference only).
     installed = [i for i in quickbench.IMPLS if i not in peers.not_installed(quickbench.IMPLS)]
-    cells = sum(1 for case in quickbench.CASES for i in installed
-                if not (i == "onnxruntime" and case.kind == "training"))
+    cells = sum(
+        1
+        for case in quickbench.CASES
+        for i in installed
+        if not (i == "onnxruntime" and case.kind == "training")
+    )
     assert int(CALLS.search(rest).group(1)) >= cells
     assert_no_internal_words("\n".join(lines))
 
@@ -215,12 +244,13 @@ def test_bench_names_the_peers_that_are_not_installed(tmp_path):
     for name in ("torch", "onnxruntime"):
         (shadow / name).mkdir(parents=True)
         (shadow / name / "__init__.py").write_text(f"raise ImportError('{name} hidden by the test')\n")
-    result = run(tmp_path, "bench", "--budget", "0.001", "--threads", "1",
-                 env={"PYTHONPATH": str(shadow)})
+    result = run(tmp_path, "bench", "--budget", "0.001", "--threads", "1", env={"PYTHONPATH": str(shadow)})
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert ("PyTorch: not installed (for the CPU build: pip install torch --index-url "
-            "https://download.pytorch.org/whl/cpu)") in out
+    assert (
+        "PyTorch: not installed (for the CPU build: pip install torch --index-url "
+        "https://download.pytorch.org/whl/cpu)"
+    ) in out
     assert "ONNX Runtime: not installed (pip install onnx onnxruntime)" in out
     assert "cuda" not in out.lower()
     header = next(line for line in out.splitlines() if line.startswith("shape"))
@@ -251,8 +281,11 @@ def test_bench_budget_sets_how_many_calls_are_timed():
     counts = []
     for budget in (0.01, 0.1):
         out = io.StringIO()
-        counts.append(quickbench.run(out, io.StringIO(), threads=1, budget=budget, cases=TINY,
-                                     impls=("lstm_c", "reference")))
+        counts.append(
+            quickbench.run(
+                out, io.StringIO(), threads=1, budget=budget, cases=TINY, impls=("lstm_c", "reference")
+            )
+        )
         assert f"{counts[-1]} timed calls in all" in out.getvalue()
     assert counts[1] > 3 * counts[0] >= 3 * 2
 
@@ -267,8 +300,13 @@ def test_a_call_slower_than_the_budget_is_timed_once():
 
 
 def test_bench_ctrl_c_exits_130_with_one_line(tmp_path):
-    process = subprocess.Popen([sys.executable, "-m", "lstm_c", "bench"], cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lstm_c", "bench"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         first = process.stdout.readline()
         assert first.startswith("lstm_c quick benchmark")

@@ -37,7 +37,9 @@ def readme_blocks(text: str) -> list[str]:
 def rst_blocks(text: str) -> list[str]:
     """The bodies of ``.. code-block:: python`` directives (their indented lines)."""
     blocks = []
-    for match in re.finditer(r"^( *)\.\. code-block:: python\n((?:\1 +:.*\n)*)\n((?:\1 +.*\n|\s*\n)+)", text, re.M):
+    for match in re.finditer(
+        r"^( *)\.\. code-block:: python\n((?:\1 +:.*\n)*)\n((?:\1 +.*\n|\s*\n)+)", text, re.M
+    ):
         blocks.append(textwrap.dedent(match.group(3)))
     return blocks
 

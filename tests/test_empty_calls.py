@@ -98,27 +98,65 @@ def kernel_arrays(steps, B, dtype, *, I=3, H=4, P=0, peephole=False):
         lengths=np.full(B, steps, np.intp),
     )
     forward = dict(
-        x=w["x"], w_ih=w["w_ih"], w_hh=w["w_hh"], bias=np.ones(G, dtype), w_hr=w["w_hr"],
-        peephole=w["peephole"], h=np.ones((B, out), dtype), c=np.full((B, H), 2, dtype),
-        lengths=w["lengths"], reverse=False, batch_first=False, steps=steps,
-        gates=nan(rows, G), y=nan(rows, out), h_prev=nan(rows, out), c_prev=nan(rows, H),
-        m_all=nan(rows, H) if P else None, rec=nan(B, G), m_step=nan(B, H) if P else None,
-        proj=nan(B, out) if P else None, panels=None, num_threads=2,
+        x=w["x"],
+        w_ih=w["w_ih"],
+        w_hh=w["w_hh"],
+        bias=np.ones(G, dtype),
+        w_hr=w["w_hr"],
+        peephole=w["peephole"],
+        h=np.ones((B, out), dtype),
+        c=np.full((B, H), 2, dtype),
+        lengths=w["lengths"],
+        reverse=False,
+        batch_first=False,
+        steps=steps,
+        gates=nan(rows, G),
+        y=nan(rows, out),
+        h_prev=nan(rows, out),
+        c_prev=nan(rows, H),
+        m_all=nan(rows, H) if P else None,
+        rec=nan(B, G),
+        m_step=nan(B, H) if P else None,
+        proj=nan(B, out) if P else None,
+        panels=None,
+        num_threads=2,
     )
     dh_n = rng.standard_normal((B, out)).astype(dtype)
     dc_n = rng.standard_normal((B, H)).astype(dtype)
     grads = dict(
-        dh0=nan(B, out), dc0=dc_n.copy(), dw_ih=nan(G, I), dw_hh=nan(G, out), db=nan(G),
-        dw_hr=nan(P, H) if P else None, dpeephole=nan(3, H) if peephole else None,
+        dh0=nan(B, out),
+        dc0=dc_n.copy(),
+        dw_ih=nan(G, I),
+        dw_hh=nan(G, out),
+        db=nan(G),
+        dw_hr=nan(P, H) if P else None,
+        dpeephole=nan(3, H) if peephole else None,
     )
     backward = dict(
-        x=w["x"], w_ih=w["w_ih"], w_hh=w["w_hh"], w_hr=w["w_hr"], peephole=w["peephole"],
-        act=np.zeros((rows, G), dtype), c_prev=np.zeros((rows, H), dtype),
-        h_prev=np.zeros((rows, out), dtype), m_all=np.zeros((rows, H), dtype) if P else None,
-        lengths=w["lengths"], reverse=False, batch_first=False, steps=steps, dy=None, dh_n=dh_n,
-        dx=nan(rows, I), num_threads=2, dgates=nan(rows, G), dgates_step=np.zeros((B, G), dtype),
-        dh_all=nan(rows, out) if P else None, dh_step=nan(B, out) if P else None,
-        dm_step=nan(B, H) if P else None, panels=None, **grads,
+        x=w["x"],
+        w_ih=w["w_ih"],
+        w_hh=w["w_hh"],
+        w_hr=w["w_hr"],
+        peephole=w["peephole"],
+        act=np.zeros((rows, G), dtype),
+        c_prev=np.zeros((rows, H), dtype),
+        h_prev=np.zeros((rows, out), dtype),
+        m_all=np.zeros((rows, H), dtype) if P else None,
+        lengths=w["lengths"],
+        reverse=False,
+        batch_first=False,
+        steps=steps,
+        dy=None,
+        dh_n=dh_n,
+        dx=nan(rows, I),
+        num_threads=2,
+        dgates=nan(rows, G),
+        dgates_step=np.zeros((B, G), dtype),
+        dh_all=nan(rows, out) if P else None,
+        dh_step=nan(B, out) if P else None,
+        dm_step=nan(B, H) if P else None,
+        panels=None,
+        **grads,
     )
     return forward, backward, grads, dh_n, dc_n
 
@@ -170,7 +208,11 @@ def test_a_huge_sequence_of_an_empty_batch_returns_at_once(tmp_path):
         """
     )
     proc = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "PYTHONFAULTHANDLER": "1"},
     )
     assert proc.returncode == 0, proc.stderr

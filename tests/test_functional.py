@@ -51,7 +51,13 @@ def test_output_is_zero_past_lengths_and_state_freezes():
         np.testing.assert_array_equal(c_n[2], p["c0"][2])
         # Row 1 alone, truncated to its length, ends in the same state.
         alone = lstm_c.lstm_forward(
-            p["x"][:2, 1:2], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], p["h0"][1:2], p["c0"][1:2],
+            p["x"][:2, 1:2],
+            p["w_ih"],
+            p["w_hh"],
+            p["b_ih"],
+            p["b_hh"],
+            p["h0"][1:2],
+            p["c0"][1:2],
             reverse=reverse,
         )
         np.testing.assert_allclose(h_n[1], alone[1][0], rtol=1e-12)
@@ -85,14 +91,18 @@ def test_nan_in_padding_does_not_reach_any_result(batch_first):
     assert_identical(poisoned[0] + tuple(poisoned[1]), clean[0] + tuple(clean[1]))
 
 
-@pytest.mark.parametrize("lengths", [
-    np.array([3, 0, 4], np.intp)[::-1][::-1].copy()[::-1],  # negative stride
-    np.array([4, 0, 3], np.int32),
-    np.array([4, 0, 3], np.uint8),
-    np.repeat(np.array([4, 0, 3]), 2)[::2],
-    (4, 0, 3),
-    [np.int16(4), 0, np.int64(3)],
-], ids=["negative_stride", "int32", "uint8", "strided", "tuple", "numpy_scalars"])
+@pytest.mark.parametrize(
+    "lengths",
+    [
+        np.array([3, 0, 4], np.intp)[::-1][::-1].copy()[::-1],  # negative stride
+        np.array([4, 0, 3], np.int32),
+        np.array([4, 0, 3], np.uint8),
+        np.repeat(np.array([4, 0, 3]), 2)[::2],
+        (4, 0, 3),
+        [np.int16(4), 0, np.int64(3)],
+    ],
+    ids=["negative_stride", "int32", "uint8", "strided", "tuple", "numpy_scalars"],
+)
 def test_lengths_in_any_integer_form(lengths):
     p = good_args()
     expected = run(lstm_c, p, (np.ones((T, B, H)),), lengths=np.array([4, 0, 3]))
@@ -205,8 +215,9 @@ def test_batch_first_from_a_swapped_view_of_time_major_data():
     p = good_args()
     dy = np.random.default_rng(8).standard_normal((T, B, H))
     tm = run(lstm_c, p, (dy,), lengths=[4, 1, 0])
-    bf = run(lstm_c, {**p, "x": p["x"].swapaxes(0, 1)}, (dy.swapaxes(0, 1),), batch_first=True,
-             lengths=[4, 1, 0])
+    bf = run(
+        lstm_c, {**p, "x": p["x"].swapaxes(0, 1)}, (dy.swapaxes(0, 1),), batch_first=True, lengths=[4, 1, 0]
+    )
     # Each position is computed alike in both layouts; only the sums over all positions
     # (the weight gradients) add in another order.
     np.testing.assert_array_equal(bf[0][0], tm[0][0].swapaxes(0, 1))

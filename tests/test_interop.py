@@ -66,8 +66,15 @@ def run_direction(forward, sd, x, *, reverse=False, **kw):
     n = {kind: param_name(kind, 0, reverse) for kind in KINDS}
     extra = {"peephole": sd[n["peephole"]]} if n["peephole"] in sd else {}
     y, h, c, _ = forward(
-        x, sd[n["weight_ih"]], sd[n["weight_hh"]], sd.get(n["bias_ih"]), sd.get(n["bias_hh"]),
-        reverse=reverse, training=False, **kw, **extra,
+        x,
+        sd[n["weight_ih"]],
+        sd[n["weight_hh"]],
+        sd.get(n["bias_ih"]),
+        sd.get(n["bias_hh"]),
+        reverse=reverse,
+        training=False,
+        **kw,
+        **extra,
     )
     return y, h, c
 
@@ -318,9 +325,7 @@ def test_onnx_semantics(impl, dtype, peephole):
     want = onnx_forward(X, **arrays, h0=h0, c0=c0, seq_lens=lens, direction="bidirectional")
     sd = from_onnx(**arrays)
     for d in range(2):
-        got = run_direction(
-            FORWARDS[impl], sd, X, reverse=d == 1, h0=h0[d], c0=c0[d], lengths=lens
-        )
+        got = run_direction(FORWARDS[impl], sd, X, reverse=d == 1, h0=h0[d], c0=c0[d], lengths=lens)
         for g, w in zip(got, want[d]):
             assert g.dtype == dtype
             np.testing.assert_allclose(g, w, **tol(dtype))
@@ -339,8 +344,13 @@ def onnx_model(arrays, *, hidden_size, direction, dtype=np.float32, attrs=None, 
     names = ["X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P"]
     inputs = [n if n not in "BP" or arrays.get(n) is not None else "" for n in names]
     node = helper.make_node(
-        "LSTM", inputs, ["Y", "Y_h", "Y_c"], name="lstm",
-        hidden_size=hidden_size, direction=direction, **(attrs or {}),
+        "LSTM",
+        inputs,
+        ["Y", "Y_h", "Y_c"],
+        name="lstm",
+        hidden_size=hidden_size,
+        direction=direction,
+        **(attrs or {}),
     )
     graph = helper.make_graph(
         [node],
@@ -411,9 +421,7 @@ def test_onnxruntime_zero_length_rows_differ_in_final_state():
     Y, Y_h, Y_c = run_ort(model, X, lens, h0, c0)
     sd = from_onnx(**arrays)
     for d in range(2):
-        y, h, c = run_direction(
-            lstm_c.lstm_forward, sd, X, reverse=d == 1, h0=h0[d], c0=c0[d], lengths=lens
-        )
+        y, h, c = run_direction(lstm_c.lstm_forward, sd, X, reverse=d == 1, h0=h0[d], c0=c0[d], lengths=lens)
         np.testing.assert_allclose(y, Y[:, d], **ORT_TOL)  # Y: zeros for the empty row in both
         rows = lens > 0
         np.testing.assert_allclose(h[rows], Y_h[d][rows], **ORT_TOL)
@@ -456,9 +464,7 @@ def test_to_onnx_model_runs_in_onnxruntime(peephole):
     lens = np.array([5, 1, 3])
     Y, Y_h, Y_c = run_ort(model, X, lens, h0, c0)
     for d in range(2):
-        y, h, c = run_direction(
-            lstm_c.lstm_forward, sd, X, reverse=d == 1, h0=h0[d], c0=c0[d], lengths=lens
-        )
+        y, h, c = run_direction(lstm_c.lstm_forward, sd, X, reverse=d == 1, h0=h0[d], c0=c0[d], lengths=lens)
         np.testing.assert_allclose(y, Y[:, d], **ORT_TOL)
         np.testing.assert_allclose(h, Y_h[d], **ORT_TOL)
         np.testing.assert_allclose(c, Y_c[d], **ORT_TOL)
@@ -515,8 +521,11 @@ def _sd(**kw):
 
 def _keras(H=3, I=4, **changes):
     rng = np.random.default_rng(16)
-    a = dict(kernel=rand(rng, (I, 4 * H), np.float32), recurrent_kernel=rand(rng, (H, 4 * H), np.float32),
-             bias=rand(rng, 4 * H, np.float32))
+    a = dict(
+        kernel=rand(rng, (I, 4 * H), np.float32),
+        recurrent_kernel=rand(rng, (H, 4 * H), np.float32),
+        bias=rand(rng, 4 * H, np.float32),
+    )
     a.update(changes)
     return a
 
@@ -545,20 +554,30 @@ REFUSALS = {
     "onnx_input_forget": (lambda: onnx_with(input_forget=1), ValueError, ["input_forget"]),
     "onnx_input_forget_bad": (lambda: onnx_with(input_forget=2), ValueError, ["input_forget", "2"]),
     "onnx_activations": (
-        lambda: onnx_with(activations=["Sigmoid", "Tanh", "Relu"]), ValueError, ["activations", "Relu"]
+        lambda: onnx_with(activations=["Sigmoid", "Tanh", "Relu"]),
+        ValueError,
+        ["activations", "Relu"],
     ),
     "onnx_activations_hard_sigmoid": (
-        lambda: onnx_with(activations=["HardSigmoid", "Tanh", "Tanh"]), ValueError, ["activations"]
+        lambda: onnx_with(activations=["HardSigmoid", "Tanh", "Tanh"]),
+        ValueError,
+        ["activations"],
     ),
     "onnx_activations_count": (
-        lambda: onnx_with(D=2, activations=SIG_TANH_TANH), ValueError, ["activations"]
+        lambda: onnx_with(D=2, activations=SIG_TANH_TANH),
+        ValueError,
+        ["activations"],
     ),
     "onnx_layout": (lambda: onnx_with(layout=2), ValueError, ["layout", "2"]),
     "onnx_direction_mismatch": (
-        lambda: onnx_with(direction="bidirectional"), ValueError, ["direction", "bidirectional", "1"]
+        lambda: onnx_with(direction="bidirectional"),
+        ValueError,
+        ["direction", "bidirectional", "1"],
     ),
     "onnx_direction_reverse_d2": (
-        lambda: onnx_with(D=2, direction="reverse"), ValueError, ["direction", "reverse", "2"]
+        lambda: onnx_with(D=2, direction="reverse"),
+        ValueError,
+        ["direction", "reverse", "2"],
     ),
     "onnx_direction_unknown": (lambda: onnx_with(direction="both"), ValueError, ["direction", "both"]),
     # ONNX shapes and dtypes
@@ -577,16 +596,27 @@ REFUSALS = {
     # Keras
     "keras_projection": (lambda: to_keras(_sd(proj=2)), ValueError, [W_HR, "projection"]),
     "keras_peephole": (lambda: to_keras(_sd(peephole=True)), ValueError, [PEEPHOLE, "peepholes"]),
-    "keras_missing_layer": (lambda: to_keras(_sd(), layer=1), ValueError, [param_name("weight_ih", 1), "layer 0"]),
-    "keras_missing_reverse": (lambda: to_keras(_sd(), reverse=True), ValueError,
-                              [param_name("weight_ih", 0, reverse=True)]),
+    "keras_missing_layer": (
+        lambda: to_keras(_sd(), layer=1),
+        ValueError,
+        [param_name("weight_ih", 1), "layer 0"],
+    ),
+    "keras_missing_reverse": (
+        lambda: to_keras(_sd(), reverse=True),
+        ValueError,
+        [param_name("weight_ih", 0, reverse=True)],
+    ),
     "keras_bad_layer": (lambda: to_keras(_sd(), layer=-1), ValueError, ["layer", "-1"]),
     "keras_kernel_1d": (lambda: keras_with(kernel=z(12)), ValueError, ["kernel", "2-D"]),
     "keras_kernel_not_4H": (
-        lambda: keras_with(kernel=z(4, 13)), ValueError, ["kernel", "4*hidden_size", "13"]
+        lambda: keras_with(kernel=z(4, 13)),
+        ValueError,
+        ["kernel", "4*hidden_size", "13"],
     ),
     "keras_recurrent_kernel": (
-        lambda: keras_with(recurrent_kernel=z(4, 12)), ValueError, ["recurrent_kernel", "(3, 12)", "(4, 12)"]
+        lambda: keras_with(recurrent_kernel=z(4, 12)),
+        ValueError,
+        ["recurrent_kernel", "(3, 12)", "(4, 12)"],
     ),
     "keras_bias": (lambda: keras_with(bias=z(13)), ValueError, ["bias", "(12,)", "(13,)"]),
     "keras_cudnn_bias": (lambda: keras_with(bias=z(24)), ValueError, ["bias", "CuDNNLSTM"]),
@@ -597,21 +627,26 @@ REFUSALS = {
     ),
     "keras_activation": (lambda: keras_with(activation="relu"), ValueError, ["activation", "relu"]),
     "keras_mixed_dtype": (
-        lambda: keras_with(bias=z(12, dtype=np.float64)), TypeError, ["mixed", "bias is float64"]
+        lambda: keras_with(bias=z(12, dtype=np.float64)),
+        TypeError,
+        ["mixed", "bias is float64"],
     ),
     # to_onnx
     "onnx_projection": (lambda: to_onnx(_sd(proj=2)), ValueError, [W_HR, "projection"]),
     "onnx_multilayer": (lambda: to_onnx(_sd(layers=2)), ValueError, ["layers", "[0, 1]", "one layer"]),
     "onnx_directions_disagree": (
-        lambda: to_onnx({**_sd(), param_name("weight_ih", 0, reverse=True): z(12, 5),
-                         param_name("weight_hh", 0, reverse=True): z(12, 3)}),
+        lambda: to_onnx(
+            {
+                **_sd(),
+                param_name("weight_ih", 0, reverse=True): z(12, 5),
+                param_name("weight_hh", 0, reverse=True): z(12, 3),
+            }
+        ),
         ValueError,
         ["disagree", "(4, 3)", "(5, 3)"],
     ),
     # state_dicts
-    "sd_unknown_key": (
-        lambda: to_onnx({**_sd(), "lstm." + W_IH: 0}), ValueError, ["lstm." + W_IH, "prefix"]
-    ),
+    "sd_unknown_key": (lambda: to_onnx({**_sd(), "lstm." + W_IH: 0}), ValueError, ["lstm." + W_IH, "prefix"]),
     "sd_missing_weight_hh": (lambda: to_onnx({W_IH: z(12, 4)}), ValueError, [W_HH]),
     "sd_weight_hh_shape": (
         lambda: to_keras({**_sd(), W_HH: z(12, 4)}),
@@ -619,35 +654,58 @@ REFUSALS = {
         [W_HH, "(12, 3)", "(12, 4)"],
     ),
     "sd_peephole_shape": (
-        lambda: to_onnx({**_sd(), PEEPHOLE: z(3, 4)}), ValueError, [PEEPHOLE, "(3, 3)", "(3, 4)"]
+        lambda: to_onnx({**_sd(), PEEPHOLE: z(3, 4)}),
+        ValueError,
+        [PEEPHOLE, "(3, 3)", "(3, 4)"],
     ),
-    "sd_bias_shape": (
-        lambda: to_keras({**_sd(), B_HH: z(3)}), ValueError, [B_HH, "(12,)", "(3,)"]
-    ),
+    "sd_bias_shape": (lambda: to_keras({**_sd(), B_HH: z(3)}), ValueError, [B_HH, "(12,)", "(3,)"]),
     "sd_not_mapping": (lambda: to_onnx([1, 2]), TypeError, ["state_dict", "mapping", "list"]),
     "sd_mixed_dtype": (
-        lambda: to_keras({**_sd(), B_HH: z(12, dtype=np.float64)}), TypeError, ["mixed", "float64"]
+        lambda: to_keras({**_sd(), B_HH: z(12, dtype=np.float64)}),
+        TypeError,
+        ["mixed", "float64"],
     ),
     "sd_int_key": (lambda: to_onnx({**_sd(), 0: np.zeros(3)}), ValueError, ["key 0"]),
     "sd_empty": (lambda: onnx_attributes({}), ValueError, ["empty"]),
     "sd_value_none": (lambda: to_keras({**_sd(), B_IH: None}), TypeError, [B_IH, "object"]),
     # Arguments that are not arrays, or not of the right kind
-    "onnx_direction_list": (lambda: from_onnx(**to_onnx(_sd()), direction=["forward"]), ValueError,
-                            ["direction", "['forward']"]),
-    "onnx_activations_number": (lambda: from_onnx(**to_onnx(_sd()), activations=5), ValueError,
-                                ["activations", "5", "list"]),
-    "onnx_activations_string": (lambda: from_onnx(**to_onnx(_sd()), activations="Sigmoid"), ValueError,
-                                ["activations", "'Sigmoid'", "list"]),
-    "onnx_W_complex": (lambda: from_onnx(**{**to_onnx(_sd()), "W": np.zeros((1, 12, 4), complex)}),
-                       TypeError, ["W", "complex128"]),
+    "onnx_direction_list": (
+        lambda: from_onnx(**to_onnx(_sd()), direction=["forward"]),
+        ValueError,
+        ["direction", "['forward']"],
+    ),
+    "onnx_activations_number": (
+        lambda: from_onnx(**to_onnx(_sd()), activations=5),
+        ValueError,
+        ["activations", "5", "list"],
+    ),
+    "onnx_activations_string": (
+        lambda: from_onnx(**to_onnx(_sd()), activations="Sigmoid"),
+        ValueError,
+        ["activations", "'Sigmoid'", "list"],
+    ),
+    "onnx_W_complex": (
+        lambda: from_onnx(**{**to_onnx(_sd()), "W": np.zeros((1, 12, 4), complex)}),
+        TypeError,
+        ["W", "complex128"],
+    ),
     "onnx_W_none": (lambda: from_onnx(None, to_onnx(_sd())["R"]), TypeError, ["W", "object"]),
-    "onnx_R_ragged": (lambda: from_onnx(to_onnx(_sd())["W"], [[[0.0] * 3] * 12, [[0.0]]]), ValueError,
-                      ["R", "could not be converted"]),
+    "onnx_R_ragged": (
+        lambda: from_onnx(to_onnx(_sd())["W"], [[[0.0] * 3] * 12, [[0.0]]]),
+        ValueError,
+        ["R", "could not be converted"],
+    ),
     "keras_kernel_none": (lambda: from_keras(None, z(3, 12)), TypeError, ["kernel", "object"]),
-    "keras_kernel_ragged": (lambda: from_keras([[0.0] * 12, [0.0]], z(3, 12)), ValueError,
-                            ["kernel", "could not be converted"]),
-    "keras_reverse_string": (lambda: from_keras(z(4, 12), z(3, 12), reverse="yes"), TypeError,
-                             ["reverse", "True or False", "'yes'"]),
+    "keras_kernel_ragged": (
+        lambda: from_keras([[0.0] * 12, [0.0]], z(3, 12)),
+        ValueError,
+        ["kernel", "could not be converted"],
+    ),
+    "keras_reverse_string": (
+        lambda: from_keras(z(4, 12), z(3, 12), reverse="yes"),
+        TypeError,
+        ["reverse", "True or False", "'yes'"],
+    ),
     "to_keras_reverse_string": (lambda: to_keras(_sd(), reverse="no"), TypeError, ["reverse", "'no'"]),
     # A wrong type is a TypeError everywhere in the package (a wrong value a ValueError).
     "to_keras_layer_float": (lambda: to_keras(_sd(), layer=1.5), TypeError, ["layer", "1.5"]),

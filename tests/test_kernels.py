@@ -62,10 +62,12 @@ def compare(case, spec, dtype, num_threads=None):
 PATHS = {"panels": 10**9, "blas": 0}
 PATH_CASES = {
     "small_plain_lengths": dict(T=5, B=5, I=6, H=20, lengths=[5, 0, 3, 5, 1]),
-    "projection_peephole_reverse": dict(T=4, B=48, I=8, H=65, P=20, peephole=True, reverse=True,
-                                        lengths=np.arange(48) % 5),
-    "batch_80_projection_peephole_batch_first": dict(T=3, B=80, I=8, H=40, P=12, peephole=True,
-                                                     batch_first=True, lengths=np.arange(80) % 4),
+    "projection_peephole_reverse": dict(
+        T=4, B=48, I=8, H=65, P=20, peephole=True, reverse=True, lengths=np.arange(48) % 5
+    ),
+    "batch_80_projection_peephole_batch_first": dict(
+        T=3, B=80, I=8, H=40, P=12, peephole=True, batch_first=True, lengths=np.arange(80) % 4
+    ),
     "batch_80_reverse": dict(T=3, B=80, I=5, H=48, reverse=True),
 }
 
@@ -175,13 +177,33 @@ def _kernel_forward_arguments(T=3, B=2, I=4, H=5, dtype=np.float64):
     from lstm_c._validation import check_forward
 
     rng = np.random.default_rng(0)
-    args = check_forward(rng.standard_normal((T, B, I)), rng.standard_normal((4 * H, I)),
-                         rng.standard_normal((4 * H, H)), None, None, None, None, None, False)
+    args = check_forward(
+        rng.standard_normal((T, B, I)),
+        rng.standard_normal((4 * H, I)),
+        rng.standard_normal((4 * H, H)),
+        None,
+        None,
+        None,
+        None,
+        None,
+        False,
+    )
     work = functional._workspace(args, "training")
     return dict(
-        x=args.x.reshape(T * B, I), w_ih=args.w_ih, w_hh=args.w_hh, bias=args.bias, w_hr=None,
-        peephole=None, h=args.h0.copy(), c=args.c0.copy(), lengths=args.lengths, reverse=False,
-        batch_first=False, steps=T, num_threads=1, **work,
+        x=args.x.reshape(T * B, I),
+        w_ih=args.w_ih,
+        w_hh=args.w_hh,
+        bias=args.bias,
+        w_hr=None,
+        peephole=None,
+        h=args.h0.copy(),
+        c=args.c0.copy(),
+        lengths=args.lengths,
+        reverse=False,
+        batch_first=False,
+        steps=T,
+        num_threads=1,
+        **work,
     )
 
 
@@ -210,11 +232,14 @@ def test_a_swapped_buffer_is_refused_before_anything_is_written(swap):
         np.testing.assert_array_equal(kwargs[name], before[name])
 
 
-@pytest.mark.parametrize("name, value", [
-    ("lengths", np.array([3, 4], np.intp)),  # past T: the kernel would index past x
-    ("y", np.empty((5, 5))),
-    ("panels", np.empty(3)),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("lengths", np.array([3, 4], np.intp)),  # past T: the kernel would index past x
+        ("y", np.empty((5, 5))),
+        ("panels", np.empty(3)),
+    ],
+)
 def test_a_missized_buffer_or_bad_lengths_are_refused(name, value):
     from lstm_c import _lstm
 
@@ -245,8 +270,9 @@ def test_inference_chunks_cover_the_sequence():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("num_threads", [1, 2])
 @pytest.mark.parametrize("case", list(CASES))
-def test_inference_in_chunks_equals_the_training_forward_and_the_reference(case, num_threads, dtype,
-                                                                            small_chunks):
+def test_inference_in_chunks_equals_the_training_forward_and_the_reference(
+    case, num_threads, dtype, small_chunks
+):
     make, options = split(CASES[case])
     rng = np.random.default_rng(zlib.crc32(case.encode()))
     problem = make_problem(rng, **make, dtype=dtype)
@@ -257,8 +283,12 @@ def test_inference_in_chunks_equals_the_training_forward_and_the_reference(case,
     rtol = 1e-6 if dtype == np.float32 else 1e-14
     for name, a, b in zip(["y", "h_n", "c_n"], chunked, whole):
         np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol, err_msg=name)
-    assert_close(chunked, reference.lstm_forward(**problem, **options, training=False)[:3], dtype,
-                 names=["y", "h_n", "c_n"])
+    assert_close(
+        chunked,
+        reference.lstm_forward(**problem, **options, training=False)[:3],
+        dtype,
+        names=["y", "h_n", "c_n"],
+    )
 
 
 def test_inference_scratch_does_not_grow_with_the_sequence():

@@ -66,8 +66,9 @@ def test_unbatched_is_a_batch_of_one(config):
     # The same as a batch of one (in batch_first layout when the module is batch_first).
     xb = x[None] if m.batch_first else x[:, None]
     yb, (hb, cb) = m(xb, (hx[0][:, None], hx[1][:, None]))
-    dxb, (dhb, dcb) = m.backward(dy[None] if m.batch_first else dy[:, None],
-                                 (dhx[0][:, None], dhx[1][:, None]))
+    dxb, (dhb, dcb) = m.backward(
+        dy[None] if m.batch_first else dy[:, None], (dhx[0][:, None], dhx[1][:, None])
+    )
     np.testing.assert_allclose(y, yb[0] if m.batch_first else yb[:, 0], rtol=1e-14)
     np.testing.assert_allclose(h_n, hb[:, 0], rtol=1e-14)
     np.testing.assert_allclose(c_n, cb[:, 0], rtol=1e-14)
@@ -142,6 +143,7 @@ def test_gradients_match_finite_differences(config):
     check("c0", hx[1], dc0, lambda v: loss(x, (hx[0], v)))
     params = m.state_dict()
     for name, value in params.items():
+
         def perturb(v, name=name):
             m.load_state_dict({**params, name: v})
             return loss(x, hx)
@@ -165,7 +167,8 @@ def test_full_dropout_cuts_the_input_off():
 
 @pytest.mark.parametrize("unbatched", [False, True], ids=["batched", "unbatched"])
 @pytest.mark.parametrize(
-    "options", [dict(), dict(num_layers=3), dict(num_layers=2, proj_size=3, peephole=True)],
+    "options",
+    [dict(), dict(num_layers=3), dict(num_layers=2, proj_size=3, peephole=True)],
     ids=["one_layer", "stacked", "proj_peephole"],
 )
 def test_stepping_equals_one_forward(options, unbatched):
@@ -322,7 +325,7 @@ def test_seed_reproduces_parameters_and_masks():
     # Documented: drawn in state_dict order, uniform ±1/sqrt(H), from default_rng(seed).
     rng = np.random.default_rng(42)
     bound = 1 / math.sqrt(H)
-    for name, value in LSTM(I, H, seed=42, dtype=np.float64, **options).state_dict().items():
+    for value in LSTM(I, H, seed=42, dtype=np.float64, **options).state_dict().values():
         np.testing.assert_array_equal(value, rng.uniform(-bound, bound, value.shape))
     w_ih = param_name("weight_ih", 0)
     assert not np.array_equal(LSTM(I, H).state_dict()[w_ih], LSTM(I, H).state_dict()[w_ih])
@@ -354,8 +357,14 @@ def test_state_dict_names_shapes_and_copies():
     expected = {}
     for layer, inputs in ((0, I), (1, 4)):
         for reverse in (False, True):
-            shapes = dict(weight_ih=(4 * H, inputs), weight_hh=(4 * H, 2), bias_ih=(4 * H,), bias_hh=(4 * H,),
-                          weight_hr=(2, H), peephole=(3, H))
+            shapes = dict(
+                weight_ih=(4 * H, inputs),
+                weight_hh=(4 * H, 2),
+                bias_ih=(4 * H,),
+                bias_hh=(4 * H,),
+                weight_hr=(2, H),
+                peephole=(3, H),
+            )
             expected.update({param_name(kind, layer, reverse): shape for kind, shape in shapes.items()})
     assert {k: v.shape for k, v in sd.items()} == expected
     assert list(sd) == list(expected) == list(param_shapes(I, H, 2, 2, proj_size=2, peephole=True))
@@ -469,10 +478,23 @@ def test_deepcopy_gives_an_independent_module():
 
 def test_repr():
     assert repr(LSTM(I, H)) == "LSTM(4, 6)"
-    r = repr(LSTM(I, H, 2, batch_first=True, dropout=0.5, bidirectional=True, proj_size=3,
-                  peephole=True, dtype=np.float64))
-    assert r == ("LSTM(4, 6, num_layers=2, batch_first=True, dropout=0.5, bidirectional=True, "
-                 "proj_size=3, peephole=True, dtype=float64)")
+    r = repr(
+        LSTM(
+            I,
+            H,
+            2,
+            batch_first=True,
+            dropout=0.5,
+            bidirectional=True,
+            proj_size=3,
+            peephole=True,
+            dtype=np.float64,
+        )
+    )
+    assert r == (
+        "LSTM(4, 6, num_layers=2, batch_first=True, dropout=0.5, bidirectional=True, "
+        "proj_size=3, peephole=True, dtype=float64)"
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -513,11 +535,26 @@ def test_the_step_plan_refuses_arrays_that_do_not_fit():
     m = LSTM(3, 4, seed=0)
     plan = m._stepper()
     with pytest.raises(ValueError, match="x must be"):
-        plan.run_f(np.zeros((1, 5), np.float32), None, None, np.zeros((1, 1, 4), np.float32),
-                   np.zeros((1, 1, 4), np.float32))
+        plan.run_f(
+            np.zeros((1, 5), np.float32),
+            None,
+            None,
+            np.zeros((1, 1, 4), np.float32),
+            np.zeros((1, 1, 4), np.float32),
+        )
     with pytest.raises(ValueError, match="h0 must be"):
-        plan.run_f(np.zeros((2, 3), np.float32), np.zeros((1, 1, 4), np.float32), None,
-                   np.zeros((1, 2, 4), np.float32), np.zeros((1, 2, 4), np.float32))
+        plan.run_f(
+            np.zeros((2, 3), np.float32),
+            np.zeros((1, 1, 4), np.float32),
+            None,
+            np.zeros((1, 2, 4), np.float32),
+            np.zeros((1, 2, 4), np.float32),
+        )
     with pytest.raises(ValueError, match="parameter"):
-        _lstm.Stepper([(np.zeros((16, 2), np.float32), np.zeros((16, 4), np.float32), None, None,
-                        None, None)], 3, 4, 4, 4)
+        _lstm.Stepper(
+            [(np.zeros((16, 2), np.float32), np.zeros((16, 4), np.float32), None, None, None, None)],
+            3,
+            4,
+            4,
+            4,
+        )

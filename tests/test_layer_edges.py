@@ -28,8 +28,17 @@ T, B, I, H = 4, 3, 5, 6
 @pytest.mark.parametrize("batch_first", [False, True], ids=["time_major", "batch_first"])
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_any_layout_gives_the_same_answer_and_inputs_are_not_written(layout, batch_first):
-    m = LSTM(I, H, num_layers=2, bidirectional=True, proj_size=2, peephole=True, batch_first=batch_first,
-             dtype=np.float64, seed=4)
+    m = LSTM(
+        I,
+        H,
+        num_layers=2,
+        bidirectional=True,
+        proj_size=2,
+        peephole=True,
+        batch_first=batch_first,
+        dtype=np.float64,
+        seed=4,
+    )
     x, hx, dy, dhx = layer_inputs(m, np.random.default_rng(4), T, B)
     lengths = np.array([T, 0, 2])
     expected = layer_call(m, x, hx, lengths, dy, dhx)
@@ -80,8 +89,9 @@ DEGENERATE = {
 }
 CONFIGS = {
     "stacked_bidirectional": dict(num_layers=2, bidirectional=True),
-    "stacked_bidirectional_projection_peephole": dict(num_layers=3, bidirectional=True, proj_size=1,
-                                                      peephole=True),
+    "stacked_bidirectional_projection_peephole": dict(
+        num_layers=3, bidirectional=True, proj_size=1, peephole=True
+    ),
 }
 
 

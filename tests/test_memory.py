@@ -94,8 +94,11 @@ LIMIT_TRACED = 16 * 2**10  # bytes over 500 calls: 32 bytes a call (measured: un
 
 @needs_statm
 @not_under_asan
-@pytest.mark.parametrize("kind, dtype", [(dict(), np.float32), (dict(P=8, peephole=True, reverse=True), np.float64)],
-                         ids=["plain_float32", "projection_peephole_float64"])
+@pytest.mark.parametrize(
+    "kind, dtype",
+    [(dict(), np.float32), (dict(P=8, peephole=True, reverse=True), np.float64)],
+    ids=["plain_float32", "projection_peephole_float64"],
+)
 def test_thousands_of_forward_and_backward_calls_do_not_grow_memory(kind, dtype):
     rss, traced = growth(functional_work(dtype, **kind), calls=3000)
     assert rss < LIMIT_RSS, f"RSS grew by {rss / 2**20:.1f} MiB over 3000 calls"
@@ -124,14 +127,20 @@ def test_thousands_of_layer_calls_do_not_grow_memory():
 @not_under_asan
 def test_thousands_of_refused_calls_do_not_grow_memory():
     rng = np.random.default_rng(0)
-    x, w_ih, w_hh = rng.standard_normal((10, 8, 16)), rng.standard_normal((128, 16)), rng.standard_normal((128, 32))
+    x, w_ih, w_hh = (
+        rng.standard_normal((10, 8, 16)),
+        rng.standard_normal((128, 16)),
+        rng.standard_normal((128, 32)),
+    )
     _, _, _, cache = lstm_c.lstm_forward(x, w_ih, w_hh)
     bad_dy = np.zeros((10, 8, 31))
 
     def work():
-        for call in (lambda: lstm_c.lstm_forward(x, w_ih, w_hh, lengths=[11] * 8),
-                     lambda: lstm_c.lstm_backward(cache, bad_dy),
-                     lambda: lstm_c.lstm_forward(x.astype(np.float32), w_ih, w_hh)):
+        for call in (
+            lambda: lstm_c.lstm_forward(x, w_ih, w_hh, lengths=[11] * 8),
+            lambda: lstm_c.lstm_backward(cache, bad_dy),
+            lambda: lstm_c.lstm_forward(x.astype(np.float32), w_ih, w_hh),
+        ):
             try:
                 call()
             except (ValueError, TypeError):
@@ -154,7 +163,10 @@ def test_the_kernel_tests_pass_under_address_sanitizer(tmp_path):
     if shutil.which("gcc") is None or shutil.which("bash") is None:
         pytest.skip("needs bash and gcc")
     result = subprocess.run(
-        ["bash", SCRIPT], capture_output=True, text=True, timeout=3600,
+        ["bash", SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=3600,
         env={**os.environ, "PYTHON": sys.executable, "TMPDIR": str(tmp_path)},
     )
     tail = (result.stdout[-6000:] + "\n" + result.stderr[-6000:]).strip()

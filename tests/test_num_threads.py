@@ -29,7 +29,9 @@ def test_set_and_get_num_threads():
     assert lstm_c.get_num_threads() == lstm_c._lstm.omp_max_threads()
 
 
-@pytest.mark.parametrize("bad, error", [(0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError)])
+@pytest.mark.parametrize(
+    "bad, error", [(0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError)]
+)
 def test_set_num_threads_rejects_non_positive_ints(bad, error):
     with pytest.raises(error, match="num_threads"):
         lstm_c.set_num_threads(bad)
@@ -52,7 +54,10 @@ def test_set_num_threads_is_the_default_of_num_threads_argument():
 def test_omp_num_threads_sets_the_default(tmp_path):
     code = "import lstm_c; print(lstm_c.get_num_threads())"
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
     )
     assert done.returncode == 0, done.stderr

@@ -135,8 +135,12 @@ def test_nan_and_inf_stay_in_their_row(what, reverse, variant):
     # Every other row is bitwise what it is without the NaN or inf.
     np.testing.assert_array_equal(y[:, others], clean[0][0][:, others])
     np.testing.assert_array_equal(g.dx[:, others], clean[1].dx[:, others])
-    for name, a, b in [("h_n", h, clean[0][1]), ("c_n", c, clean[0][2]), ("dh0", g.dh0, clean[1].dh0),
-                       ("dc0", g.dc0, clean[1].dc0)]:
+    for name, a, b in [
+        ("h_n", h, clean[0][1]),
+        ("c_n", c, clean[0][2]),
+        ("dh0", g.dh0, clean[1].dh0),
+        ("dc0", g.dc0, clean[1].dc0),
+    ]:
         np.testing.assert_array_equal(a[others], b[others], err_msg=name)
     if what.startswith("nan"):
         # The row itself is NaN from where the NaN enters, and so is every sum over positions.
@@ -168,10 +172,15 @@ def float32_vs_float64(seed, reverse, T=1000, B=8, I=16, H=64, P=0, peephole=Fal
     rng = np.random.default_rng(seed)
     bound = 1 / np.sqrt(H)  # PyTorch's initialisation of weights and biases
     out = P or H
-    p = dict(x=rng.standard_normal((T, B, I)), w_ih=rng.uniform(-bound, bound, (4 * H, I)),
-             w_hh=rng.uniform(-bound, bound, (4 * H, out)), b_ih=rng.uniform(-bound, bound, 4 * H),
-             b_hh=rng.uniform(-bound, bound, 4 * H), h0=rng.standard_normal((B, out)) * 0.5,
-             c0=rng.standard_normal((B, H)))
+    p = dict(
+        x=rng.standard_normal((T, B, I)),
+        w_ih=rng.uniform(-bound, bound, (4 * H, I)),
+        w_hh=rng.uniform(-bound, bound, (4 * H, out)),
+        b_ih=rng.uniform(-bound, bound, 4 * H),
+        b_hh=rng.uniform(-bound, bound, 4 * H),
+        h0=rng.standard_normal((B, out)) * 0.5,
+        c0=rng.standard_normal((B, H)),
+    )
     if P:
         p["w_hr"] = rng.uniform(-bound, bound, (P, H))
     if peephole:

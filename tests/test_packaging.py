@@ -30,7 +30,8 @@ def _stub_functions() -> dict[str, ast.FunctionDef]:
 
 def test_stubs_cover_exactly_the_compiled_modules_functions():
     public = {
-        name for name, value in vars(_lstm).items()
+        name
+        for name, value in vars(_lstm).items()
         if not name.startswith("_") and callable(value) and not inspect.isclass(value)
     }
     assert set(_stub_functions()) == public
@@ -49,8 +50,10 @@ def test_openmp_threads_are_at_least_one():
         assert _lstm.omp_max_threads() == 1
 
 
-@pytest.mark.skipif(os.environ.get("LSTM_C_REQUIRE_OPENMP") != "1",
-                    reason="set LSTM_C_REQUIRE_OPENMP=1 to require an OpenMP build (wheel CI does)")
+@pytest.mark.skipif(
+    os.environ.get("LSTM_C_REQUIRE_OPENMP") != "1",
+    reason="set LSTM_C_REQUIRE_OPENMP=1 to require an OpenMP build (wheel CI does)",
+)
 def test_built_with_openmp_where_required():
     assert lstm_c.openmp_enabled(), "this build of lstm_c has no OpenMP: its kernels run on one thread"
 

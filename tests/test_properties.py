@@ -28,8 +28,12 @@ from hypothesis import strategies as st  # noqa: E402
 import lstm_c  # noqa: E402
 from lstm_c import LSTM, reference  # noqa: E402
 
-SETTINGS = dict(deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = dict(
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @st.composite
@@ -39,14 +43,24 @@ def problems(draw, max_T=6, max_B=5, max_I=9, max_H=9):
     I = draw(st.integers(1, max_I))
     H = draw(st.integers(1, max_H))
     P = draw(st.one_of(st.just(0), st.integers(1, H - 1))) if H > 1 else 0
-    lengths = draw(st.one_of(
-        st.none(),
-        st.lists(st.one_of(st.sampled_from([0, T]), st.integers(0, T)), min_size=B, max_size=B),
-    ))
+    lengths = draw(
+        st.one_of(
+            st.none(),
+            st.lists(st.one_of(st.sampled_from([0, T]), st.integers(0, T)), min_size=B, max_size=B),
+        )
+    )
     return dict(
-        T=T, B=B, I=I, H=H, P=P, lengths=lengths,
-        peephole=draw(st.booleans()), bias=draw(st.booleans()), state=draw(st.booleans()),
-        reverse=draw(st.booleans()), batch_first=draw(st.booleans()),
+        T=T,
+        B=B,
+        I=I,
+        H=H,
+        P=P,
+        lengths=lengths,
+        peephole=draw(st.booleans()),
+        bias=draw(st.booleans()),
+        state=draw(st.booleans()),
+        reverse=draw(st.booleans()),
+        batch_first=draw(st.booleans()),
         dtype=draw(st.sampled_from([np.float32, np.float64])),
         output_grads=draw(st.sampled_from(["all", "dy_only", "state_only", "none"])),
         seed=draw(st.integers(0, 2**32 - 1)),
@@ -56,9 +70,19 @@ def problems(draw, max_T=6, max_B=5, max_I=9, max_H=9):
 def arrays(spec):
     """The drawn problem as arrays (values from a seeded NumPy generator)."""
     rng = np.random.default_rng(spec["seed"])
-    p = make_problem(rng, spec["T"], spec["B"], spec["I"], spec["H"], spec["dtype"], P=spec["P"],
-                     peephole=spec["peephole"], batch_first=spec["batch_first"], bias=spec["bias"],
-                     state=spec["state"])
+    p = make_problem(
+        rng,
+        spec["T"],
+        spec["B"],
+        spec["I"],
+        spec["H"],
+        spec["dtype"],
+        P=spec["P"],
+        peephole=spec["peephole"],
+        batch_first=spec["batch_first"],
+        bias=spec["bias"],
+        state=spec["state"],
+    )
     grads = grads_for(rng, p, batch_first=spec["batch_first"], which=spec["output_grads"])
     options = dict(lengths=spec["lengths"], reverse=spec["reverse"], batch_first=spec["batch_first"])
     return p, grads, options
@@ -97,11 +121,19 @@ def test_kernels_match_the_reference_on_several_threads(spec, num_threads):
 def layers(draw):
     H = draw(st.integers(1, 6))
     return dict(
-        T=draw(st.integers(0, 4)), B=draw(st.integers(0, 4)), I=draw(st.integers(1, 5)), H=H,
-        num_layers=draw(st.integers(1, 3)), bidirectional=draw(st.booleans()),
-        proj_size=draw(st.integers(0, H - 1)), peephole=draw(st.booleans()), bias=draw(st.booleans()),
-        batch_first=draw(st.booleans()), with_lengths=draw(st.booleans()),
-        dtype=draw(st.sampled_from([np.float32, np.float64])), seed=draw(st.integers(0, 2**32 - 1)),
+        T=draw(st.integers(0, 4)),
+        B=draw(st.integers(0, 4)),
+        I=draw(st.integers(1, 5)),
+        H=H,
+        num_layers=draw(st.integers(1, 3)),
+        bidirectional=draw(st.booleans()),
+        proj_size=draw(st.integers(0, H - 1)),
+        peephole=draw(st.booleans()),
+        bias=draw(st.booleans()),
+        batch_first=draw(st.booleans()),
+        with_lengths=draw(st.booleans()),
+        dtype=draw(st.sampled_from([np.float32, np.float64])),
+        seed=draw(st.integers(0, 2**32 - 1)),
     )
 
 
@@ -109,9 +141,18 @@ def layers(draw):
 @given(layers())
 def test_the_layer_matches_the_reference_stack(spec):
     T, B, I, H, dtype = spec["T"], spec["B"], spec["I"], spec["H"], spec["dtype"]
-    m = LSTM(I, H, spec["num_layers"], bias=spec["bias"], batch_first=spec["batch_first"],
-             bidirectional=spec["bidirectional"], proj_size=spec["proj_size"], peephole=spec["peephole"],
-             dtype=dtype, seed=spec["seed"] % 1000)
+    m = LSTM(
+        I,
+        H,
+        spec["num_layers"],
+        bias=spec["bias"],
+        batch_first=spec["batch_first"],
+        bidirectional=spec["bidirectional"],
+        proj_size=spec["proj_size"],
+        peephole=spec["peephole"],
+        dtype=dtype,
+        seed=spec["seed"] % 1000,
+    )
     rng = np.random.default_rng(spec["seed"])
     x, hx, dy, dhx = layer_inputs(m, rng, T, B)
     lengths = rng.integers(0, T + 1, B) if spec["with_lengths"] else None

@@ -66,9 +66,15 @@ def test_gradients_match_finite_differences(case):
 
     grads = reference.lstm_backward(cache, r_y, r_h, r_c)
     analytic = {
-        "x": grads.dx, "w_ih": grads.dw_ih, "w_hh": grads.dw_hh,
-        "b_ih": grads.db, "b_hh": grads.db, "h0": grads.dh0, "c0": grads.dc0,
-        "w_hr": grads.dw_hr, "peephole": grads.dpeephole,
+        "x": grads.dx,
+        "w_ih": grads.dw_ih,
+        "w_hh": grads.dw_hh,
+        "b_ih": grads.db,
+        "b_hh": grads.db,
+        "h0": grads.dh0,
+        "c0": grads.dc0,
+        "w_hr": grads.dw_hr,
+        "peephole": grads.dpeephole,
     }
     assert (grads.dw_hr is None) == ("w_hr" not in inputs)
     assert (grads.dpeephole is None) == ("peephole" not in inputs)
@@ -102,9 +108,7 @@ def test_backward_none_means_zeros():
         assert_array_equal(a, b)
         assert not np.any(a)
     only_h = reference.lstm_backward(cache, dh_n=np.ones_like(h_n))
-    explicit = reference.lstm_backward(
-        cache, np.zeros_like(y), np.ones_like(h_n), np.zeros_like(c_n)
-    )
+    explicit = reference.lstm_backward(cache, np.zeros_like(y), np.ones_like(h_n), np.zeros_like(c_n))
     for a, b in zip(only_h, explicit):
         assert_array_equal(a, b)
 
@@ -151,12 +155,11 @@ def test_reverse_gradients_match_flipped_forward():
     grads = reference.lstm_backward(cache, dy, dh, dc)
     dw_ih = np.zeros_like(grads.dw_ih)
     for b, n in enumerate(LENGTHS):
-        alone = dict(inputs, x=inputs["x"][:n, b : b + 1][::-1],
-                     h0=inputs["h0"][b : b + 1], c0=inputs["c0"][b : b + 1])
-        _, _, _, cache_a = forward(alone)
-        g_a = reference.lstm_backward(
-            cache_a, dy[:n, b : b + 1][::-1], dh[b : b + 1], dc[b : b + 1]
+        alone = dict(
+            inputs, x=inputs["x"][:n, b : b + 1][::-1], h0=inputs["h0"][b : b + 1], c0=inputs["c0"][b : b + 1]
         )
+        _, _, _, cache_a = forward(alone)
+        g_a = reference.lstm_backward(cache_a, dy[:n, b : b + 1][::-1], dh[b : b + 1], dc[b : b + 1])
         assert_allclose(grads.dx[:n, b], g_a.dx[::-1, 0], rtol=1e-10, atol=1e-13)
         assert_allclose(grads.dh0[b], g_a.dh0[0], rtol=1e-10, atol=1e-13)
         assert_allclose(grads.dc0[b], g_a.dc0[0], rtol=1e-10, atol=1e-13)
@@ -278,9 +281,7 @@ def test_empty_batch():
 def test_defaults_are_zeros():
     rng = np.random.default_rng(20)
     inputs = make_problem(rng, 3, 2, 2, 3)
-    explicit = dict(
-        inputs, b_ih=np.zeros(12), b_hh=np.zeros(12), h0=np.zeros((2, 3)), c0=np.zeros((2, 3))
-    )
+    explicit = dict(inputs, b_ih=np.zeros(12), b_hh=np.zeros(12), h0=np.zeros((2, 3)), c0=np.zeros((2, 3)))
     y, h_n, c_n, _ = forward(explicit)
     y2, h2, c2, _ = reference.lstm_forward(inputs["x"], inputs["w_ih"], inputs["w_hh"])
     assert_identical((y2, h2, c2), (y, h_n, c_n))

@@ -44,8 +44,11 @@ def recording(api):
 
     def lstm_forward(x, w_ih, *args, **kwargs):
         result = api.lstm_forward(x, w_ih, *args, **kwargs)
-        calls.forward.append(SimpleNamespace(x=x, w_ih=w_ih, h0=args[3], c0=args[4], kwargs=kwargs,
-                                             y=result[0], cache=result[3]))
+        calls.forward.append(
+            SimpleNamespace(
+                x=x, w_ih=w_ih, h0=args[3], c0=args[4], kwargs=kwargs, y=result[0], cache=result[3]
+            )
+        )
         return result
 
     def lstm_backward(cache, dy, dh_n, dc_n, **kwargs):
@@ -69,8 +72,16 @@ def test_the_stack_wires_layers_and_directions(dropout):
     masks = {layer: np.random.default_rng(layer).integers(0, 2, (5, 2, 4)) * 2.0 for layer in (1, 2)}
     api, calls = recording(reference)
     y, h_n, c_n, trace = stack_forward(
-        api, params, names, D, x, *hx, lengths=[5, 3], training=True,
-        dropout_mask=(lambda layer, shape: masks[layer]) if dropout else None, num_threads=1,
+        api,
+        params,
+        names,
+        D,
+        x,
+        *hx,
+        lengths=[5, 3],
+        training=True,
+        dropout_mask=(lambda layer, shape: masks[layer]) if dropout else None,
+        num_threads=1,
     )
     assert len(calls.forward) == L * D
     for k, call in enumerate(calls.forward):
@@ -82,7 +93,9 @@ def test_the_stack_wires_layers_and_directions(dropout):
         if layer == 0:
             assert call.x is x
         else:  # the previous layer's outputs, [forward, reverse], times its dropout mask
-            below = np.concatenate([calls.forward[k - direction - D].y, calls.forward[k - direction - D + 1].y], -1)
+            below = np.concatenate(
+                [calls.forward[k - direction - D].y, calls.forward[k - direction - D + 1].y], -1
+            )
             np.testing.assert_array_equal(call.x, below * masks[layer] if dropout else below)
     np.testing.assert_array_equal(y, np.concatenate([calls.forward[-2].y, calls.forward[-1].y], -1))
     assert trace.masks == ([masks[1], masks[2]] if dropout else [None, None])
@@ -97,11 +110,11 @@ def test_the_stack_wires_layers_and_directions(dropout):
         assert same(call.dh_n, dhx[0][k]) and same(call.dc_n, dhx[1][k])
         np.testing.assert_array_equal(dh0[k], call.grads.dh0)
         if layer == L - 1:
-            np.testing.assert_array_equal(call.dy, dy[..., direction * 2:(direction + 1) * 2])
+            np.testing.assert_array_equal(call.dy, dy[..., direction * 2 : (direction + 1) * 2])
         else:  # the gradient of this layer's half of the next layer's input
             above = [by_cache[id(calls.forward[(layer + 1) * D + d].cache)].grads.dx for d in range(D)]
             d_input = (above[0] + above[1]) * (masks[layer + 1] if dropout else 1)
-            np.testing.assert_array_equal(call.dy, d_input[..., direction * 2:(direction + 1) * 2])
+            np.testing.assert_array_equal(call.dy, d_input[..., direction * 2 : (direction + 1) * 2])
         assert grads[names[k].w_ih] is call.grads.dw_ih and grads[names[k].w_hr] is call.grads.dw_hr
         np.testing.assert_array_equal(grads[names[k].b_hh], grads[names[k].b_ih])
     first = [by_cache[id(calls.forward[d].cache)].grads.dx for d in range(D)]

@@ -122,8 +122,13 @@ def test_training_converges_from_other_random_seeds_too(seed):
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     # Run outside the source tree: `python -m` puts the working directory on sys.path.
-    return subprocess.run([sys.executable, "-m", "lstm_c", "demo"], capture_output=True, text=True,
-                          cwd=tmp_path_factory.mktemp("demo"), timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "lstm_c", "demo"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path_factory.mktemp("demo"),
+        timeout=300,
+    )
 
 
 def test_demo_command_prints_the_memories_and_predictions(demo):
@@ -138,7 +143,8 @@ def test_demo_command_trains_first_then_shows_the_hand_set_weights(demo):
     out = demo.stdout
     found = re.search(
         r"Trained: day 5 predicted (-?\d+\.\d+) for company A \(target 0\.0\) and (-?\d+\.\d+) "
-        r"for company B \(target 1\.0\)", out
+        r"for company B \(target 1\.0\)",
+        out,
     )
     assert found, out
     assert abs(float(found.group(1)) - 0.0) <= 0.1

@@ -51,8 +51,12 @@ def run_child(tmp_path, *counts: int, **stack_env: str) -> dict[int, list[str]]:
     """{n: ["ok"] or ["RuntimeError", message]} for ensure_threads(n) under the limit."""
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_STACKSIZE", "GOMP_STACKSIZE")}
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, *map(str, counts)], cwd=tmp_path, capture_output=True, text=True,
-        timeout=300, env={**env, **stack_env},
+        [sys.executable, "-c", CHILD, *map(str, counts)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**env, **stack_env},
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.split("\n")

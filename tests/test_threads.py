@@ -48,7 +48,9 @@ def job(rng, T, B, I, H, dtype, P=0, batch_first=False):
 
 
 def forward_backward(w, j, num_threads, **options):
-    y, h, c, cache = lstm_c.lstm_forward(j["x"], **w, lengths=j["lengths"], num_threads=num_threads, **options)
+    y, h, c, cache = lstm_c.lstm_forward(
+        j["x"], **w, lengths=j["lengths"], num_threads=num_threads, **options
+    )
     g = lstm_c.lstm_backward(cache, j["dy"], j["dh_n"], j["dc_n"], num_threads=num_threads)
     return (y, h, c) + tuple(a for a in g if a is not None)
 
@@ -79,7 +81,9 @@ def test_threads_on_shared_weights_get_the_serial_results(sizes, dtype):
     serial = [forward_backward(w, j, threads, reverse=reverse) for j, threads, reverse in jobs]
     with ThreadPoolExecutor(max_workers=4) as pool:
         for _ in range(3):
-            futures = [pool.submit(forward_backward, w, j, threads, reverse=reverse) for j, threads, reverse in jobs]
+            futures = [
+                pool.submit(forward_backward, w, j, threads, reverse=reverse) for j, threads, reverse in jobs
+            ]
             for result, expected in zip((f.result() for f in futures), serial):
                 assert_identical(result, expected)
 
@@ -142,9 +146,12 @@ def test_a_forward_in_another_thread_cannot_corrupt_a_held_cache():
         count = 0
         while not stop.is_set() or count < 3:
             j = others[k % len(others)]
-            out = lstm_c.lstm_forward(j["x"], **w, lengths=j["lengths"], training=bool(count % 2),
-                                      num_threads=1 + count % 2)
-            assert not np.shares_memory(out[0], y) and (out[3] is None or not np.shares_memory(out[3].act, cache.act))
+            out = lstm_c.lstm_forward(
+                j["x"], **w, lengths=j["lengths"], training=bool(count % 2), num_threads=1 + count % 2
+            )
+            assert not np.shares_memory(out[0], y) and (
+                out[3] is None or not np.shares_memory(out[3].act, cache.act)
+            )
             count += 1
         return count
 
@@ -153,7 +160,9 @@ def test_a_forward_in_another_thread_cannot_corrupt_a_held_cache():
         try:
             for _ in range(20):
                 g = lstm_c.lstm_backward(cache, mine["dy"], mine["dh_n"], mine["dc_n"], num_threads=2)
-                assert_identical(tuple(a for a in g if a is not None), tuple(a for a in expected if a is not None))
+                assert_identical(
+                    tuple(a for a in g if a is not None), tuple(a for a in expected if a is not None)
+                )
         finally:
             stop.set()
         assert all(f.result() >= 3 for f in churners)
@@ -221,8 +230,10 @@ def test_the_gil_is_released_inside_the_kernels(switches_only_when_a_thread_wait
     spy_on_kernels(monkeypatch, enter, lambda: seen.append(counter[0]))
     w, j = long_call()
     y, h, c, cache = lstm_c.lstm_forward(j["x"], **w, lengths=j["lengths"], num_threads=1)
-    for call in (lambda: lstm_c.lstm_forward(j["x"], **w, lengths=j["lengths"], num_threads=1),
-                 lambda: lstm_c.lstm_backward(cache, j["dy"], j["dh_n"], j["dc_n"], num_threads=1)):
+    for call in (
+        lambda: lstm_c.lstm_forward(j["x"], **w, lengths=j["lengths"], num_threads=1),
+        lambda: lstm_c.lstm_backward(cache, j["dy"], j["dh_n"], j["dc_n"], num_threads=1),
+    ):
         counter[0] = 0
         started.clear()
         del seen[:]
@@ -290,8 +301,17 @@ def test_results_repeat_bitwise_for_a_thread_count(case, threads):
 
 
 def lstm_run(threads):
-    m = LSTM(16, 80, num_layers=2, bidirectional=True, proj_size=24, peephole=True, dropout=0.2,
-             dtype=np.float32, seed=8)
+    m = LSTM(
+        16,
+        80,
+        num_layers=2,
+        bidirectional=True,
+        proj_size=24,
+        peephole=True,
+        dropout=0.2,
+        dtype=np.float32,
+        seed=8,
+    )
     m.num_threads = threads
     x = np.random.default_rng(8).standard_normal((6, 40, 16)).astype(np.float32)
     lengths = np.arange(40) % 7
@@ -325,8 +345,9 @@ def test_results_repeat_bitwise_in_a_fresh_process(threads, tmp_path):
     w, j, options = reproducible_case(case)
     here = [digest(forward_backward(w, j, threads, **options)), digest(lstm_run(threads))]
     script = _CHILD.format(path=[os.path.dirname(os.path.abspath(__file__))], case=case, threads=threads)
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == here
 
@@ -343,7 +364,9 @@ def _in_child(connection, case, threads):
 
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork on this OS")
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
-@pytest.mark.parametrize("child_threads", [2, None, 1], ids=["child_2_threads", "child_default", "child_1_thread"])
+@pytest.mark.parametrize(
+    "child_threads", [2, None, 1], ids=["child_2_threads", "child_default", "child_1_thread"]
+)
 def test_a_forked_child_can_use_the_kernels_after_the_parent_did(child_threads):
     """The parent runs the kernels on 2 threads (OpenMP starts its thread pool), then a
     child made by fork() runs them again. The child must finish, not hang.

@@ -31,7 +31,8 @@ CASES = {
     "lengths": (dict(num_layers=2), dict(lengths=LENGTHS)),
     "lengths_bidirectional_hx": (dict(num_layers=2, bidirectional=True), dict(lengths=LENGTHS, hx=True)),
     "lengths_batch_first_bidirectional": (
-        dict(num_layers=2, bidirectional=True, batch_first=True), dict(lengths=LENGTHS, hx=True)
+        dict(num_layers=2, bidirectional=True, batch_first=True),
+        dict(lengths=LENGTHS, hx=True),
     ),
     "unbatched": (dict(num_layers=2), dict(unbatched=True)),
     "unbatched_bidirectional_hx": (dict(num_layers=2, bidirectional=True), dict(unbatched=True, hx=True)),
@@ -40,7 +41,8 @@ CASES = {
     "proj": (dict(proj_size=3), dict(hx=True)),
     "proj_stacked_bidirectional": (dict(num_layers=2, bidirectional=True, proj_size=4), dict(hx=True)),
     "proj_lengths_batch_first_bidirectional": (
-        dict(num_layers=2, bidirectional=True, proj_size=2, batch_first=True), dict(lengths=LENGTHS, hx=True)
+        dict(num_layers=2, bidirectional=True, proj_size=2, batch_first=True),
+        dict(lengths=LENGTHS, hx=True),
     ),
     "proj_unbatched": (dict(num_layers=2, proj_size=3), dict(unbatched=True, hx=True)),
 }

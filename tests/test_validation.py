@@ -32,8 +32,11 @@ FORWARD_CASES = {
     "x_2d": (dict(x=np.zeros((T, I))), ValueError, ["x must be 3-D", "(4, 5)"]),
     "x_4d": (dict(x=np.zeros((T, B, I, 1))), ValueError, ["x", "3-D"]),
     "x_0d": (dict(x=np.float64(1.0)), ValueError, ["x", "3-D", "0-D"]),
-    "x_ragged": (dict(x=[[[0.0] * I] * B] * (T - 1) + [[[0.0] * I] * (B - 1)]), ValueError,
-                 ["x", "could not be converted"]),
+    "x_ragged": (
+        dict(x=[[[0.0] * I] * B] * (T - 1) + [[[0.0] * I] * (B - 1)]),
+        ValueError,
+        ["x", "could not be converted"],
+    ),
     "x_none": (dict(x=None), TypeError, ["x", "real numbers", "object"]),
     "x_strings": (dict(x=np.full((T, B, I), "a")), TypeError, ["x", "real numbers"]),
     "x_bytes": (dict(x=np.zeros((T, B, I), "S1")), TypeError, ["x", "real numbers"]),
@@ -41,7 +44,11 @@ FORWARD_CASES = {
     "float16": (dict(x=np.zeros((T, B, I), np.float16)), TypeError, ["x", "float16", "float32 or float64"]),
     "w_ih_none": (dict(w_ih=None), TypeError, ["w_ih", "real numbers"]),
     "w_ih_columns": (dict(w_ih=np.zeros((4 * H, I + 1))), ValueError, ["w_ih", "input_size", "(24, 6)"]),
-    "w_ih_rows_not_4h": (dict(w_ih=np.zeros((4 * H + 1, I))), ValueError, ["w_ih", "4*hidden_size", "(25, 5)"]),
+    "w_ih_rows_not_4h": (
+        dict(w_ih=np.zeros((4 * H + 1, I))),
+        ValueError,
+        ["w_ih", "4*hidden_size", "(25, 5)"],
+    ),
     "w_ih_no_rows": (dict(w_ih=np.zeros((0, I))), ValueError, ["w_ih", "hidden_size >= 1", "(0, 5)"]),
     "w_ih_1d": (dict(w_ih=np.zeros(4 * H)), ValueError, ["w_ih", "2-D"]),
     "w_hh_none": (dict(w_hh=None), TypeError, ["w_hh", "real numbers"]),
@@ -49,27 +56,41 @@ FORWARD_CASES = {
     "w_hh_too_few_columns": (dict(w_hh=np.zeros((4 * H, H - 1))), ValueError, ["w_hh", "(24, 6)", "(24, 5)"]),
     "w_hh_transposed": (dict(w_hh=np.zeros((H, 4 * H))), ValueError, ["w_hh", "(24, 6)", "(6, 24)"]),
     "string_w_hh": (dict(w_hh=np.full((4 * H, H), "a")), TypeError, ["w_hh", "real"]),
-    "mixed_dtypes": (dict(w_hh=np.zeros((4 * H, H), np.float32)), TypeError,
-                     ["mixed", "x is float64", "w_hh is float32"]),
+    "mixed_dtypes": (
+        dict(w_hh=np.zeros((4 * H, H), np.float32)),
+        TypeError,
+        ["mixed", "x is float64", "w_hh is float32"],
+    ),
     "b_ih_shape": (dict(b_ih=np.zeros(4 * H + 1)), ValueError, ["b_ih", "(24,)", "(25,)"]),
     "b_ih_ragged": (dict(b_ih=[[0.0] * 4 * H, [0.0]]), ValueError, ["b_ih", "could not be converted"]),
     "b_hh_2d": (dict(b_hh=np.zeros((1, 4 * H))), ValueError, ["b_hh", "1-D"]),
     "b_hh_complex": (dict(b_hh=np.zeros(4 * H, complex)), TypeError, ["b_hh", "real", "complex128"]),
     "h0_shape": (dict(h0=np.zeros((B + 1, H))), ValueError, ["h0", "(3, 6)", "(4, 6)"]),
     "h0_mixed": (dict(h0=np.zeros((B, H), np.float32)), TypeError, ["mixed", "h0 is float32"]),
-    "h0_hidden_with_projection": (dict(w_hr=np.zeros((2, H))), ValueError,
-                                  ["w_hh", "proj_size", "(24, 2)"]),
+    "h0_hidden_with_projection": (dict(w_hr=np.zeros((2, H))), ValueError, ["w_hh", "proj_size", "(24, 2)"]),
     "c0_shape": (dict(c0=np.zeros((B, H, 1))), ValueError, ["c0", "2-D"]),
     "c0_complex": (dict(c0=np.zeros((B, H), complex)), TypeError, ["c0", "real", "complex128"]),
     "c0_transposed": (dict(c0=np.zeros((H, B))), ValueError, ["c0", "(3, 6)", "(6, 3)"]),
-    "w_hr_columns": (dict(w_hr=np.zeros((3, H + 1))), ValueError, ["w_hr", "(proj_size, hidden_size)", "(3, 7)"]),
-    "w_hh_not_projected": (dict(w_hr=np.zeros((3, H))), ValueError, ["w_hh", "proj_size", "(24, 3)", "(24, 6)"]),
+    "w_hr_columns": (
+        dict(w_hr=np.zeros((3, H + 1))),
+        ValueError,
+        ["w_hr", "(proj_size, hidden_size)", "(3, 7)"],
+    ),
+    "w_hh_not_projected": (
+        dict(w_hr=np.zeros((3, H))),
+        ValueError,
+        ["w_hh", "proj_size", "(24, 3)", "(24, 6)"],
+    ),
     "w_hr_no_rows": (dict(w_hr=np.zeros((0, H))), ValueError, ["w_hr", "P >= 1", "(0, 6)"]),
     "w_hr_1d": (dict(w_hr=np.zeros(H)), ValueError, ["w_hr", "(proj_size, hidden_size)", "(6,)"]),
     "peephole_shape": (dict(peephole=np.zeros((4, H))), ValueError, ["peephole", "(3, 6)", "(4, 6)"]),
     "peephole_1d": (dict(peephole=np.zeros(3 * H)), ValueError, ["peephole", "2-D", "(18,)"]),
     "peephole_complex": (dict(peephole=np.zeros((3, H), complex)), TypeError, ["peephole", "real"]),
-    "peephole_mixed": (dict(peephole=np.zeros((3, H), np.float32)), TypeError, ["mixed", "peephole is float32"]),
+    "peephole_mixed": (
+        dict(peephole=np.zeros((3, H), np.float32)),
+        TypeError,
+        ["mixed", "peephole is float32"],
+    ),
     "lengths_too_long": (dict(lengths=[1, 2, T + 1]), ValueError, ["lengths", "[0, 4]", "5"]),
     "lengths_negative": (dict(lengths=[1, -1, 2]), ValueError, ["lengths", "-1"]),
     "lengths_count": (dict(lengths=[1, 2]), ValueError, ["lengths", "(3,)", "(2,)"]),
@@ -78,19 +99,29 @@ FORWARD_CASES = {
     "lengths_2d": (dict(lengths=np.full((B, 1), T)), ValueError, ["lengths", "(3,)", "(3, 1)"]),
     "lengths_scalar": (dict(lengths=T), ValueError, ["lengths", "(3,)", "()"]),
     "lengths_bool": (dict(lengths=np.ones(B, bool)), TypeError, ["lengths", "integers", "bool"]),
-    "lengths_object": (dict(lengths=np.array([1, 2, 3], object)), TypeError, ["lengths", "integers", "object"]),
+    "lengths_object": (
+        dict(lengths=np.array([1, 2, 3], object)),
+        TypeError,
+        ["lengths", "integers", "object"],
+    ),
     "lengths_ragged": (dict(lengths=[[1], [2, 3], [3]]), ValueError, ["lengths", "could not be converted"]),
     "lengths_string": (dict(lengths="123"), TypeError, ["lengths", "integers"]),
-    "lengths_huge_unsigned": (dict(lengths=np.array([2**63, 1, 1], np.uint64)), ValueError,
-                              ["lengths", "[0, 4]", str(2**63)]),
+    "lengths_huge_unsigned": (
+        dict(lengths=np.array([2**63, 1, 1], np.uint64)),
+        ValueError,
+        ["lengths", "[0, 4]", str(2**63)],
+    ),
     "batch_first_string": (dict(batch_first="False"), TypeError, ["batch_first", "True or False", "'False'"]),
     "batch_first_none": (dict(batch_first=None), TypeError, ["batch_first", "None"]),
     "batch_first_two": (dict(batch_first=2), TypeError, ["batch_first", "2"]),
     "num_threads_zero": (dict(num_threads=0), ValueError, ["num_threads", ">= 1"]),
     "num_threads_float": (dict(num_threads=2.0), TypeError, ["num_threads"]),
     "num_threads_huge": (dict(num_threads=2**40), ValueError, ["num_threads", "<=", str(2**40)]),
-    "num_threads_above_max": (dict(num_threads=MAX_THREADS + 1), ValueError,
-                              ["num_threads", f"<= {MAX_THREADS}", str(MAX_THREADS + 1)]),
+    "num_threads_above_max": (
+        dict(num_threads=MAX_THREADS + 1),
+        ValueError,
+        ["num_threads", f"<= {MAX_THREADS}", str(MAX_THREADS + 1)],
+    ),
     "num_threads_negative": (dict(num_threads=-2), ValueError, ["num_threads", ">= 1", "-2"]),
     "num_threads_string": (dict(num_threads="2"), TypeError, ["num_threads", "'2'"]),
 }
@@ -184,15 +215,24 @@ def test_caches_are_not_interchangeable_between_kernels_and_reference():
 
 
 BACKWARD_CASES = {
-    "dy_ragged": (dict(dy=[[[0.0] * H] * B] * (T - 1) + [[[0.0]]]), ValueError, ["dy", "could not be converted"]),
+    "dy_ragged": (
+        dict(dy=[[[0.0] * H] * B] * (T - 1) + [[[0.0]]]),
+        ValueError,
+        ["dy", "could not be converted"],
+    ),
     "dy_complex": (dict(dy=np.zeros((T, B, H), complex)), TypeError, ["dy", "real", "complex128"]),
     "dy_1d": (dict(dy=np.zeros(T * B * H)), ValueError, ["dy", "3-D", "(72,)"]),
     "dy_seq_len": (dict(dy=np.zeros((T - 1, B, H))), ValueError, ["dy", "(4, 3, 6)", "(3, 3, 6)"]),
-    "dy_time_major_for_batch_first": (dict(batch_first=True, dy=np.zeros((T, B, H))), ValueError,
-                                      ["dy", "(batch, seq_len, hidden_size)", "(3, 4, 6)", "(4, 3, 6)"]),
-    "dy_hidden_with_projection": (dict(w_hr=np.ones((2, H)) * 0.1, w_hh=np.zeros((4 * H, 2)), h0=None,
-                                       dy=np.zeros((T, B, H))), ValueError,
-                                  ["dy", "proj_size", "(4, 3, 2)", "(4, 3, 6)"]),
+    "dy_time_major_for_batch_first": (
+        dict(batch_first=True, dy=np.zeros((T, B, H))),
+        ValueError,
+        ["dy", "(batch, seq_len, hidden_size)", "(3, 4, 6)", "(4, 3, 6)"],
+    ),
+    "dy_hidden_with_projection": (
+        dict(w_hr=np.ones((2, H)) * 0.1, w_hh=np.zeros((4 * H, 2)), h0=None, dy=np.zeros((T, B, H))),
+        ValueError,
+        ["dy", "proj_size", "(4, 3, 2)", "(4, 3, 6)"],
+    ),
     "dh_n_mixed": (dict(dh_n=np.zeros((B, H), np.float32)), TypeError, ["mixed", "dh_n is float32"]),
     "dh_n_strings": (dict(dh_n=np.full((B, H), "a")), TypeError, ["dh_n", "real"]),
     "dc_n_transposed": (dict(dc_n=np.zeros((H, B))), ValueError, ["dc_n", "(3, 6)", "(6, 3)"]),
@@ -235,12 +275,15 @@ def change_in_place(p, what):
 
 
 @APIS
-@pytest.mark.parametrize("what, name, shape", [
-    ("w_hh_resized", "w_hh", "(1, 1)"),
-    ("x_reshaped", "x", "(12, 5)"),
-    ("w_ih_retyped", "w_ih", "float32"),
-    ("peephole_resized", "peephole", "(1, 18)"),
-])
+@pytest.mark.parametrize(
+    "what, name, shape",
+    [
+        ("w_hh_resized", "w_hh", "(1, 1)"),
+        ("x_reshaped", "x", "(12, 5)"),
+        ("w_ih_retyped", "w_ih", "float32"),
+        ("peephole_resized", "peephole", "(1, 18)"),
+    ],
+)
 def test_a_cache_whose_inputs_changed_shape_is_refused(api, what, name, shape, kernels):
     p = make_problem(np.random.default_rng(1), T, B, I, H, peephole=True)
     y, _, _, cache = api.lstm_forward(**p)
@@ -258,35 +301,87 @@ def test_a_cache_whose_inputs_changed_shape_is_refused(api, what, name, shape, k
 # so that a crash fails these tests instead of ending the test run.
 # (statement that forges `cache`, the exception, words its message must contain)
 FORGED = {
-    "by_hand_act_shape": ("cache = lstm_c.LSTMCache(cache.args, cache.reverse, np.zeros((1, 1)), cache.c_prev, "
-                          "cache.h_prev, cache.m)", "ValueError", ["cache.act", "(12, 24)", "(1, 1)"]),
-    "by_hand_act_float32": ("cache = lstm_c.LSTMCache(cache.args, cache.reverse, cache.act.astype(np.float32), "
-                            "cache.c_prev, cache.h_prev, cache.m)", "ValueError", ["cache.act", "float32"]),
-    "by_hand_act_fortran": ("cache = lstm_c.LSTMCache(cache.args, cache.reverse, np.asfortranarray(cache.act), "
-                            "cache.c_prev, cache.h_prev, cache.m)", "ValueError", ["cache.act", "C-contiguous"]),
-    "by_hand_act_list": ("cache = lstm_c.LSTMCache(cache.args, cache.reverse, cache.act.tolist(), cache.c_prev, "
-                         "cache.h_prev, cache.m)", "ValueError", ["cache.act", "list"]),
-    "by_hand_args_tuple": ("cache = lstm_c.LSTMCache(tuple(cache.args), cache.reverse, cache.act, cache.c_prev, "
-                           "cache.h_prev, cache.m)", "TypeError", ["cache.args", "ForwardArgs", "tuple"]),
-    "by_hand_reverse_string": ("cache = lstm_c.LSTMCache(cache.args, 'yes', cache.act, cache.c_prev, "
-                               "cache.h_prev, cache.m)", "TypeError", ["cache.reverse", "'yes'"]),
+    "by_hand_act_shape": (
+        "cache = lstm_c.LSTMCache(cache.args, cache.reverse, np.zeros((1, 1)), cache.c_prev, "
+        "cache.h_prev, cache.m)",
+        "ValueError",
+        ["cache.act", "(12, 24)", "(1, 1)"],
+    ),
+    "by_hand_act_float32": (
+        "cache = lstm_c.LSTMCache(cache.args, cache.reverse, cache.act.astype(np.float32), "
+        "cache.c_prev, cache.h_prev, cache.m)",
+        "ValueError",
+        ["cache.act", "float32"],
+    ),
+    "by_hand_act_fortran": (
+        "cache = lstm_c.LSTMCache(cache.args, cache.reverse, np.asfortranarray(cache.act), "
+        "cache.c_prev, cache.h_prev, cache.m)",
+        "ValueError",
+        ["cache.act", "C-contiguous"],
+    ),
+    "by_hand_act_list": (
+        "cache = lstm_c.LSTMCache(cache.args, cache.reverse, cache.act.tolist(), cache.c_prev, "
+        "cache.h_prev, cache.m)",
+        "ValueError",
+        ["cache.act", "list"],
+    ),
+    "by_hand_args_tuple": (
+        "cache = lstm_c.LSTMCache(tuple(cache.args), cache.reverse, cache.act, cache.c_prev, "
+        "cache.h_prev, cache.m)",
+        "TypeError",
+        ["cache.args", "ForwardArgs", "tuple"],
+    ),
+    "by_hand_reverse_string": (
+        "cache = lstm_c.LSTMCache(cache.args, 'yes', cache.act, cache.c_prev, cache.h_prev, cache.m)",
+        "TypeError",
+        ["cache.reverse", "'yes'"],
+    ),
     "act_replaced": ("cache.act = np.zeros((3, 3))", "ValueError", ["cache.act", "(12, 24)", "(3, 3)"]),
-    "act_resized_in_place": ("cache.act.resize((1, 1), refcheck=False)", "ValueError", ["cache.act", "(1, 1)"]),
-    "c_prev_replaced": ("cache.c_prev = np.zeros((12, 5))", "ValueError", ["cache.c_prev", "(12, 6)", "(12, 5)"]),
-    "h_prev_float32": ("cache.h_prev = cache.h_prev.astype(np.float32)", "ValueError", ["cache.h_prev", "float32"]),
+    "act_resized_in_place": (
+        "cache.act.resize((1, 1), refcheck=False)",
+        "ValueError",
+        ["cache.act", "(1, 1)"],
+    ),
+    "c_prev_replaced": (
+        "cache.c_prev = np.zeros((12, 5))",
+        "ValueError",
+        ["cache.c_prev", "(12, 6)", "(12, 5)"],
+    ),
+    "h_prev_float32": (
+        "cache.h_prev = cache.h_prev.astype(np.float32)",
+        "ValueError",
+        ["cache.h_prev", "float32"],
+    ),
     "m_removed": ("cache.m = None", "ValueError", ["cache.m", "(12, 6)", "NoneType"]),
-    "lengths_past_T": ("cache.args.lengths[:] = 9", "ValueError", ["lengths", "[0, 4]", "run the forward again"]),
+    "lengths_past_T": (
+        "cache.args.lengths[:] = 9",
+        "ValueError",
+        ["lengths", "[0, 4]", "run the forward again"],
+    ),
     "lengths_huge": ("cache.args.lengths[0] = 2**40", "ValueError", ["lengths", "[0, 4]"]),
     "lengths_negative": ("cache.args.lengths[1] = -3", "ValueError", ["lengths", "[0, 4]"]),
-    "lengths_list": ("cache.args = cache.args._replace(lengths=[4, 2, 1])", "ValueError", ["lengths", "intp"]),
-    "lengths_int32": ("cache.args = cache.args._replace(lengths=np.array([4, 2, 1], np.int32))", "ValueError",
-                      ["lengths", "intp"]),
+    "lengths_list": (
+        "cache.args = cache.args._replace(lengths=[4, 2, 1])",
+        "ValueError",
+        ["lengths", "intp"],
+    ),
+    "lengths_int32": (
+        "cache.args = cache.args._replace(lengths=np.array([4, 2, 1], np.int32))",
+        "ValueError",
+        ["lengths", "intp"],
+    ),
     "steps": ("cache.args = cache.args._replace(steps=40)", "ValueError", ["cache no longer matches", "x"]),
     "batch": ("cache.args = cache.args._replace(batch=300)", "ValueError", ["cache no longer matches", "x"]),
-    "hidden_size": ("cache.args = cache.args._replace(hidden_size=60)", "ValueError",
-                    ["cache no longer matches", "w_ih"]),
-    "bias": ("cache.args = cache.args._replace(bias=np.zeros(5))", "ValueError",
-             ["cache no longer matches", "bias", "(24,)"]),
+    "hidden_size": (
+        "cache.args = cache.args._replace(hidden_size=60)",
+        "ValueError",
+        ["cache no longer matches", "w_ih"],
+    ),
+    "bias": (
+        "cache.args = cache.args._replace(bias=np.zeros(5))",
+        "ValueError",
+        ["cache no longer matches", "bias", "(24,)"],
+    ),
 }
 
 _FORGE = """

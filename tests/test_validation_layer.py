@@ -31,8 +31,11 @@ CONSTRUCTOR_CASES = {
     "hidden_size_negative": (dict(hidden_size=-2), ValueError, ["hidden_size", "-2"]),
     "hidden_size_float": (dict(hidden_size=6.0), TypeError, ["hidden_size", "int", "6.0"]),
     "hidden_size_none": (dict(hidden_size=None), TypeError, ["hidden_size", "None"]),
-    "hidden_size_past_blas": (dict(hidden_size=2**29), ValueError,
-                              ["4*hidden_size", str(2**31), str(BLAS_INT_MAX), "32-bit BLAS"]),
+    "hidden_size_past_blas": (
+        dict(hidden_size=2**29),
+        ValueError,
+        ["4*hidden_size", str(2**31), str(BLAS_INT_MAX), "32-bit BLAS"],
+    ),
     "num_layers_zero": (dict(num_layers=0), ValueError, ["num_layers", ">= 1"]),
     "num_layers_negative": (dict(num_layers=-1), ValueError, ["num_layers", ">= 1", "-1"]),
     "num_layers_bool": (dict(num_layers=True), TypeError, ["num_layers"]),
@@ -88,8 +91,16 @@ def test_constructor_refuses_parameters_larger_than_memory():
 
 
 def test_constructor_takes_numpy_ints_and_0_1_flags():
-    a = LSTM(np.int64(4), np.int32(H), np.int8(2), bias=1, batch_first=np.False_, bidirectional=0,
-             proj_size=np.uint8(2), seed=3)
+    a = LSTM(
+        np.int64(4),
+        np.int32(H),
+        np.int8(2),
+        bias=1,
+        batch_first=np.False_,
+        bidirectional=0,
+        proj_size=np.uint8(2),
+        seed=3,
+    )
     b = LSTM(4, H, 2, bias=True, batch_first=False, bidirectional=False, proj_size=2, seed=3)
     assert repr(a) == repr(b)
     assert_identical(list(a.state_dict().values()), list(b.state_dict().values()))
@@ -127,12 +138,16 @@ CALL_CASES = {
     "h0_dtype": (dict(hx=(np.zeros((LD, B, H), np.float32), None)), TypeError, ["hx[0]", "float32"]),
     "h0_complex": (dict(hx=(np.zeros((LD, B, H), complex), None)), TypeError, ["hx[0]", "real"]),
     "h0_3d_for_unbatched": (
-        dict(x=np.zeros((T, I)), hx=(np.zeros((LD, 1, H)), None)), ValueError,
+        dict(x=np.zeros((T, I)), hx=(np.zeros((LD, 1, H)), None)),
+        ValueError,
         ["hx[0]", "(4, 6)", "(4, 1, 6)", "unbatched 2-D input takes 2-D states"],
     ),
     "c0_batch": (dict(hx=(None, np.zeros((LD, B + 1, H)))), ValueError, ["hx[1]", "(4, 3, 6)", "(4, 4, 6)"]),
-    "c0_ragged": (dict(hx=(None, [[[0.0] * H] * B] * 3 + [[[0.0]]])), ValueError,
-                  ["hx[1]", "could not be converted"]),
+    "c0_ragged": (
+        dict(hx=(None, [[[0.0] * H] * B] * 3 + [[[0.0]]])),
+        ValueError,
+        ["hx[1]", "could not be converted"],
+    ),
     "c0_transposed": (dict(hx=(None, np.zeros((LD, H, B)))), ValueError, ["hx[1]", "(4, 3, 6)", "(4, 6, 3)"]),
     "lengths_unbatched": (dict(x=np.zeros((T, I)), lengths=[T]), ValueError, ["lengths", "batched"]),
     "lengths_too_long": (dict(lengths=[1, 2, T + 1]), ValueError, ["lengths", "[0, 5]"]),
@@ -158,8 +173,11 @@ def test_forward_refuses_before_any_kernel_runs(case, kernels):
 def test_a_float64_array_on_a_float32_module_is_refused_naming_x(kernels):
     """Float arrays must be in the dtype computed in (lists and integers are converted)."""
     m = LSTM(I, H, num_layers=2)
-    for call, name in [(lambda: m(np.zeros((T, B, I))), "x"), (lambda: m.step(np.zeros((B, I))), "x_t"),
-                       (lambda: m(np.zeros((T, B, I), np.float32), (np.zeros((2, B, H)), None)), "hx[0]")]:
+    for call, name in [
+        (lambda: m(np.zeros((T, B, I))), "x"),
+        (lambda: m.step(np.zeros((B, I))), "x_t"),
+        (lambda: m(np.zeros((T, B, I), np.float32), (np.zeros((2, B, H)), None)), "hx[0]"),
+    ]:
         with pytest.raises(TypeError) as info:
             call()
         assert_mentions(info, [f"{name} has dtype float64", "computes in float32", ".astype(numpy.float32)"])
@@ -167,7 +185,11 @@ def test_a_float64_array_on_a_float32_module_is_refused_naming_x(kernels):
 
 
 BACKWARD_CASES = {
-    "dy_ragged": (dict(dy=[[[0.0] * 2 * H] * B] * (T - 1) + [[[0.0]]]), ValueError, ["dy", "could not be converted"]),
+    "dy_ragged": (
+        dict(dy=[[[0.0] * 2 * H] * B] * (T - 1) + [[[0.0]]]),
+        ValueError,
+        ["dy", "could not be converted"],
+    ),
     "dy_complex": (dict(dy=np.zeros((T, B, 2 * H), complex)), TypeError, ["dy", "real"]),
     "dy_strings": (dict(dy=np.full((T, B, 2 * H), "a")), TypeError, ["dy", "real"]),
     "dy_one_direction": (dict(dy=np.zeros((T, B, H))), ValueError, ["dy", "(5, 3, 12)", "(5, 3, 6)"]),
@@ -222,8 +244,11 @@ def test_backward_after_a_parameter_changed_shape_is_refused(kernels):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         m.params[param_name("weight_hh", 1, reverse=True)].resize((2, 2), refcheck=False)
-    with pytest.raises(ValueError, match=r"layer 1 \(reverse direction\): cache no longer matches.*w_hh.*"
-                                         r"\(2, 2\).*\(24, 6\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"layer 1 \(reverse direction\): cache no longer matches.*w_hh.*"
+        r"\(2, 2\).*\(24, 6\)",
+    ):
         m.backward(np.ones_like(y))
     assert "backward" not in kernels
 
@@ -236,7 +261,11 @@ STEP_CASES = {
     "x_t_none": (dict(x_t=None), TypeError, ["x_t", "real"]),
     "x_t_ragged": (dict(x_t=[[0.0] * I, [0.0]]), ValueError, ["x_t", "could not be converted"]),
     "x_t_complex": (dict(x_t=np.zeros((B, I), complex)), TypeError, ["x_t", "real"]),
-    "hx_unbatched_for_batched": (dict(hx=(np.zeros((2, H)), None)), ValueError, ["hx[0]", "(2, 3, 6)", "(2, 6)"]),
+    "hx_unbatched_for_batched": (
+        dict(hx=(np.zeros((2, H)), None)),
+        ValueError,
+        ["hx[0]", "(2, 3, 6)", "(2, 6)"],
+    ),
     "hx_c_complex": (dict(hx=(None, np.zeros((2, B, H), complex))), TypeError, ["hx[1]", "real"]),
     "hx_not_a_pair": (dict(hx=np.zeros((2, B, H))), TypeError, ["hx", "tuple (h, c)"]),
 }
@@ -275,7 +304,9 @@ def test_load_state_dict_refusals_name_the_entry_and_change_nothing():
     m = LSTM(I, H, dtype=np.float64, seed=0)
     before = m.state_dict()
     good = m.state_dict()
-    w_ih, w_hh, b_ih, b_hh = (param_name(kind, 0) for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+    w_ih, w_hh, b_ih, b_hh = (
+        param_name(kind, 0) for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    )
     cases = [
         ({**good, w_ih: [[0.0] * I, [0.0]]}, ValueError, f"state_dict['{w_ih}'] could not be converted"),
         ({**good, b_ih: None}, TypeError, f"state_dict['{b_ih}'] must hold real numbers"),

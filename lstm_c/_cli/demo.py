@@ -117,8 +117,9 @@ def hand_set_memories() -> tuple[np.ndarray, np.ndarray]:
     state = (np.zeros((2, 1)), np.zeros((2, 1)))
     hs, cs = [], []
     for day in range(x.shape[0]):
-        _, h, c, _ = lstm_forward(x[day : day + 1], HAND_SET_W_IH, HAND_SET_W_HH, HAND_SET_B_IH, None,
-                                  *state, training=False)
+        _, h, c, _ = lstm_forward(
+            x[day : day + 1], HAND_SET_W_IH, HAND_SET_W_HH, HAND_SET_B_IH, None, *state, training=False
+        )
         state = (h, c)
         hs.append(h[:, 0])
         cs.append(c[:, 0])
@@ -134,19 +135,28 @@ def _fmt(value: float, decimals: int) -> str:
 def run_training(out: TextIO = sys.stdout) -> Training:
     """Train from random weights and print the progress and the day-5 predictions."""
     result = train_stock_lstm()
-    print(f"Training a one-unit LSTM from random weights (seed {TRAIN_SEED}) with lstm_c's "
-          f"backward pass and Adam (lr {TRAIN_LR}):", file=out)
+    print(
+        f"Training a one-unit LSTM from random weights (seed {TRAIN_SEED}) with lstm_c's "
+        f"backward pass and Adam (lr {TRAIN_LR}):",
+        file=out,
+    )
     print("  step  mean sq. error  day 5 A  day 5 B", file=out)
     for step in range(0, TRAIN_STEPS + 1, 50):
         a, b = result.predictions[step]
         print(f"  {step:>4}  {result.losses[step]:14.6f}  {_fmt(a, 3):>7}  {_fmt(b, 3):>7}", file=out)
     (a, b), (target_a, target_b) = result.predictions[-1], stock_batch()[1]
-    print(f"Trained: day 5 predicted {_fmt(a, 2)} for company A (target {target_a}) and {_fmt(b, 2)} "
-          f"for company B (target {target_b})", file=out)
+    print(
+        f"Trained: day 5 predicted {_fmt(a, 2)} for company A (target {target_a}) and {_fmt(b, 2)} "
+        f"for company B (target {target_b})",
+        file=out,
+    )
     sd = result.model.state_dict()
-    print(f"  learned weights (gates i, f, g, o): w_ih = {sd['weight_ih_l0'][:, 0].round(2).tolist()}  "
-          f"w_hh = {sd['weight_hh_l0'][:, 0].round(2).tolist()}  "
-          f"b_ih + b_hh = {(sd['bias_ih_l0'] + sd['bias_hh_l0']).round(2).tolist()}\n", file=out)
+    print(
+        f"  learned weights (gates i, f, g, o): w_ih = {sd['weight_ih_l0'][:, 0].round(2).tolist()}  "
+        f"w_hh = {sd['weight_hh_l0'][:, 0].round(2).tolist()}  "
+        f"b_ih + b_hh = {(sd['bias_ih_l0'] + sd['bias_hh_l0']).round(2).tolist()}\n",
+        file=out,
+    )
     return result
 
 
@@ -155,8 +165,11 @@ def run(out: TextIO = sys.stdout) -> None:
     run_training(out)
     h, c = hand_set_memories()
     print(f"Hand-set weights from {SOURCE} (gates i, f, g, o):", file=out)
-    print(f"  w_ih = {HAND_SET_W_IH[:, 0].tolist()}  w_hh = {HAND_SET_W_HH[:, 0].tolist()}  "
-          f"b_ih = {HAND_SET_B_IH.tolist()}", file=out)
+    print(
+        f"  w_ih = {HAND_SET_W_IH[:, 0].tolist()}  w_hh = {HAND_SET_W_HH[:, 0].tolist()}  "
+        f"b_ih = {HAND_SET_B_IH.tolist()}",
+        file=out,
+    )
     for k, (name, (prices, target)) in enumerate(COMPANIES.items()):
         print(f"\nCompany {name}: prices {prices}, day 5 should be {target}", file=out)
         print("  day  input  long-term c  short-term h", file=out)

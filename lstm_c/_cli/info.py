@@ -52,8 +52,9 @@ def gather() -> dict[str, Any]:
             "runtimes": [p for p in pools if p.get("user_api") == "openmp"],
         },
         # SciPy's first: lstm_c's kernels call BLAS through scipy.linalg.cython_blas.
-        "blas": sorted((p for p in pools if p.get("user_api") == "blas"),
-                       key=lambda p: p.get("package") != "scipy"),
+        "blas": sorted(
+            (p for p in pools if p.get("user_api") == "blas"), key=lambda p: p.get("package") != "scipy"
+        ),
         "cpu": {
             "model": cpu_model(),
             "machine": platform.machine(),
@@ -93,14 +94,15 @@ def cpu_model() -> str:
         elif sys.platform == "darwin":
             model = subprocess.run(
                 ["sysctl", "-n", "machdep.cpu.brand_string"],
-                capture_output=True, text=True, timeout=5, check=False,
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
             ).stdout.strip()
         elif sys.platform == "win32":
             import winreg
 
-            key = winreg.OpenKey(
-                winreg.HKEY_LOCAL_MACHINE, r"HARDWARE\DESCRIPTION\System\CentralProcessor\0"
-            )
+            key = winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, r"HARDWARE\DESCRIPTION\System\CentralProcessor\0")
             model = str(winreg.QueryValueEx(key, "ProcessorNameString")[0]).strip()
     except (OSError, subprocess.SubprocessError):
         model = None
@@ -139,8 +141,16 @@ def _threadpools() -> list[dict[str, Any]]:
     """
     from threadpoolctl import threadpool_info
 
-    keep = ("user_api", "internal_api", "prefix", "version", "num_threads",
-            "threading_layer", "architecture", "filepath")
+    keep = (
+        "user_api",
+        "internal_api",
+        "prefix",
+        "version",
+        "num_threads",
+        "threading_layer",
+        "architecture",
+        "filepath",
+    )
     pools = []
     for pool in threadpool_info():
         entry = {k: pool[k] for k in keep if k in pool}
@@ -164,15 +174,19 @@ def format_text(info: dict[str, Any]) -> str:
     cpu = info["cpu"]
     if omp["enabled"]:
         env = omp["omp_num_threads"]
-        threads = f"{omp['max_threads']} threads (OMP_NUM_THREADS={env})" if env else (
-            f"{omp['max_threads']} threads (OMP_NUM_THREADS unset)")
+        threads = (
+            f"{omp['max_threads']} threads (OMP_NUM_THREADS={env})"
+            if env
+            else (f"{omp['max_threads']} threads (OMP_NUM_THREADS unset)")
+        )
         runtimes = ", ".join(_pool_name(p) for p in omp["runtimes"])
         openmp = f"on, {threads}" + (f"; runtime {runtimes}" if runtimes else "")
     else:
         openmp = "off (built without OpenMP: the pointwise kernels run on one thread)"
     usable = cpu["usable_cpus"]
     cpus = f"{cpu['logical_cpus']} logical CPUs" + (
-        f", {usable} usable by this process" if usable not in (None, cpu["logical_cpus"]) else "")
+        f", {usable} usable by this process" if usable not in (None, cpu["logical_cpus"]) else ""
+    )
     lines = [
         f"lstm_c {info['lstm_c']}  ({info['location']})",
         f"  Python   {info['python']} on {info['platform']}",
@@ -184,8 +198,10 @@ def format_text(info: dict[str, Any]) -> str:
         for k, pool in enumerate(info["blas"]):
             label = "  BLAS     " if k == 0 else "           "
             owner = f"{pool['package']}'s " if pool.get("package") else ""
-            lines.append(f"{label}{owner}{_pool_name(pool)}, {pool.get('num_threads')} threads"
-                         f"  ({pool.get('filepath')})")
+            lines.append(
+                f"{label}{owner}{_pool_name(pool)}, {pool.get('num_threads')} threads"
+                f"  ({pool.get('filepath')})"
+            )
     else:
         lines.append("  BLAS     not detected by threadpoolctl")
     lines.append(f"  dtypes   {', '.join(info['dtypes']) or 'none (the kernels failed to run)'}")

@@ -86,7 +86,8 @@ def _thread_count(text: str) -> int:
         value = 0
     if not 1 <= value <= MAX_THREADS:
         raise argparse.ArgumentTypeError(
-            f"expected a whole number of threads from 1 to {MAX_THREADS}, got {text!r}")
+            f"expected a whole number of threads from 1 to {MAX_THREADS}, got {text!r}"
+        )
     return value
 
 
@@ -111,28 +112,36 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"lstm_c {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
-                                     parser_class=_CommandParser)
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_CommandParser
+    )
 
-    def add(name: str, run: Callable[[argparse.Namespace], int], summary: str,
-            description: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=summary, description=description, epilog=_EXIT_CODES,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    def add(
+        name: str, run: Callable[[argparse.Namespace], int], summary: str, description: str
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=summary,
+            description=description,
+            epilog=_EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         sub.set_defaults(run=run)
         return sub
 
     info = add(
-        "info", _cmd_info,
+        "info",
+        _cmd_info,
         "show this build: version, OpenMP threads, BLAS, CPU, dtypes",
         "Show the lstm_c version and where it is installed; whether it was built with\n"
         "OpenMP and how many threads OpenMP will use (OMP_NUM_THREADS); the BLAS that\n"
         "SciPy provides and its threads (via threadpoolctl); the CPU; and the dtypes\n"
         "the kernels compute in (checked by running a tiny forward pass in each).",
     )
-    info.add_argument("--json", action="store_true",
-                      help="print the same information as one JSON object")
+    info.add_argument("--json", action="store_true", help="print the same information as one JSON object")
     add(
-        "demo", _cmd_demo,
+        "demo",
+        _cmd_demo,
         "run the stock-price example: a one-unit LSTM that remembers day 1",
         "The stock-price example of StatQuest's video \"Long Short-Term Memory (LSTM),\n"
         "Clearly Explained\" (Josh Starmer): two companies' prices differ only on day 1,\n"
@@ -141,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
         "video's hand-set weights and prints both memories day by day.",
     )
     bench = add(
-        "bench", _cmd_bench,
+        "bench",
+        _cmd_bench,
         "time lstm_c against the NumPy reference (and PyTorch, ONNX Runtime if installed)",
         "A quick benchmark on this machine: training and inference shapes timed for\n"
         "lstm_c, its NumPy reference and, when installed, PyTorch's nn.LSTM and ONNX\n"
@@ -150,14 +160,28 @@ def build_parser() -> argparse.ArgumentParser:
         "median times, lstm_c's GFLOP/s and the speed ratios. A progress bar shows on a\n"
         "terminal. The full suite is bench/ in the source tree.",
     )
-    bench.add_argument("--threads", type=_thread_count, default=None, metavar="N",
-                       help="threads for every implementation (default: lstm_c.get_num_threads(), "
-                            "the CPUs this process may use)")
-    bench.add_argument("--dtype", choices=("float32", "float64"), default="float32",
-                       help="the dtype to time (default float32)")
-    bench.add_argument("--budget", type=_seconds, default=1.0, metavar="SECONDS",
-                       help="seconds per shape and implementation: a warm-up call, then timed "
-                            "calls until this much time has passed, at least one (default 1)")
+    bench.add_argument(
+        "--threads",
+        type=_thread_count,
+        default=None,
+        metavar="N",
+        help="threads for every implementation (default: lstm_c.get_num_threads(), "
+        "the CPUs this process may use)",
+    )
+    bench.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default="float32",
+        help="the dtype to time (default float32)",
+    )
+    bench.add_argument(
+        "--budget",
+        type=_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds per shape and implementation: a warm-up call, then timed "
+        "calls until this much time has passed, at least one (default 1)",
+    )
     return parser
 
 

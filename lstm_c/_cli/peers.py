@@ -137,8 +137,10 @@ def make_data(case: Case, dtype: str, seed: int = 0) -> Data:
     rng = np.random.default_rng(seed)
     dt = np.dtype(dtype)
     k = 1.0 / math.sqrt(case.H)
-    params = {name: rng.uniform(-k, k, shape).astype(dt)
-              for name, shape in param_shapes(case.I, case.H, case.layers, case.dirs).items()}
+    params = {
+        name: rng.uniform(-k, k, shape).astype(dt)
+        for name, shape in param_shapes(case.I, case.H, case.layers, case.dirs).items()
+    }
     if case.kind == "step":
         x = rng.standard_normal((case.B, case.I)).astype(dt)
         h0 = (0.5 * rng.standard_normal((case.B, case.H))).astype(dt)
@@ -180,11 +182,13 @@ def _functional(api: Any, case: Case, data: Data, threads: int | None) -> Runner
 
         def step() -> tuple[np.ndarray, np.ndarray]:
             _, state[0], state[1], _ = api.lstm_forward(
-                x_seq, *weights, state[0], state[1], training=False, num_threads=threads)
+                x_seq, *weights, state[0], state[1], training=False, num_threads=threads
+            )
             return state[0], state[1]
 
         return Runner(step, lambda r: {"h": r[0], "c": r[1]})
     if case.kind == "inference":
+
         def infer() -> tuple[np.ndarray, np.ndarray]:
             y, h_n, _, _ = stack_forward(api, p, names, case.dirs, x, num_threads=threads)
             return y, h_n
@@ -206,8 +210,9 @@ def build_lstm_c(case: Case, data: Data, threads: int) -> Runner:
 
     if not case.uses_layer_class:
         return _functional(functional, case, data, threads)
-    m = LSTM(case.I, case.H, num_layers=case.layers, bidirectional=case.bidirectional,
-             dtype=data.x.dtype.type)
+    m = LSTM(
+        case.I, case.H, num_layers=case.layers, bidirectional=case.bidirectional, dtype=data.x.dtype.type
+    )
     m.load_state_dict(data.params)
     m.num_threads = threads
     x = data.x
@@ -220,8 +225,14 @@ def build_lstm_c(case: Case, data: Data, threads: int) -> Runner:
             _, state[0] = m.step(x, state[0])
             return state[0]
 
-        return Runner(step, lambda r: {"h": np.asarray(r[0]).reshape(case.B, case.H),
-                                       "c": np.asarray(r[1]).reshape(case.B, case.H)}, keep=[m])
+        return Runner(
+            step,
+            lambda r: {
+                "h": np.asarray(r[0]).reshape(case.B, case.H),
+                "c": np.asarray(r[1]).reshape(case.B, case.H),
+            },
+            keep=[m],
+        )
     if case.kind == "inference":
         m.eval()
         return Runner(lambda: m(x), lambda r: {"y": r[0], "h": r[1][0]}, keep=[m])
@@ -268,8 +279,9 @@ def build_torch(case: Case, data: Data, threads: int) -> Runner:
     p = {name: torch.from_numpy(value) for name, value in data.params.items()}
     if case.kind == "step":
         cell = torch.nn.LSTMCell(case.I, case.H, dtype=tdtype)
-        cell.load_state_dict({kind: p[param_name(kind, 0)]
-                              for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")})
+        cell.load_state_dict(
+            {kind: p[param_name(kind, 0)] for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        )
         x = torch.from_numpy(data.x)
         h0, c0 = initial_state(data)
         state = [(torch.from_numpy(h0.copy()), torch.from_numpy(c0.copy()))]
@@ -280,8 +292,9 @@ def build_torch(case: Case, data: Data, threads: int) -> Runner:
             return state[0]
 
         return Runner(step, lambda r: {"h": r[0].numpy(), "c": r[1].numpy()}, keep=[cell])
-    lstm = torch.nn.LSTM(case.I, case.H, num_layers=case.layers,
-                         bidirectional=case.bidirectional, dtype=tdtype)
+    lstm = torch.nn.LSTM(
+        case.I, case.H, num_layers=case.layers, bidirectional=case.bidirectional, dtype=tdtype
+    )
     lstm.load_state_dict(p)
     x = torch.from_numpy(data.x)
     if case.kind == "inference":
@@ -323,16 +336,19 @@ def onnx_lstm_model(case: Case, params: dict[str, np.ndarray], dtype: str, with_
     T = 1 if case.kind == "step" else case.T
     inputs = [helper.make_tensor_value_info("X", tp, [T, case.B, case.I])]
     if with_state:
-        inputs += [helper.make_tensor_value_info(n, tp, [dirs, case.B, H])
-                   for n in ("initial_h", "initial_c")]
+        inputs += [
+            helper.make_tensor_value_info(n, tp, [dirs, case.B, H]) for n in ("initial_h", "initial_c")
+        ]
     nodes, outputs = [], []
     inits = [numpy_helper.from_array(np.array([0, 0, -1], np.int64), "flat_shape")]
     cur = "X"
     for layer in range(case.layers):
         # This layer's parameters renamed to a one-layer state_dict (suffix _l0).
-        one_layer = {param_name(kind, 0, reverse): params[param_name(kind, layer, reverse)]
-                     for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-                     for reverse in (False, True)[:dirs]}
+        one_layer = {
+            param_name(kind, 0, reverse): params[param_name(kind, layer, reverse)]
+            for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+            for reverse in (False, True)[:dirs]
+        }
         weights = to_onnx(one_layer)
         for n in ("W", "R", "B"):
             inits.append(numpy_helper.from_array(weights[n], f"{n}{layer}"))
@@ -341,8 +357,11 @@ def onnx_lstm_model(case: Case, params: dict[str, np.ndarray], dtype: str, with_
         node_inputs = [cur, f"W{layer}", f"R{layer}", f"B{layer}"]
         if with_state:
             node_inputs += ["", "initial_h", "initial_c"]
-        nodes.append(helper.make_node("LSTM", node_inputs, [y, f"Y_h{layer}", f"Y_c{layer}"],
-                                      **onnx_attributes(one_layer)))
+        nodes.append(
+            helper.make_node(
+                "LSTM", node_inputs, [y, f"Y_h{layer}", f"Y_c{layer}"], **onnx_attributes(one_layer)
+            )
+        )
         outputs.append(helper.make_tensor_value_info(f"Y_h{layer}", tp, [dirs, case.B, H]))
         if with_state:
             outputs.append(helper.make_tensor_value_info(f"Y_c{layer}", tp, [dirs, case.B, H]))
@@ -394,6 +413,7 @@ def build_onnxruntime(case: Case, data: Data, threads: int) -> Runner:
         def normalize(r: Any) -> dict[str, np.ndarray]:
             y = r[0].transpose(0, 2, 1, 3).reshape(case.T, B, case.dirs * H)
             return {"y": y, "h": np.concatenate(r[1:], axis=0)}
+
     try:
         sess.run(None, {i.name: np.zeros(i.shape, dtype) for i in sess.get_inputs()})
     except Exception as exc:  # ONNX Runtime raises its own exception types

@@ -70,8 +70,10 @@ class _Table:
         _line(out, "  ".join("-" * w for w in self.widths))
 
     def row(self, cells: list[str]) -> None:
-        _line(self.out, "  ".join(c.rjust(w) if j else c.ljust(w)
-                                  for j, (c, w) in enumerate(zip(cells, self.widths))))
+        _line(
+            self.out,
+            "  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(cells, self.widths))),
+        )
 
 
 class _Progress:
@@ -105,9 +107,16 @@ def _line(out: TextIO, text: str) -> None:
     print(text, file=out, flush=True)
 
 
-def run(out: TextIO = sys.stdout, progress: TextIO = sys.stderr, *, threads: int,
-        dtype: str = "float32", budget: float = 1.0, cases: tuple[Case, ...] = CASES,
-        impls: tuple[str, ...] = IMPLS) -> int:
+def run(
+    out: TextIO = sys.stdout,
+    progress: TextIO = sys.stderr,
+    *,
+    threads: int,
+    dtype: str = "float32",
+    budget: float = 1.0,
+    cases: tuple[Case, ...] = CASES,
+    impls: tuple[str, ...] = IMPLS,
+) -> int:
     """Time every case for every installed implementation and print a table, a row per case.
 
     Parameters
@@ -136,18 +145,30 @@ def run(out: TextIO = sys.stdout, progress: TextIO = sys.stderr, *, threads: int
     # The reference runs first: what it returns is what the others must return too.
     order = sorted(impls, key=lambda impl: impl != "reference")
     plural = "" if threads == 1 else "s"
-    _line(out, f"lstm_c quick benchmark: {dtype}, {threads} thread{plural}, median time per call "
-               f"({cpu_model()}, {usable_cpus() or '?'} CPUs usable by this process)")
+    _line(
+        out,
+        f"lstm_c quick benchmark: {dtype}, {threads} thread{plural}, median time per call "
+        f"({cpu_model()}, {usable_cpus() or '?'} CPUs usable by this process)",
+    )
     if hasattr(os, "getloadavg"):
-        _line(out, f"load average {os.getloadavg()[0]:.2f} (other work on the machine slows every "
-                   f"column, multi-threaded ones most)")
+        _line(
+            out,
+            f"load average {os.getloadavg()[0]:.2f} (other work on the machine slows every "
+            f"column, multi-threaded ones most)",
+        )
     for impl, hint in absent.items():
         _line(out, f"{LABELS[impl]}: not installed ({hint})")
 
     peer_columns = [i for i in impls if i != "lstm_c"]
     labels = [f"{case.kind} {case.shape}" for case in cases]
-    table = _Table(out, ["shape"] + [LABELS[i] for i in impls] + ["lstm_c GFLOP/s"]
-                   + [f"x {LABELS[i]}" for i in peer_columns], max(map(len, labels)))
+    table = _Table(
+        out,
+        ["shape"]
+        + [LABELS[i] for i in impls]
+        + ["lstm_c GFLOP/s"]
+        + [f"x {LABELS[i]}" for i in peer_columns],
+        max(map(len, labels)),
+    )
     bar = _Progress(progress, len(cases) * len(impls))
     not_run: dict[str, None] = {}  # why cells show "-" (an ordered set)
     calls = 0
@@ -170,21 +191,29 @@ def run(out: TextIO = sys.stdout, progress: TextIO = sys.stderr, *, threads: int
                 else:
                     problem = peers.mismatch(outputs, expected[1], dtype)
                     if problem is not None:
-                        raise RuntimeError(f"{LABELS[impl]} disagrees with {LABELS[expected[0]]} "
-                                           f"on {label}, {dtype}: {problem}")
+                        raise RuntimeError(
+                            f"{LABELS[impl]} disagrees with {LABELS[expected[0]]} "
+                            f"on {label}, {dtype}: {problem}"
+                        )
                 medians[impl] = timing.median
                 calls += timing.calls
             bar.clear()
             ours = medians["lstm_c"]
-            table.row([label] + [_time(medians.get(i)) for i in impls]
-                      + [f"{peers.flops(case) / ours / 1e9:.1f}"]
-                      + [f"{medians[i] / ours:.2f}x" if i in medians else "-" for i in peer_columns])
+            table.row(
+                [label]
+                + [_time(medians.get(i)) for i in impls]
+                + [f"{peers.flops(case) / ours / 1e9:.1f}"]
+                + [f"{medians[i] / ours:.2f}x" if i in medians else "-" for i in peer_columns]
+            )
     for reason in not_run:
         _line(out, f"- = not run: {reason}")
     _line(out, "x peer = the peer's time over lstm_c's: above 1x, lstm_c is faster.")
-    _line(out, f"Each time is the median of the calls that fit in {budget:g} s (--budget) per shape and "
-               f"implementation after an untimed warm-up call; a first call that alone takes that long "
-               f"is the only one: {calls} timed calls in all.")
+    _line(
+        out,
+        f"Each time is the median of the calls that fit in {budget:g} s (--budget) per shape and "
+        f"implementation after an untimed warm-up call; a first call that alone takes that long "
+        f"is the only one: {calls} timed calls in all.",
+    )
     return calls
 
 
