@@ -379,45 +379,31 @@ def _step_unchecked(
     if c is not c0:
         np.copyto(c, c0)
     threads = _threads.plan(num_threads, batch, hidden, h.shape[1])
+    projected = w_hr is not None
+    layer: dict[str, Any] = dict(x=x, w_ih=w_ih, w_hh=w_hh, bias=bias, w_hr=w_hr, peephole=peephole)
+    gates = np.empty((batch, 4 * hidden), dtype)
+    rec = np.empty((batch, 4 * hidden), dtype)
     with _threads.single_threaded_blas:
         if threads == 1:
-            _lstm.step(
-                x=x,
-                w_ih=w_ih,
-                w_hh=w_hh,
-                bias=bias,
-                w_hr=w_hr,
-                peephole=peephole,
-                h0=h0,
-                c=c,
-                h=h,
-                gates=np.empty((batch, 4 * hidden), dtype),
-                rec=np.empty((batch, 4 * hidden), dtype),
-                m=None if w_hr is None else np.empty((batch, hidden), dtype),
-            )
+            m = np.empty((batch, hidden), dtype) if projected else None
+            _lstm.step(**layer, h0=h0, c=c, h=h, gates=gates, rec=rec, m=m)
             return
         # A step big enough to split: the sequence kernel with T = 1 runs it on all threads.
         np.copyto(h, h0)
-        projected = w_hr is not None
         _lstm.forward(
-            x=x,
-            w_ih=w_ih,
-            w_hh=w_hh,
-            bias=bias,
-            w_hr=w_hr,
-            peephole=peephole,
+            **layer,
             h=h,
             c=c,
             lengths=np.ones(batch, np.intp),
             reverse=False,
             batch_first=False,
             steps=1,
-            gates=np.empty((batch, 4 * hidden), dtype),
+            gates=gates,
             y=np.empty_like(h),
             h_prev=None,
             c_prev=None,
             m_all=None,
-            rec=np.empty((batch, 4 * hidden), dtype),
+            rec=rec,
             m_step=np.empty((batch, hidden), dtype) if projected else None,
             proj=np.empty_like(h) if projected else None,
             panels=None,
