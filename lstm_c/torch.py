@@ -153,6 +153,31 @@ class _Spec(NamedTuple):
     num_threads: int | None
 
 
+def _stack_forward(
+    spec: _Spec,
+    x: torch.Tensor,
+    h0: torch.Tensor | None,
+    c0: torch.Tensor | None,
+    params: Sequence[torch.Tensor],
+    training: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, StackTrace | None]:
+    """`lstm_c._stack.stack_forward` over the kernels, on the tensors' memory."""
+    return stack_forward(
+        functional,
+        {name: _numpy(p) for name, p in zip(spec.param_order, params)},
+        spec.names,
+        spec.num_directions,
+        _numpy(x),
+        _numpy(h0),
+        _numpy(c0),
+        lengths=spec.lengths,
+        batch_first=spec.batch_first,
+        training=training,
+        dropout_mask=spec.dropout_mask,
+        num_threads=spec.num_threads,
+    )
+
+
 class _LSTMStack(torch.autograd.Function):
     """The whole layer stack, forward and backward in the kernels."""
 
@@ -165,21 +190,7 @@ class _LSTMStack(torch.autograd.Function):
         c0: torch.Tensor | None,
         *params: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        values = {name: _numpy(p) for name, p in zip(spec.param_order, params)}
-        y, h_n, c_n, trace = stack_forward(
-            functional,
-            values,
-            spec.names,
-            spec.num_directions,
-            _numpy(x),
-            _numpy(h0),
-            _numpy(c0),
-            lengths=spec.lengths,
-            batch_first=spec.batch_first,
-            training=True,
-            dropout_mask=spec.dropout_mask,
-            num_threads=spec.num_threads,
-        )
+        y, h_n, c_n, trace = _stack_forward(spec, x, h0, c0, params, training=True)
         # The trace's arrays become saved tensors (views, not copies), so that autograd frees
         # them after backward as it frees its own, and keeps them with retain_graph=True.
         arrays: list[np.ndarray] = []
@@ -266,21 +277,7 @@ def _run_stack(
     (keeping no activations once it returns)."""
     if needs_grad:
         return _LSTMStack.apply(spec, x, h0, c0, *params)
-    values = {name: _numpy(p) for name, p in zip(spec.param_order, params)}
-    y, h_n, c_n, _ = stack_forward(
-        functional,
-        values,
-        spec.names,
-        spec.num_directions,
-        _numpy(x),
-        _numpy(h0),
-        _numpy(c0),
-        lengths=spec.lengths,
-        batch_first=spec.batch_first,
-        training=dropout,
-        dropout_mask=spec.dropout_mask,
-        num_threads=spec.num_threads,
-    )
+    y, h_n, c_n, _ = _stack_forward(spec, x, h0, c0, params, training=dropout)
     return _tensor(y), _tensor(h_n), _tensor(c_n)
 
 

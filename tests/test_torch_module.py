@@ -15,6 +15,7 @@ import copy
 import io
 import itertools
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -266,44 +267,46 @@ def test_dropout_draws_from_torch_s_generator():
         assert torch.equal(ours(x)[0], results[1][0])
 
 
-def test_no_grad_keeps_no_activations(monkeypatch):
-    _, m = make_pair(torch.float32, num_layers=2)
-    x = torch.randn(T, B, I)
-    modes = []
+@pytest.fixture
+def forward_calls(monkeypatch):
+    """The (args, kwargs) of every lstm_c.functional.lstm_forward call during the test."""
+    calls = []
     original = functional.lstm_forward
 
     def spy(*args, **kwargs):
-        modes.append(kwargs["training"])
+        calls.append((args, kwargs))
         return original(*args, **kwargs)
 
     monkeypatch.setattr(functional, "lstm_forward", spy)
+    return calls
+
+
+def test_no_grad_keeps_no_activations(forward_calls):
+    _, m = make_pair(torch.float32, num_layers=2)
+    x = torch.randn(T, B, I)
+
+    def modes():
+        return [kwargs["training"] for _, kwargs in forward_calls]
+
     with torch.no_grad():
         y, (h, c) = m(x)
-    assert modes == [False, False] and y.grad_fn is None
+    assert modes() == [False, False] and y.grad_fn is None
     with torch.inference_mode():
         m(x)
     for p in m.parameters():
         p.requires_grad_(False)
     m(x)  # nothing requires a gradient
-    assert modes == [False] * 6
+    assert modes() == [False] * 6
     x.requires_grad_()
     y, _ = m(x)
-    assert modes[-2:] == [True, True] and y.grad_fn is not None
+    assert modes()[-2:] == [True, True] and y.grad_fn is not None
 
 
-def test_kernels_read_the_tensors_memory(monkeypatch):
+def test_kernels_read_the_tensors_memory(forward_calls):
     _, m = make_pair(torch.float32, batch_first=True)
     x = torch.randn(B, T, I, requires_grad=True)
-    seen = []
-    original = functional.lstm_forward
-
-    def spy(x_, w_ih, w_hh, *args, **kwargs):
-        seen.append((x_, w_ih, w_hh))
-        return original(x_, w_ih, w_hh, *args, **kwargs)
-
-    monkeypatch.setattr(functional, "lstm_forward", spy)
     y, _ = m(x)
-    ((x_, w_ih, w_hh),) = seen
+    (((x_, w_ih, w_hh, *_), _),) = forward_calls
     assert np.shares_memory(x_, x.detach().numpy())
     assert np.shares_memory(w_ih, m.weight_ih_l0.detach().numpy())
     assert np.shares_memory(w_hh, m.weight_hh_l0.detach().numpy())
@@ -370,19 +373,11 @@ def test_double_and_float_conversions():
     assert y.dtype == h.dtype == c.dtype == torch.float64
 
 
-def test_num_threads_is_passed_to_the_kernels(monkeypatch):
+def test_num_threads_is_passed_to_the_kernels(forward_calls):
     _, m = make_pair(torch.float32)
     m.num_threads = 1
-    seen = []
-    original = functional.lstm_forward
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs["num_threads"])
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(functional, "lstm_forward", spy)
     m(torch.randn(T, B, I))
-    assert seen == [1]
+    assert [kwargs["num_threads"] for _, kwargs in forward_calls] == [1]
 
 
 def test_torch_compile_runs_it_eagerly():
@@ -493,3 +488,23 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
         assert not torch.equal(single[name], initial[name]), name  # training moved every parameter
         assert torch.equal(ranks[0][name], ranks[1][name]), name  # DDP keeps the ranks in step
         torch.testing.assert_close(ranks[0][name], single[name], rtol=1e-10, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- the example
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "char_lm.py"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not EXAMPLE.exists(), reason="examples/ is not beside the tests (a copied test tree)")
+def test_char_lm_example_learns(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--steps", "30", "--batch", "16", "--length", "32", "--sample", "20"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, child_failure(result)
+    bits = [float(v) for v in re.findall(r"([0-9.]+) bits/char", result.stdout)]
+    assert len(bits) == 2 and bits[-1] < bits[0] - 1, result.stdout
