@@ -1,9 +1,11 @@
 """DistributedDataParallel over lstm_c.torch.LSTM: one process on the whole batch, then two gloo
-ranks on loopback, each on half of it. Run by tests/test_torch_module.py as
+ranks on this machine, each on half of it. Run by tests/test_torch_module.py as
 
-    MASTER_ADDR=127.0.0.1 MASTER_PORT=<free port> python torch_ddp_worker.py OUT_DIR
+    GLOO_SOCKET_IFNAME=lo python torch_ddp_worker.py OUT_DIR
 
-which writes OUT_DIR/initial.pt, single.pt, rank0.pt and rank1.pt (the parameters).
+which writes OUT_DIR/initial.pt, single.pt, rank0.pt and rank1.pt (the parameters). The ranks
+meet through a file in OUT_DIR (no port to choose, so none to collide with), then gloo
+connects them over the loopback interface.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def train(model: torch.nn.Module, rows: slice) -> None:
 
 def rank_main(rank: int, out: Path) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    store = f"file://{(out / 'rendezvous').resolve()}"
+    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=WORLD)
     try:
         torch.manual_seed(0)
         model = Tagger()
