@@ -8,7 +8,7 @@ and outputs, plus ``peephole=True``. Autograd runs through one
 backward call the kernels on the tensors' own memory (``.numpy()`` views of
 contiguous CPU tensors, gradients returned with ``torch.from_numpy``).
 
-Needs PyTorch >= 2.0 (imported only here: ``import lstm_c`` never imports torch).
+Needs PyTorch >= 2.1 (imported only here: ``import lstm_c`` never imports torch).
 CPU tensors of float32 or float64 only; anything else is refused with an error
 that names it. The kernels use lstm_c's own OpenMP threads:
 ``torch.set_num_threads`` does not change them, ``lstm_c.set_num_threads`` or
