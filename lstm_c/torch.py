@@ -23,6 +23,7 @@ parameters load unchanged into a ``torch.nn.LSTM``, which both support.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import warnings
@@ -34,8 +35,13 @@ import numpy as np
 from lstm_c import functional
 from lstm_c._params import ParamNames, layer_param_names, param_shapes
 from lstm_c._stack import StackTrace, stack_backward, stack_forward
-from lstm_c._types import LSTMCache
-from lstm_c._validation import check_flag, check_int, check_num_threads, check_probability
+from lstm_c._validation import (
+    check_checkpoint_every,
+    check_flag,
+    check_int,
+    check_num_threads,
+    check_probability,
+)
 
 __all__ = ["LSTM", "MIN_TORCH_VERSION"]
 
@@ -116,8 +122,8 @@ def _split(obj: Any, arrays: list[np.ndarray], seen: dict[int, int]) -> Any:
             seen[id(obj)] = len(arrays)
             arrays.append(obj)
         return _Slot(seen[id(obj)])
-    if isinstance(obj, LSTMCache):
-        return (LSTMCache, tuple(_split(getattr(obj, s), arrays, seen) for s in LSTMCache.__slots__))
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):  # a cache of the functional API
+        return (type(obj), tuple(_split(getattr(obj, f.name), arrays, seen) for f in dataclasses.fields(obj)))
     if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a NamedTuple
         return type(obj)(*(_split(item, arrays, seen) for item in obj))
     if isinstance(obj, (list, tuple)):
@@ -129,8 +135,13 @@ def _join(obj: Any, arrays: Sequence[np.ndarray]) -> Any:
     """The inverse of `_split`."""
     if isinstance(obj, _Slot):
         return arrays[obj.index]
-    if isinstance(obj, tuple) and len(obj) == 2 and obj[0] is LSTMCache:
-        return LSTMCache(*(_join(item, arrays) for item in obj[1]))
+    if (
+        isinstance(obj, tuple)
+        and len(obj) == 2
+        and isinstance(obj[0], type)
+        and dataclasses.is_dataclass(obj[0])
+    ):
+        return obj[0](*(_join(item, arrays) for item in obj[1]))
     if isinstance(obj, tuple) and hasattr(obj, "_fields"):
         return type(obj)(*(_join(item, arrays) for item in obj))
     if isinstance(obj, (list, tuple)):
@@ -151,6 +162,7 @@ class _Spec(NamedTuple):
     lengths: np.ndarray | None
     dropout_mask: Callable[[int, tuple[int, ...]], np.ndarray | None]
     num_threads: int | None
+    checkpoint_every: int | None
 
 
 def _stack_forward(
@@ -175,6 +187,7 @@ def _stack_forward(
         training=training,
         dropout_mask=spec.dropout_mask,
         num_threads=spec.num_threads,
+        checkpoint_every=spec.checkpoint_every if training else None,
     )
 
 
@@ -302,6 +315,11 @@ class LSTM(torch.nn.Module):
     num_threads : int, optional
         Threads of each kernel call (also an attribute); None: ``lstm_c.get_num_threads()``,
         the CPUs this process may use. ``torch.set_num_threads`` does not change it.
+    checkpoint_every : int, optional
+        Keep the state only every k steps during training and recompute each segment in
+        the backward pass: memory O((T/k + k)·B·H) per layer instead of O(T·B·H), for
+        about one more forward pass (also an attribute; k ≈ √T is a good choice). None
+        keeps every step. See ``lstm_c.lstm_forward``.
 
     Notes
     -----
@@ -328,8 +346,10 @@ class LSTM(torch.nn.Module):
         *,
         peephole: bool = False,
         num_threads: int | None = None,
+        checkpoint_every: int | None = None,
     ) -> None:
         super().__init__()
+        self.checkpoint_every = check_checkpoint_every(checkpoint_every)
         self.input_size = check_int("input_size", input_size, 1)
         self.hidden_size = check_int("hidden_size", hidden_size, 1)
         self.num_layers = check_int("num_layers", num_layers, 1)
@@ -525,7 +545,14 @@ class LSTM(torch.nn.Module):
                 return _dropout_mask(p, dtype, layer, shape)
 
         spec = _Spec(
-            self._names, self._param_order, self.num_directions, batch_first, lengths, mask, num_threads
+            self._names,
+            self._param_order,
+            self.num_directions,
+            batch_first,
+            lengths,
+            mask,
+            num_threads,
+            check_checkpoint_every(self.checkpoint_every),
         )
         needs_grad = torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (x, h0, c0, *params)

@@ -503,3 +503,22 @@ def test_char_lm_example_learns(tmp_path):
     assert result.returncode == 0, child_failure(result)
     bits = [float(v) for v in re.findall(r"([0-9.]+) bits/char", result.stdout)]
     assert len(bits) == 2 and bits[-1] < bits[0] - 1, result.stdout
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_checkpoint_every_gives_the_full_gradients(bidirectional):
+    torch.manual_seed(0)
+    m = LSTM(3, 5, num_layers=2, bidirectional=bidirectional, dtype=torch.float64)
+    x = torch.randn(11, 4, 3, dtype=torch.float64, requires_grad=True)
+
+    def grads(checkpoint_every):
+        m.checkpoint_every = checkpoint_every
+        m.zero_grad()
+        x.grad = None
+        y, (h, c) = m(x)
+        (y.square().sum() + h.sum() + c.sum()).backward()
+        return [y.detach(), x.grad.clone()] + [p.grad.clone() for p in m.parameters()]
+
+    full, checkpointed = grads(None), grads(3)
+    for a, b in zip(full, checkpointed):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
