@@ -17,6 +17,7 @@ to the dtype being computed in.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -200,6 +201,65 @@ def check_shape(name: str, array: np.ndarray, shape: tuple[int, ...], layout: st
     """`array` must have `shape`; `layout` names its axes for the message."""
     if array.shape != shape:
         raise ValueError(f"{name} must have shape {layout} = {shape}, got {array.shape}")
+
+
+class LayerConfig(NamedTuple):
+    """The checked constructor arguments of a stacked LSTM (`lstm_c.LSTM`, `lstm_c.torch.LSTM`)."""
+
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    bias: bool
+    batch_first: bool
+    dropout: float
+    bidirectional: bool
+    proj_size: int
+    peephole: bool
+    checkpoint_every: int | None
+
+
+def check_layer_config(
+    input_size: Any,
+    hidden_size: Any,
+    num_layers: Any,
+    bias: Any,
+    batch_first: Any,
+    dropout: Any,
+    bidirectional: Any,
+    proj_size: Any,
+    peephole: Any,
+    checkpoint_every: Any,
+) -> LayerConfig:
+    """torch.nn.LSTM's constructor arguments, plus peephole and checkpoint_every, checked.
+
+    Dropout with one layer is allowed, as in torch.nn.LSTM, with a warning: it
+    applies between layers only.
+    """
+    config = LayerConfig(
+        check_int("input_size", input_size, 1),
+        check_int("hidden_size", hidden_size, 1),
+        check_int("num_layers", num_layers, 1),
+        check_flag("bias", bias),
+        check_flag("batch_first", batch_first),
+        check_probability("dropout", dropout),
+        check_flag("bidirectional", bidirectional),
+        check_int("proj_size", proj_size, 0),
+        check_flag("peephole", peephole),
+        check_checkpoint_every(checkpoint_every),
+    )
+    if config.proj_size >= config.hidden_size:
+        raise ValueError(
+            f"proj_size must be smaller than hidden_size (as in torch.nn.LSTM), "
+            f"got proj_size={config.proj_size} with hidden_size={config.hidden_size}"
+        )
+    if config.dropout > 0 and config.num_layers == 1:
+        warnings.warn(
+            f"dropout={config.dropout} has no effect with num_layers=1: dropout applies to the "
+            f"outputs of every layer but the last, so it expects num_layers greater than 1",
+            UserWarning,
+            stacklevel=3,
+        )
+    return config
 
 
 def check_flag(name: str, value: Any) -> bool:

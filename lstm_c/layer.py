@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -52,9 +51,9 @@ from lstm_c._validation import (
     check_dtype,
     check_flag,
     check_int,
+    check_layer_config,
     check_lengths,
     check_num_threads,
-    check_probability,
 )
 
 __all__ = ["LSTM"]
@@ -165,33 +164,19 @@ class LSTM:
         seed: int | None = None,
         checkpoint_every: int | None = None,
     ) -> None:
-        self.input_size = check_int("input_size", input_size, 1)
-        self.hidden_size = check_int("hidden_size", hidden_size, 1)
-        self.num_layers = check_int("num_layers", num_layers, 1)
-        self.proj_size = check_int("proj_size", proj_size, 0)
-        if self.proj_size >= self.hidden_size:
-            raise ValueError(
-                f"proj_size must be smaller than hidden_size (as in torch.nn.LSTM), "
-                f"got proj_size={self.proj_size} with hidden_size={self.hidden_size}"
-            )
-        self.dropout = check_probability("dropout", dropout)
-        if self.dropout > 0 and self.num_layers == 1:
-            warnings.warn(
-                f"dropout={self.dropout} has no effect with num_layers=1: dropout applies to the "
-                f"outputs of every layer but the last",
-                UserWarning,
-                stacklevel=2,
-            )
+        config = check_layer_config(
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            proj_size, peephole, checkpoint_every,
+        )  # fmt: skip
+        (
+            self.input_size, self.hidden_size, self.num_layers, self.bias, self.batch_first,
+            self.dropout, self.bidirectional, self.proj_size, self.peephole, self.checkpoint_every,
+        ) = config  # fmt: skip
         self.dtype = check_dtype("dtype", dtype)
         if seed is not None:
             seed = check_int("seed", seed, 0)
-        self.bias = check_flag("bias", bias)
-        self.batch_first = check_flag("batch_first", batch_first)
-        self.bidirectional = check_flag("bidirectional", bidirectional)
-        self.peephole = check_flag("peephole", peephole)
         self.num_directions = 2 if self.bidirectional else 1
         self.output_size = self.proj_size or self.hidden_size
-        self.checkpoint_every = check_checkpoint_every(checkpoint_every)
         self._check_sizes()
         self.training = True
         self.num_threads: int | None = None

@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, overload
 
@@ -35,13 +34,7 @@ import numpy as np
 from lstm_c import functional
 from lstm_c._params import ParamNames, layer_param_names, param_shapes
 from lstm_c._stack import StackTrace, stack_backward, stack_forward
-from lstm_c._validation import (
-    check_checkpoint_every,
-    check_flag,
-    check_int,
-    check_num_threads,
-    check_probability,
-)
+from lstm_c._validation import check_checkpoint_every, check_layer_config, check_num_threads
 
 __all__ = ["LSTM", "MIN_TORCH_VERSION"]
 
@@ -349,30 +342,15 @@ class LSTM(torch.nn.Module):
         checkpoint_every: int | None = None,
     ) -> None:
         super().__init__()
-        self.checkpoint_every = check_checkpoint_every(checkpoint_every)
-        self.input_size = check_int("input_size", input_size, 1)
-        self.hidden_size = check_int("hidden_size", hidden_size, 1)
-        self.num_layers = check_int("num_layers", num_layers, 1)
-        self.bias = check_flag("bias", bias)
-        self.batch_first = check_flag("batch_first", batch_first)
-        self.dropout = check_probability("dropout", dropout)
-        self.bidirectional = check_flag("bidirectional", bidirectional)
-        self.proj_size = check_int("proj_size", proj_size, 0)
-        self.peephole = check_flag("peephole", peephole)
+        config = check_layer_config(
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            proj_size, peephole, checkpoint_every,
+        )  # fmt: skip
+        (
+            self.input_size, self.hidden_size, self.num_layers, self.bias, self.batch_first,
+            self.dropout, self.bidirectional, self.proj_size, self.peephole, self.checkpoint_every,
+        ) = config  # fmt: skip
         self.num_threads = check_num_threads(num_threads)
-        if self.proj_size >= self.hidden_size:
-            raise ValueError(
-                f"proj_size has to be smaller than hidden_size (as in torch.nn.LSTM), "
-                f"got proj_size={self.proj_size} with hidden_size={self.hidden_size}"
-            )
-        if self.dropout > 0 and self.num_layers == 1:
-            warnings.warn(
-                "dropout option adds dropout after all but last recurrent layer, so non-zero dropout "
-                f"expects num_layers greater than 1, but got dropout={self.dropout} and "
-                f"num_layers={self.num_layers}",
-                UserWarning,
-                stacklevel=2,
-            )
         dtype = torch.get_default_dtype() if dtype is None else dtype
         if dtype not in _NUMPY_DTYPE:
             raise TypeError(f"dtype must be torch.float32 or torch.float64 (lstm_c's kernels), got {dtype}")
