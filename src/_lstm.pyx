@@ -1412,3 +1412,53 @@ cdef void _run_step(Stepper plan, Py_ssize_t B, const floating* x, const floatin
             gemm(False, True, <int>B, <int>P, <int>H, 1, m, <int>H, w_hr, <int>H, 0, h_l, <int>P)
     if _blas_get_threads != NULL and saved != 1:
         _blas_set_threads(saved)
+
+
+# ---------------------------------------------------------------- test hooks
+#
+# The small building blocks, callable from Python so that the tests can compare
+# each with NumPy directly (as scikit-learn tests its _cython_blas): the
+# row-major BLAS wrapper of _blas.pxd, and the packed-panel products.
+
+def _gemm(bint trans_a, bint trans_b, double alpha, const floating[:, ::1] a not None,
+          const floating[:, ::1] b not None, double beta, floating[:, ::1] c not None):
+    """c = alpha op(a) op(b) + beta c through _blas.gemm, row-major; for tests only."""
+    cdef Py_ssize_t m = c.shape[0], n = c.shape[1]
+    cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
+    if (a.shape[1] if trans_a else a.shape[0]) != m or (b.shape[1] if trans_b else b.shape[0]) != k \
+            or (b.shape[0] if trans_b else b.shape[1]) != n:
+        raise ValueError("op(a) (m, k), op(b) (k, n) and c (m, n) do not fit")
+    gemm(trans_a, trans_b, <int>m, <int>n, <int>k, <floating>alpha, _cptr(a), <int>max(a.shape[1], 1),
+         _cptr(b), <int>max(b.shape[1], 1), <floating>beta, _ptr(c), <int>max(n, 1))
+
+
+def _panel_products(const floating[:, ::1] w_hh not None, const floating[:, ::1] h not None,
+                    floating[:, ::1] rec not None, const floating[:, ::1] dgates not None,
+                    floating[:, ::1] dh not None, Py_ssize_t lo, Py_ssize_t hi):
+    """Through packed panels, for tests only: rec[:, g*H + j] = h W_hh[g*H + j]^T for the
+    units j in [lo, hi) (the forward's product) and dh[:, j] = dgates W_hh[:, j] for the
+    columns j in [lo, hi) (the backward's); lo a multiple of the panel width."""
+    cdef Py_ssize_t G = w_hh.shape[0], H = G // 4, P = w_hh.shape[1], B = h.shape[0]
+    cdef Py_ssize_t width = 64 // sizeof(floating)
+    cdef Slice u
+    cdef floating* panels
+    if not LSTM_HAVE_PANELS:
+        raise ValueError("this build has no packed-panel products")
+    if G % 4 or h.shape[1] != P or rec.shape[0] != B or rec.shape[1] != G or dgates.shape[1] != G \
+            or dh.shape[0] != dgates.shape[0] or dh.shape[1] != P or lo % width or not 0 <= lo <= hi:
+        raise ValueError("the arrays or the slice do not fit")
+    u.lo = lo
+    u.hi = min(hi, H)
+    panels = <floating*>malloc(max(4 * ((H + width - 1) // width) * P * width, 1) * sizeof(floating))
+    if panels == NULL:
+        raise MemoryError()
+    _pack_panels(&w_hh[0, 0], H, P, u, panels)
+    _panel_product(panels, B, H, P, u, _cptr(h), _ptr(rec))
+    free(panels)
+    u.hi = min(hi, P)
+    panels = <floating*>malloc(max(((P + width - 1) // width) * G * width, 1) * sizeof(floating))
+    if panels == NULL:
+        raise MemoryError()
+    _pack_column_panels(&w_hh[0, 0], G, P, u, panels)
+    _column_panel_product(panels, dgates.shape[0], G, P, u, _cptr(dgates), _ptr(dh))
+    free(panels)

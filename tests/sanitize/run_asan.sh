@@ -20,7 +20,7 @@
 #   3. Runs pytest, from the temporary directory, on the kernel tests: test_kernels.py,
 #      test_functional.py, test_numerics.py, test_reference.py, test_validation.py,
 #      test_validation_layer.py, test_blas_guard.py, test_layer.py, test_layer_edges.py,
-#      test_stack.py, test_properties.py and test_threads.py (helpers.py beside them), with
+#      test_stack.py, test_properties.py, test_threads.py and test_blas.py (helpers.py beside them), with
 #        LD_PRELOAD=$(gcc -print-file-name=libasan.so)   the Python host is not built with
 #                          ASan, so its runtime must be loaded first
 #        ASAN_OPTIONS      detect_leaks=0 (CPython keeps objects alive at exit on purpose),
@@ -106,7 +106,7 @@ env \
         tests/test_kernels.py tests/test_functional.py tests/test_numerics.py tests/test_reference.py \
         tests/test_validation.py tests/test_validation_layer.py tests/test_blas_guard.py \
         tests/test_layer.py tests/test_layer_edges.py tests/test_stack.py tests/test_properties.py \
-        tests/test_threads.py \
+        tests/test_threads.py tests/test_blas.py \
         "$@" || status=$?
 
 shopt -s nullglob

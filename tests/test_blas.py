@@ -1,0 +1,68 @@
+"""The kernels' building blocks against NumPy: the row-major BLAS wrapper (src/_blas.pxd,
+its matrix-vector branch and its empty-size branch included) and the packed-panel products."""
+
+import numpy as np
+import pytest
+from helpers import DTYPES, assert_close
+
+from lstm_c import _lstm
+
+
+def operand(rng, rows, cols, dtype, transposed):
+    """A C-contiguous array whose op() is (rows, cols)."""
+    a = rng.standard_normal((cols, rows) if transposed else (rows, cols)).astype(dtype)
+    return a, (a.T if transposed else a)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize(
+    "m, n, k",
+    [(5, 7, 3), (1, 7, 3), (1, 1, 9), (6, 1, 4), (3, 4, 0), (0, 4, 3), (4, 0, 3), (33, 65, 17)],
+    ids=["general", "one_row_gemv", "dot", "one_column", "k0", "m0", "n0", "blocked"],
+)
+def test_gemm_matches_numpy(m, n, k, trans_a, trans_b, dtype):
+    rng = np.random.default_rng(m * 100 + n * 10 + k)
+    a, op_a = operand(rng, m, k, dtype, trans_a)
+    b, op_b = operand(rng, k, n, dtype, trans_b)
+    c = rng.standard_normal((m, n)).astype(dtype)
+    for alpha, beta in [(1.0, 0.0), (0.5, 2.0), (-1.0, 1.0)]:
+        expected = alpha * (op_a @ op_b) + beta * c
+        out = c.copy()
+        _lstm._gemm(trans_a, trans_b, alpha, a, b, beta, out)
+        assert_close(out, expected, dtype)
+
+
+def test_gemm_refuses_operands_that_do_not_fit():
+    z = np.zeros
+    with pytest.raises(ValueError, match="do not fit"):
+        _lstm._gemm(False, False, 1.0, z((2, 3)), z((4, 5)), 0.0, z((2, 5)))
+
+
+@pytest.mark.skipif(_lstm.panel_width(4) == 0, reason="this build has no packed-panel products")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("H, P, B", [(7, 7, 3), (16, 16, 1), (40, 24, 5), (70, 66, 64), (33, 3, 2)])
+@pytest.mark.parametrize("part", ["all", "from_one_panel_on", "up_to_one_panel"])
+def test_panel_products_match_numpy(H, P, B, part, dtype):
+    width = _lstm.panel_width(np.dtype(dtype).itemsize)
+    lo, hi = {"all": (0, max(H, P)), "from_one_panel_on": (width, max(H, P)), "up_to_one_panel": (0, width)}[
+        part
+    ]
+    if lo > hi:
+        pytest.skip(f"H and P fit in one panel of {width}")
+    rng = np.random.default_rng(H * 1000 + P * 10 + B)
+    w_hh = rng.standard_normal((4 * H, P)).astype(dtype)
+    h = rng.standard_normal((B, P)).astype(dtype)
+    dgates = rng.standard_normal((B, 4 * H)).astype(dtype)
+    rec = np.full((B, 4 * H), np.nan, dtype)
+    dh = np.full((B, P), np.nan, dtype)
+    _lstm._panel_products(w_hh, h, rec, dgates, dh, lo, hi)
+    units = np.arange(H)[(np.arange(H) >= lo) & (np.arange(H) < hi)]
+    columns = np.concatenate([g * H + units for g in range(4)])
+    assert_close(rec[:, columns], (h @ w_hh.T)[:, columns], dtype)
+    others = np.setdiff1d(np.arange(4 * H), columns)
+    assert np.isnan(rec[:, others]).all()  # nothing outside the slice is written
+    features = np.arange(P)[(np.arange(P) >= lo) & (np.arange(P) < hi)]
+    assert_close(dh[:, features], (dgates @ w_hh)[:, features], dtype)
+    assert np.isnan(dh[:, np.setdiff1d(np.arange(P), features)]).all()
