@@ -154,38 +154,24 @@ def suite(threads: tuple[int, ...]) -> list[BenchCase]:
                 note="DeepBench training",
             )
         )
-    cases.append(
-        BenchCase(
-            "train_2L_bidir_H256_B32_T25",
-            "training",
-            25,
-            32,
-            256,
-            256,
-            layers=2,
-            bidirectional=True,
-            threads=top,
-            group="stacked",
-            impls=seq,
-            note="stacked bidirectional",
+    # A stacked bidirectional model through lstm_c.LSTM, trained and run.
+    for kind, prefix, peers in (("training", "train", seq), ("inference", "infer", seq + ("onnxruntime",))):
+        cases.append(
+            BenchCase(
+                f"{prefix}_2L_bidir_H256_B32_T25",
+                kind,
+                25,
+                32,
+                256,
+                256,
+                layers=2,
+                bidirectional=True,
+                threads=top,
+                group="stacked",
+                impls=peers,
+                note="stacked bidirectional",
+            )
         )
-    )
-    cases.append(
-        BenchCase(
-            "infer_2L_bidir_H256_B32_T25",
-            "inference",
-            25,
-            32,
-            256,
-            256,
-            layers=2,
-            bidirectional=True,
-            threads=top,
-            group="stacked",
-            impls=seq + ("onnxruntime",),
-            note="stacked bidirectional",
-        )
-    )
     # The streaming step: one time step per call, state carried over.
     cases.append(
         BenchCase(
