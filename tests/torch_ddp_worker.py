@@ -10,6 +10,7 @@ connects them over the loopback interface.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -69,15 +70,18 @@ def rank_main(rank: int, out: Path) -> None:
     torch.set_num_threads(1)
     store = f"file://{(out / 'rendezvous').resolve()}"
     dist.init_process_group("gloo", init_method=store, rank=rank, world_size=WORLD)
-    try:
-        torch.manual_seed(0)
-        model = Tagger()
-        ddp = torch.nn.parallel.DistributedDataParallel(model)
-        half = BATCH // WORLD
-        train(ddp, slice(rank * half, (rank + 1) * half))
-        torch.save(model.state_dict(), out / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+    torch.manual_seed(0)
+    model = Tagger()
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    half = BATCH // WORLD
+    train(ddp, slice(rank * half, (rank + 1) * half))
+    torch.save(model.state_dict(), out / f"rank{rank}.pt")
+    dist.barrier()  # both ranks have saved
+    # End here, without tearing down the process group: PyTorch's gloo teardown can deadlock
+    # (the main thread joins gloo's worker thread while holding the GIL, which that thread
+    # needs to release a Python object); seen on this test once in a few runs.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 def main() -> None:
