@@ -62,12 +62,14 @@ echo "== [asan ${SECONDS}s] copying the sources of $source_dir"
 mkdir -p "$work/src"
 (
     cd "$source_dir"
-    for f in setup.py pyproject.toml README.md CHANGELOG.md MANIFEST.in; do
+    for f in setup.py pyproject.toml README.md CHANGELOG.md MANIFEST.in LICENSE NOTICE.md; do
         [ -e "$f" ] && cp "$f" "$work/src/"
     done
-    mkdir -p "$work/src/src" "$work/src/lstm_c"
+    mkdir -p "$work/src/src"
     cp src/*.pyx src/*.pxd src/*.h "$work/src/src/" 2>/dev/null || true
-    cp lstm_c/*.py lstm_c/*.pyi lstm_c/py.typed "$work/src/lstm_c/" 2>/dev/null || true
+    # The package with its subpackages: sources and type information, nothing compiled.
+    find lstm_c \( -name "*.py" -o -name "*.pyi" -o -name py.typed \) -not -path "*/__pycache__/*" \
+        -exec cp --parents {} "$work/src/" \;
     mkdir -p "$work/tests"
     cp tests/*.py "$work/tests/"
 )
