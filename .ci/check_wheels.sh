@@ -187,7 +187,7 @@ PY
     env -u PYTHONPATH "$wpy" -m lstm_c info
     # -c /dev/null: the source tree's pytest config is not here; set what it sets.
     env -u PYTHONPATH LSTM_C_REQUIRE_OPENMP=1 "$wpy" -m pytest -p no:cacheprovider \
-        -c /dev/null --rootdir "$work/run" --import-mode=importlib -o pythonpath=tests -ra -q tests
+        -c /dev/null --rootdir "$work/run" --import-mode=importlib -ra -q tests
 )
 
 section "Install the sdist in a fresh venv (builds from source) and smoke-test it"

@@ -11,10 +11,16 @@ markers), and the fixtures every module may use. Shared functions live in helper
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
 from lstm_c import _lstm
+
+# The test modules import helpers.py beside them, however pytest was started (from the
+# repository root, or on a copy of tests/ with another configuration, as the wheel check does).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def pytest_configure(config: pytest.Config) -> None:
