@@ -148,6 +148,8 @@ class LSTM:
     See the module docstring of `lstm_c.layer` for what may be shared between threads.
     """
 
+    # torch.nn.LSTM's constructor, as lstm_c.torch.LSTM's is too (on purpose: the same
+    # arguments in both places; check_layer_config checks them once for both).
     def __init__(
         self,
         input_size: int,

@@ -324,6 +324,7 @@ class LSTM(torch.nn.Module):
     activation is kept.
     """
 
+    # torch.nn.LSTM's constructor, as lstm_c.LSTM's is too (on purpose; see there).
     def __init__(
         self,
         input_size: int,

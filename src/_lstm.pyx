@@ -719,6 +719,8 @@ def forward(
     cdef Py_ssize_t chunk = steps, s0 = 0, s1 = 0
     cdef int tid = 0, team = 1
     cdef Slice r, u, q
+    # Every array's first element (NULL for None or empty), taken once for the region
+    # without the GIL. Backward repeats this list for its own arrays, on purpose.
     cdef const floating* x_p = _cptr(x)
     cdef const floating* w_ih_p = _cptr(w_ih)
     cdef const floating* w_hh_p = _cptr(w_hh)
@@ -971,6 +973,7 @@ def backward(
     cdef bint projected = w_hr is not None
     cdef int tid = 0, team = 1
     cdef Slice r, u, q, gcols
+    # Every array's first element, as in forward (the same shape of list, on purpose).
     cdef const floating* x_p = _cptr(x)
     cdef const floating* w_ih_p = _cptr(w_ih)
     cdef const floating* w_hh_p = _cptr(w_hh)

@@ -14,6 +14,7 @@ from elsewhere (the wheel check).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -264,9 +265,14 @@ def zero_stride(shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
 
 def run_in_child(script: str, cwd: Any, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """`script` in a new interpreter (outside the source tree: cwd), so that a crash fails
-    the test that ran it instead of ending the test run."""
+    the test that ran it instead of ending the test run; a crash prints its Python stack."""
     return subprocess.run(
-        [sys.executable, "-c", script, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-c", script, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
     )
 
 

@@ -133,17 +133,9 @@ def test_the_guard_covers_every_dimension_the_kernels_give_blas(monkeypatch):
     """The names check_forward passes to check_blas_sizes: rows, 4H, I, P and H."""
     seen = {}
     monkeypatch.setattr(_validation, "check_blas_sizes", seen.update)
+    none = dict(b_ih=None, b_hh=None, h0=None, c0=None, lengths=None, batch_first=False)
     _validation.check_forward(
-        np.zeros((2, 3, 4)),
-        np.zeros((20, 4)),
-        np.zeros((20, 2)),
-        None,
-        None,
-        None,
-        None,
-        None,
-        False,
-        w_hr=np.zeros((2, 5)),
+        np.zeros((2, 3, 4)), np.zeros((20, 4)), np.zeros((20, 2)), **none, w_hr=np.zeros((2, 5))
     )
     assert seen == {
         "seq_len*batch": 6,

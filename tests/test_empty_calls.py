@@ -9,13 +9,11 @@ layer allocates uninitialised).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
+from helpers import run_in_child
 
 import lstm_c
 from lstm_c import _lstm, reference
@@ -207,13 +205,6 @@ def test_a_huge_sequence_of_an_empty_batch_returns_at_once(tmp_path):
         print("ok")
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
-    )
+    proc = run_in_child(script, tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["ok"]

@@ -15,12 +15,10 @@ the results it gave before the interrupt.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from helpers import run_in_child
 
 import lstm_c
 from lstm_c import _lstm
@@ -176,14 +174,7 @@ print(json.dumps({
 
 def run_child(kind: str, threads: int, which: str, cwd) -> dict:
     # From a temporary directory: the child must import the installed package.
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD, kind, str(threads), which],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
-    )
+    proc = run_in_child(CHILD, cwd, kind, str(threads), which, timeout=900)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     print(kind, threads, which, report)  # the latency, for the curious (-s): never asserted

@@ -177,16 +177,9 @@ def _kernel_forward_arguments(T=3, B=2, I=4, H=5, dtype=np.float64):
     from lstm_c._validation import check_forward
 
     rng = np.random.default_rng(0)
+    x, w_ih, w_hh = (rng.standard_normal(shape) for shape in ((T, B, I), (4 * H, I), (4 * H, H)))
     args = check_forward(
-        rng.standard_normal((T, B, I)),
-        rng.standard_normal((4 * H, I)),
-        rng.standard_normal((4 * H, H)),
-        None,
-        None,
-        None,
-        None,
-        None,
-        False,
+        x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, lengths=None, batch_first=False
     )
     work = functional._workspace(args, "training")
     return dict(
