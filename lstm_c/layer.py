@@ -630,7 +630,8 @@ class LSTM:
         layer_input = np.ascontiguousarray(x.reshape(batch, self.input_size))
         if _threads.is_small_step(batch, self.hidden_size, self.output_size):
             # A step of microseconds: every layer in one compiled call.
-            run = self._stepper().run_f if self.dtype == np.float32 else self._stepper().run_d
+            plan = self._stepper()
+            run = plan.run_f if self.dtype == np.float32 else plan.run_d
             h0 = None if h0 is None else np.ascontiguousarray(h0)
             c0 = None if c0 is None else np.ascontiguousarray(c0)
             if _threads.single_threaded_blas.compiled:

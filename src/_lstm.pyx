@@ -1136,6 +1136,33 @@ cdef void _empty_backward(Py_ssize_t n_dh, const floating* dh_n, floating* dh0,
 
 # ---------------------------------------------------------------- one step
 
+cdef void _step_rows(Py_ssize_t n, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
+                     const floating* x, const floating* w_ih, const floating* w_hh,
+                     const floating* bias, const floating* w_hr, const floating* peep,
+                     const floating* h0, floating* c, floating* h, floating* gates,
+                     floating* rec, floating* m) noexcept nogil:
+    """One time step of one layer for n rows, on the calling thread.
+
+    x (n, I); h0 (n, P), or NULL for zeros; c (n, H) holds c0 on entry and the
+    new c on return; h (n, P) receives the new h. Scratch: gates and rec
+    (n, 4H), and m (n, H) with a projection (w_hr not NULL).
+    """
+    cdef Py_ssize_t G = 4 * H, b
+    cdef Slice u
+    u.lo = 0
+    u.hi = H
+    gemm(False, True, <int>n, <int>G, <int>I, 1, x, <int>I, w_ih, <int>I, 0, gates, <int>G)
+    if h0 != NULL:
+        gemm(False, True, <int>n, <int>G, <int>P, 1, h0, <int>P, w_hh, <int>P, 0, rec, <int>G)
+    else:
+        memset(rec, 0, n * G * sizeof(floating))
+    for b in range(n):
+        _forward_row(H, u, gates + b * G, rec + b * G, bias, peep, c + b * H, NULL,
+                     (m + b * H) if w_hr != NULL else (h + b * P))
+    if w_hr != NULL:
+        gemm(False, True, <int>n, <int>P, <int>H, 1, m, <int>H, w_hr, <int>H, 0, h, <int>P)
+
+
 def step(
     *,
     const floating[:, ::1] x not None, const floating[:, ::1] w_ih not None,
@@ -1154,13 +1181,12 @@ def step(
     check for signals between pieces.
     """
     cdef Py_ssize_t B = c.shape[0], H = c.shape[1], P = h.shape[1], I = x.shape[1]
-    cdef Py_ssize_t G = 4 * H, b, lo, n
+    cdef Py_ssize_t G = 4 * H, lo, n
     # Pieces of at least _step_piece_min_rows / 2 rows: a huge step still stops
     # within a few tens of milliseconds; repacking the weights per piece costs a
     # few percent at most.
     cdef Py_ssize_t piece = max(_step_piece_min_rows // 2, 1, _step_piece_work // max(
         2 * G * (I + P) + (2 * P * H if m is not None else 0), 1))
-    cdef Slice u
     cdef lstm_poll_t poll
     # IN x (B, I), w_ih (4H, I), w_hh (4H, P), bias (4H,), w_hr (P, H) or None,
     # peephole (3, H) or None, h0 (B, P); INOUT c (B, H) (c0 in); OUT h (B, P);
@@ -1177,7 +1203,6 @@ def step(
     _check_matrix("gates", gates, B, G, True)
     _check_matrix("rec", rec, B, G, True)
     _check_matrix("m", m, B, H, w_hr is not None)
-    cdef floating* out
     cdef floating* gates_p = _ptr(gates)
     cdef floating* rec_p = _ptr(rec)
     cdef floating* c_p = _ptr(c)
@@ -1190,8 +1215,6 @@ def step(
     cdef const floating* w_hr_p = _cptr(w_hr)
     cdef const floating* peep_p = _cptr(peephole)
     cdef const floating* bias_p = &bias[0]
-    u.lo = 0
-    u.hi = H
     if B == 0:
         return
     # The usual streaming step is one piece: then the main-thread test is not even made.
@@ -1205,17 +1228,9 @@ def step(
                 if lstm_poll_raised(&poll):
                     break
             n = min(piece, B - lo)
-            gemm(False, True, <int>n, <int>G, <int>I, 1, x_p + lo * I, <int>I, w_ih_p, <int>I,
-                 0, gates_p + lo * G, <int>G)
-            gemm(False, True, <int>n, <int>G, <int>P, 1, h0_p + lo * P, <int>P, w_hh_p, <int>P,
-                 0, rec_p + lo * G, <int>G)
-            for b in range(lo, lo + n):
-                out = m_p + b * H if m_p != NULL else h_p + b * P
-                _forward_row(H, u, gates_p + b * G, rec_p + b * G, bias_p, peep_p, c_p + b * H,
-                             NULL, out)
-            if m_p != NULL:
-                gemm(False, True, <int>n, <int>P, <int>H, 1, m_p + lo * H, <int>H, w_hr_p, <int>H,
-                     0, h_p + lo * P, <int>P)
+            _step_rows(n, I, H, P, x_p + lo * I, w_ih_p, w_hh_p, bias_p, w_hr_p, peep_p,
+                       h0_p + lo * P, c_p + lo * H, h_p + lo * P, gates_p + lo * G,
+                       rec_p + lo * G, m_p + lo * H if m_p != NULL else NULL)
             lo += n
     if poll.raised:
         _raise_pending()
@@ -1315,56 +1330,49 @@ cdef class Stepper:
     def run_f(self, const float[:, ::1] x not None, const float[:, :, ::1] h0,
               const float[:, :, ::1] c0, float[:, :, ::1] h not None, float[:, :, ::1] c not None):
         """One step of every layer in float32 (see run_d)."""
-        self._check(x.shape[0], x.shape[1], 4, h0 is not None, c0 is not None,
-                    h0.shape[0] if h0 is not None else 0, h0.shape[1] if h0 is not None else 0,
-                    h0.shape[2] if h0 is not None else 0,
-                    c0.shape[0] if c0 is not None else 0, c0.shape[1] if c0 is not None else 0,
-                    c0.shape[2] if c0 is not None else 0,
-                    h.shape[0], h.shape[1], h.shape[2], c.shape[0], c.shape[1], c.shape[2])
-        _run_step(self, x.shape[0], &x[0, 0] if x.shape[0] else NULL,
-                  &h0[0, 0, 0] if h0 is not None and h0.shape[1] else NULL,
-                  &c0[0, 0, 0] if c0 is not None and c0.shape[1] else NULL,
-                  &h[0, 0, 0] if h.shape[1] else NULL, &c[0, 0, 0] if c.shape[1] else NULL)
+        _run_plan(self, x, h0, c0, h, c)
 
     def run_d(self, const double[:, ::1] x not None, const double[:, :, ::1] h0,
               const double[:, :, ::1] c0, double[:, :, ::1] h not None, double[:, :, ::1] c not None):
         """One step of every layer: x (B, I); h0 (L, B, P) and c0 (L, B, H), None for
         zeros; writes the new state into h (L, B, P) and c (L, B, H). The output of
         the last layer is h[L - 1]."""
-        self._check(x.shape[0], x.shape[1], 8, h0 is not None, c0 is not None,
-                    h0.shape[0] if h0 is not None else 0, h0.shape[1] if h0 is not None else 0,
-                    h0.shape[2] if h0 is not None else 0,
-                    c0.shape[0] if c0 is not None else 0, c0.shape[1] if c0 is not None else 0,
-                    c0.shape[2] if c0 is not None else 0,
-                    h.shape[0], h.shape[1], h.shape[2], c.shape[0], c.shape[1], c.shape[2])
-        _run_step(self, x.shape[0], &x[0, 0] if x.shape[0] else NULL,
-                  &h0[0, 0, 0] if h0 is not None and h0.shape[1] else NULL,
-                  &c0[0, 0, 0] if c0 is not None and c0.shape[1] else NULL,
-                  &h[0, 0, 0] if h.shape[1] else NULL, &c[0, 0, 0] if c.shape[1] else NULL)
+        _run_plan(self, x, h0, c0, h, c)
 
-    cdef int _check(self, Py_ssize_t B, Py_ssize_t I, Py_ssize_t itemsize, bint has_h0,
-                    bint has_c0, Py_ssize_t h0_0, Py_ssize_t h0_1, Py_ssize_t h0_2,
-                    Py_ssize_t c0_0, Py_ssize_t c0_1, Py_ssize_t c0_2, Py_ssize_t h_0,
-                    Py_ssize_t h_1, Py_ssize_t h_2, Py_ssize_t c_0, Py_ssize_t c_1,
-                    Py_ssize_t c_2) except -1:
-        if itemsize != self.itemsize:
-            raise TypeError(f"this plan computes with {self.itemsize}-byte floats")
-        if I != self.n_in:
-            raise ValueError(f"x must be (B, {self.n_in}), got (B, {I})")
-        if (h_0, h_1, h_2) != (self.n_layers, B, self.n_out) or (c_0, c_1, c_2) != (self.n_layers, B, self.n_hidden):
-            raise ValueError(f"h and c must be ({self.n_layers}, {B}, {self.n_out}) and ({self.n_layers}, {B}, {self.n_hidden})")
-        if has_h0 and (h0_0, h0_1, h0_2) != (self.n_layers, B, self.n_out):
-            raise ValueError(f"h0 must be ({self.n_layers}, {B}, {self.n_out}), got ({h0_0}, {h0_1}, {h0_2})")
-        if has_c0 and (c0_0, c0_1, c0_2) != (self.n_layers, B, self.n_hidden):
-            raise ValueError(f"c0 must be ({self.n_layers}, {B}, {self.n_hidden}), got ({c0_0}, {c0_1}, {c0_2})")
-        self._reserve(B)
-        return 0
+
+cdef int _check_state(str name, const floating[:, :, ::1] a, Py_ssize_t L, Py_ssize_t B,
+                      Py_ssize_t n) except -1:
+    if a.shape[0] != L or a.shape[1] != B or a.shape[2] != n:
+        raise ValueError(f"{name} must be ({L}, {B}, {n}), got ({a.shape[0]}, {a.shape[1]}, {a.shape[2]})")
+    return 0
+
+
+cdef int _run_plan(Stepper plan, const floating[:, ::1] x, const floating[:, :, ::1] h0,
+                   const floating[:, :, ::1] c0, floating[:, :, ::1] h,
+                   floating[:, :, ::1] c) except -1:
+    """Check the arrays of one step against the plan, then run it (see Stepper.run_d)."""
+    cdef Py_ssize_t B = x.shape[0], L = plan.n_layers
+    if sizeof(floating) != plan.itemsize:
+        raise TypeError(f"this plan computes with {plan.itemsize}-byte floats")
+    if x.shape[1] != plan.n_in:
+        raise ValueError(f"x must be (B, {plan.n_in}), got (B, {x.shape[1]})")
+    _check_state("h", h, L, B, plan.n_out)
+    _check_state("c", c, L, B, plan.n_hidden)
+    if h0 is not None:
+        _check_state("h0", h0, L, B, plan.n_out)
+    if c0 is not None:
+        _check_state("c0", c0, L, B, plan.n_hidden)
+    plan._reserve(B)
+    _run_step(plan, B, &x[0, 0] if B else NULL, &h0[0, 0, 0] if h0 is not None and B else NULL,
+              &c0[0, 0, 0] if c0 is not None and B else NULL, &h[0, 0, 0] if B else NULL,
+              &c[0, 0, 0] if B else NULL)
+    return 0
 
 
 cdef void _run_step(Stepper plan, Py_ssize_t B, const floating* x, const floating* h0,
                     const floating* c0, floating* h, floating* c) noexcept:
     """Every layer of one step; BLAS held at one thread meanwhile (see Stepper)."""
-    cdef Py_ssize_t L = plan.n_layers, H = plan.n_hidden, P = plan.n_out, G = 4 * H, l, b, j, inputs
+    cdef Py_ssize_t L = plan.n_layers, H = plan.n_hidden, P = plan.n_out, G = 4 * H, l, j, inputs
     cdef floating* gates = <floating*>plan._scratch
     cdef floating* rec = gates + B * G
     cdef floating* bias = rec + B * G
@@ -1376,12 +1384,9 @@ cdef void _run_step(Stepper plan, Py_ssize_t B, const floating* x, const floatin
     cdef size_t* p
     cdef floating* h_l
     cdef floating* c_l
-    cdef Slice u
     cdef int saved = 1
     if B == 0:
         return
-    u.lo = 0
-    u.hi = H
     if _blas_get_threads != NULL:
         saved = _blas_get_threads()
         if saved != 1:
@@ -1397,22 +1402,13 @@ cdef void _run_step(Stepper plan, Py_ssize_t B, const floating* x, const floatin
         w_hr = <const floating*>p[P_W_HR]
         for j in range(G):
             bias[j] = (b_ih[j] if b_ih != NULL else 0) + (b_hh[j] if b_hh != NULL else 0)
-        gemm(False, True, <int>B, <int>G, <int>inputs, 1, layer_in, <int>inputs,
-             <const floating*>p[P_W_IH], <int>inputs, 0, gates, <int>G)
-        if h0 != NULL:
-            gemm(False, True, <int>B, <int>G, <int>P, 1, h0 + l * B * P, <int>P,
-                 <const floating*>p[P_W_HH], <int>P, 0, rec, <int>G)
-        else:
-            memset(rec, 0, B * G * sizeof(floating))
         if c0 != NULL:
             memcpy(c_l, c0 + l * B * H, B * H * sizeof(floating))
         else:
             memset(c_l, 0, B * H * sizeof(floating))
-        for b in range(B):
-            _forward_row(H, u, gates + b * G, rec + b * G, bias, <const floating*>p[P_PEEP],
-                         c_l + b * H, NULL, (m + b * H) if w_hr != NULL else (h_l + b * P))
-        if w_hr != NULL:
-            gemm(False, True, <int>B, <int>P, <int>H, 1, m, <int>H, w_hr, <int>H, 0, h_l, <int>P)
+        _step_rows(B, inputs, H, P, layer_in, <const floating*>p[P_W_IH], <const floating*>p[P_W_HH],
+                   bias, w_hr, <const floating*>p[P_PEEP], h0 + l * B * P if h0 != NULL else NULL,
+                   c_l, h_l, gates, rec, m)
     if _blas_get_threads != NULL and saved != 1:
         _blas_set_threads(saved)
 
