@@ -111,45 +111,29 @@ def lstm_forward(
         from lstm_c import _checkpoint  # it calls this module
 
         return _checkpoint.forward(args, reverse, every, training, num_threads)
-    dtype, rows, batch = args.dtype, args.steps * args.batch, args.batch
-    hidden, out = args.hidden_size, args.output_size
-    projected = args.w_hr is not None
+    rows, batch = args.steps * args.batch, args.batch
     h = args.h0.copy()
     c = args.c0.copy()
-    if rows == 0:  # no position to run: the state stays h0, c0
-        y = np.zeros(args.y_shape, dtype)
-        cache = (
-            LSTMCache(
-                args,
-                reverse,
-                np.empty((0, 4 * hidden), dtype),
-                np.empty((0, hidden), dtype),
-                np.empty((0, out), dtype),
-                np.empty((0, hidden), dtype) if projected else None,
-            )
-            if training
-            else None
-        )
-        return y, h, c, cache
     work = _workspace(args, "training" if training else "inference")
-    threads = _threads.plan(num_threads, batch, hidden, out)
-    with _threads.single_threaded_blas:
-        _lstm.forward(
-            x=args.x.reshape(rows, args.input_size),
-            w_ih=args.w_ih,
-            w_hh=args.w_hh,
-            bias=args.bias,
-            w_hr=args.w_hr,
-            peephole=args.peephole,
-            h=h,
-            c=c,
-            lengths=args.lengths,
-            reverse=reverse,
-            batch_first=args.batch_first,
-            steps=args.steps,
-            num_threads=threads,
-            **work,
-        )
+    if rows:  # with T·B = 0 there is no position to run: the state stays h0, c0
+        threads = _threads.plan(num_threads, batch, args.hidden_size, args.output_size)
+        with _threads.single_threaded_blas:
+            _lstm.forward(
+                x=args.x.reshape(rows, args.input_size),
+                w_ih=args.w_ih,
+                w_hh=args.w_hh,
+                bias=args.bias,
+                w_hr=args.w_hr,
+                peephole=args.peephole,
+                h=h,
+                c=c,
+                lengths=args.lengths,
+                reverse=reverse,
+                batch_first=args.batch_first,
+                steps=args.steps,
+                num_threads=threads,
+                **work,
+            )
     y = work["y"].reshape(args.y_shape)
     if not training:
         return y, h, c, None
@@ -167,7 +151,7 @@ def _workspace(args: ForwardArgs, phase: str) -> dict[str, Any]:
     `phase` is "inference" or "training" (a forward call: outputs, the
     training cache, scratch) or "backward" (the gradients and scratch). The
     kernel's inputs come from `args`; its states (h, c, dc0) from the caller.
-    Unused arrays are None, as the kernels expect.
+    Unused arrays are None, as the kernels expect (the panels too when no position runs).
     """
     dtype, B, I, H, P = args.dtype, args.batch, args.input_size, args.hidden_size, args.output_size
     rows, G = args.steps * B, 4 * H
@@ -190,7 +174,7 @@ def _workspace(args: ForwardArgs, phase: str) -> dict[str, Any]:
             "dh_all": new((rows, P), projected),
             "dh_step": new((B, P), projected),
             "dm_step": new((B, H), projected),
-            "panels": _panels(B, P, H, dtype),
+            "panels": _panels(B, P, H, dtype) if rows else None,
         }
     training = phase == "training"
     # Inference computes the input projection in chunks of steps: its scratch does not grow with T.
@@ -204,7 +188,7 @@ def _workspace(args: ForwardArgs, phase: str) -> dict[str, Any]:
         "rec": new((B, G)),
         "m_step": new((B, H), projected),
         "proj": new((B, P), projected),
-        "panels": _panels(B, H, P, dtype),
+        "panels": _panels(B, H, P, dtype) if rows else None,
     }
 
 
