@@ -154,12 +154,11 @@ def as_dtype_array(
     the array still in its own dtype, known to convert: sizes can then be
     checked before a zero-stride view of a huge shape is copied.
     """
-    if not hasattr(value, "dtype"):  # a list or a scalar: it takes the dtype computed in
-        array = as_array(name, value)
-        _check_real(name, array.dtype)
-        return array.astype(dtype, copy=False)
+    typed = hasattr(value, "dtype")  # else a list or a scalar: it takes the dtype computed in
     array = as_array(name, value)
     _check_real(name, array.dtype)
+    if not typed:
+        return array.astype(dtype, copy=False)
     if array.dtype.kind == "f" and array.dtype != dtype:
         where = owner or "the computation"
         raise TypeError(
