@@ -36,6 +36,7 @@ def forward(
     c_prev: _Array | None,  # OUT (T*B, H) when training, else None
     m_all: _Array | None,  # OUT (T*B, H) when training with a projection, else None
     rec: _Array,  # SCRATCH (B, 4H)
+    h_next: _Array | None,  # SCRATCH (B, H) without a projection, else None
     m_step: _Array | None,  # SCRATCH (B, H) with a projection, else None
     proj: _Array | None,  # SCRATCH (B, P) with a projection, else None
     panels: _Array | None,  # SCRATCH packed W_hh (see functional._panels), or None for BLAS
@@ -69,7 +70,7 @@ def backward(
     dw_hr: _Array | None,  # OUT (P, H) with a projection, else None
     dpeephole: _Array | None,  # OUT (3, H) with peepholes, else None
     dgates: _Array,  # SCRATCH (T*B, 4H)
-    dgates_step: _Array,  # SCRATCH (B, 4H), zeroed
+    dgates_step: _Array,  # SCRATCH (2B, 4H), zeroed
     dh_all: _Array | None,  # SCRATCH (T*B, P) with a projection, else None
     dh_step: _Array | None,  # SCRATCH (B, P) with a projection, else None
     dm_step: _Array | None,  # SCRATCH (B, H) with a projection, else None

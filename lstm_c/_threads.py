@@ -22,8 +22,10 @@ from lstm_c import _lstm
 from lstm_c._validation import MAX_THREADS, check_num_threads
 
 # Below this much work per time step (about the flops of one step) a parallel
-# region's barriers cost more than the second thread saves.
-MIN_PARALLEL_WORK = 200_000
+# region's barriers cost more than the second thread saves. Measured on 2 cores
+# (Zen 4): B=1 at H=128 and B=4 at H=64 gain a quarter from two threads, B=1 at
+# H=64 gains nothing and B=1 at H=32 loses a third.
+MIN_PARALLEL_WORK = 50_000
 
 # libgomp's thread pool does not survive fork(): a child whose parent already ran
 # a multi-threaded call would wait forever for pool threads it does not have.

@@ -140,9 +140,11 @@ def lstm_forward(
     return y, h, c, LSTMCache(args, reverse, work["gates"], work["c_prev"], work["h_prev"], work["m_all"])
 
 
-# Up to this batch the recurrent product reads W_hh from panels packed once per
-# call; above it BLAS's GEMM, whose per-call repacking is then amortised.
-_PANEL_MAX_BATCH = 64
+# The recurrent product reads W_hh from panels packed once per call (measured
+# faster than BLAS's GEMM, which repacks W_hh every step, at every batch size up
+# to 256 and H up to 1024). Only a step of more flops than this goes to BLAS,
+# whose GEMM runs in pieces between which the kernel can answer Ctrl-C.
+_PANEL_MAX_STEP_FLOPS = 4e9
 
 
 def _workspace(args: ForwardArgs, phase: str) -> dict[str, Any]:
@@ -170,7 +172,7 @@ def _workspace(args: ForwardArgs, phase: str) -> dict[str, Any]:
             "dw_hr": new((P, H), projected),
             "dpeephole": new((3, H), args.peephole is not None),
             "dgates": new((rows, G)),
-            "dgates_step": np.zeros((B, G), dtype),
+            "dgates_step": np.zeros((2 * B, G), dtype),
             "dh_all": new((rows, P), projected),
             "dh_step": new((B, P), projected),
             "dm_step": new((B, H), projected),
@@ -186,6 +188,7 @@ def _workspace(args: ForwardArgs, phase: str) -> dict[str, Any]:
         "c_prev": new((rows, H), training),
         "m_all": new((rows, H), training and projected),
         "rec": new((B, G)),
+        "h_next": new((B, P), not projected),
         "m_step": new((B, H), projected),
         "proj": new((B, P), projected),
         "panels": _panels(B, H, P, dtype) if rows else None,
@@ -200,7 +203,7 @@ def _panels(batch: int, blocked: int, other: int, dtype: np.dtype) -> np.ndarray
     other = P), backward blocks of its columns (blocked = P, other = H).
     """
     width = _lstm.panel_width(dtype.itemsize)
-    if width == 0 or batch > _PANEL_MAX_BATCH:
+    if width == 0 or 8 * batch * blocked * other > _PANEL_MAX_STEP_FLOPS:
         return None
     return np.empty(4 * -(-blocked // width) * other * width, dtype)
 
@@ -388,6 +391,7 @@ def _step_unchecked(
             c_prev=None,
             m_all=None,
             rec=rec,
+            h_next=None if projected else np.empty_like(h),
             m_step=np.empty((batch, hidden), dtype) if projected else None,
             proj=np.empty_like(h) if projected else None,
             panels=None,

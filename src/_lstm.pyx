@@ -23,14 +23,18 @@
 # nothing is oversubscribed. Each thread owns a fixed slice of hidden units
 # (all four gates of them) for the whole sequence: its slice of W_hh stays in
 # its own cache, it runs the recurrent GEMM and the pointwise update of those
-# units, and barriers separate the phases of a step. The large GEMMs before
+# units, and barriers separate the phases of a step: one per step without a
+# projection (the new h goes to a second buffer while the old one is still
+# read, and each thread's gate gradients of a step to one of two buffers), two
+# with one. The large GEMMs before
 # and after the time loop are split by rows or columns of their output. Every
 # sum runs in a fixed order, so results repeat bitwise for a thread count.
 #
-# Recurrent products. Up to a batch of 64 (the caller decides by passing
-# `panels`) each thread packs its part of W_hh into panels once per call and
-# the per-step products read them (lstm_cell.h): BLAS would repack W_hh on
-# every step. Larger batches call BLAS's GEMM.
+# Recurrent products. Each thread packs its part of W_hh into panels once per
+# call and the per-step products read them (lstm_cell.h): BLAS would repack
+# W_hh on every step. Only steps too large to run between two polls for
+# signals call BLAS's GEMM instead, in pieces (the caller decides by passing
+# `panels` or None).
 #
 # Interrupts. A long call must not hold up Ctrl-C: the calling thread (thread
 # 0 of the team) asks Python at step boundaries and between pieces of the large
@@ -75,8 +79,8 @@ cdef extern from "lstm_omp.h" nogil:
     int lstm_poll_due_now(lstm_poll_t* poll)
     void lstm_poll_answered(lstm_poll_t* poll, int64_t asked_ns, int stop)
     int lstm_poll_raised(lstm_poll_t* poll)
-    void lstm_poll_decide(lstm_poll_t* poll)
-    int lstm_poll_stopping(lstm_poll_t* poll)
+    void lstm_poll_decide(lstm_poll_t* poll, Py_ssize_t step)
+    int lstm_poll_stopping(lstm_poll_t* poll, Py_ssize_t step)
     int lstm_try_threads(int n, size_t stack)
 
 cdef extern from "lstm_cell.h" nogil:
@@ -195,12 +199,12 @@ cdef void _check_signals(lstm_poll_t* poll) noexcept nogil:
     lstm_poll_answered(poll, asked, raised != 0)
 
 
-cdef inline void _poll(lstm_poll_t* poll) noexcept nogil:
+cdef inline void _poll(lstm_poll_t* poll, Py_ssize_t step) noexcept nogil:
     """Thread 0, at the top of a step: ask Python when it is time, and decide
     whether every thread leaves the loop after this step's first barrier (lstm_omp.h)."""
     if lstm_poll_due(poll):
         _check_signals(poll)
-    lstm_poll_decide(poll)
+    lstm_poll_decide(poll, step)
 
 
 cdef int _raise_pending() except -1:
@@ -562,16 +566,19 @@ cdef void _project_chunk(Steps st, Slice rows, Py_ssize_t s0, Py_ssize_t s1, Py_
 cdef void _forward_units(
     Py_ssize_t s, Slice u, Py_ssize_t H, Steps st,
     floating* gates, const floating* rec, const floating* bias, const floating* peep,
-    floating* h, floating* c, floating* y, floating* h_prev, floating* c_prev,
-    floating* m_step, floating* m_all, bint chunked, Py_ssize_t s0, Py_ssize_t s1,
+    const floating* h, floating* h_out, floating* c, floating* y, floating* h_prev,
+    floating* c_prev, floating* m_step, floating* m_all, bint chunked, Py_ssize_t s0,
+    Py_ssize_t s1,
 ) noexcept nogil:
-    """Hidden units u of every row at step s.
+    """Hidden units u of every row at step s, whose incoming hidden state is h.
 
-    Without projection (m_step NULL) the new h goes to h and y. With one, the
-    cell output m goes to m_step (and m_all when training) and the projection
-    phase writes h and y. Training (c_prev not NULL) replaces the
-    pre-activations in `gates` by the activations and records the state.
-    `chunked` (inference): `gates` holds only the chunk of steps [s0, s1).
+    Without projection (m_step NULL) the new h goes to h_out (another buffer
+    than h: the other threads may still read h) and y; a row past its length
+    copies its state over. With one, the cell output m goes to m_step (and
+    m_all when training) and the projection phase writes h and y (h_out is
+    unused). Training (c_prev not NULL) replaces the pre-activations in
+    `gates` by the activations and records the state. `chunked` (inference):
+    `gates` holds only the chunk of steps [s0, s1).
     """
     cdef Py_ssize_t b, p, k
     cdef bint training = c_prev != NULL
@@ -587,6 +594,7 @@ cdef void _forward_units(
             g = gates + p * 4 * H
         if s >= st.lengths[b]:
             if m_step == NULL:
+                memcpy(h_out + b * H + u.lo, h + b * H + u.lo, size)
                 _zero(y, p * H, u.lo, u.hi)
             if training:
                 for k in range(4):
@@ -601,8 +609,8 @@ cdef void _forward_units(
             if training:
                 memcpy(h_prev + p * H + u.lo, h + b * H + u.lo, size)
             _forward_row(H, u, g, rec + b * 4 * H, bias, peep, c + b * H,
-                         c_prev + p * H if training else NULL, h + b * H)
-            memcpy(y + p * H + u.lo, h + b * H + u.lo, size)
+                         c_prev + p * H if training else NULL, h_out + b * H)
+            memcpy(y + p * H + u.lo, h_out + b * H + u.lo, size)
         else:
             _forward_row(H, u, g, rec + b * 4 * H, bias, peep, c + b * H,
                          c_prev + p * H if training else NULL, m_step + b * H)
@@ -693,16 +701,16 @@ def forward(
     const Py_ssize_t[::1] lengths not None, bint reverse, bint batch_first, Py_ssize_t steps,
     floating[:, ::1] gates not None, floating[:, ::1] y not None,
     floating[:, ::1] h_prev, floating[:, ::1] c_prev, floating[:, ::1] m_all,
-    floating[:, ::1] rec not None, floating[:, ::1] m_step, floating[:, ::1] proj,
-    floating[::1] panels, int num_threads,
+    floating[:, ::1] rec not None, floating[:, ::1] h_next, floating[:, ::1] m_step,
+    floating[:, ::1] proj, floating[::1] panels, int num_threads,
 ):
     """Run one layer and direction over the sequence on `num_threads` threads.
 
     x (T*B, I) and y (T*B, P) are in x's layout (see the file header), with
     P = H without projection. h (B, P) and c (B, H) hold h0/c0 on entry and
     h_n/c_n on return. w_hr (P, H) and peephole (3, H) may be None.
-    Scratch: gates (T*B, 4H), rec (B, 4H); with a projection also m_step
-    (B, H) and proj (B, P) (else None). Training: h_prev (T*B, P) and c_prev
+    Scratch: gates (T*B, 4H), rec (B, 4H); without a projection h_next (B, H),
+    with one m_step (B, H) and proj (B, P) (else None). Training: h_prev (T*B, P) and c_prev
     (T*B, H) receive the state entering each position, gates the activations
     i, f, g, o and, with a projection, m_all (T*B, H) the cell outputs;
     inference passes None for all three. panels (4*ceil(H/W)*P*W, W =
@@ -736,6 +744,11 @@ def forward(
     cdef floating* m_all_p = _ptr(m_all)
     cdef floating* m_step_p = _ptr(m_step)
     cdef floating* proj_p = _ptr(proj)
+    cdef floating* h_next_p = _ptr(h_next)
+    # Without a projection the hidden state alternates between h and h_next.
+    cdef floating* h_in = h_p
+    cdef floating* h_out = h_next_p
+    cdef floating* h_swap = NULL
     cdef const floating* bias_p = &bias[0]
     cdef floating* panels_p = &panels[0] if panels is not None else NULL
     cdef lstm_barrier_t barrier
@@ -744,8 +757,8 @@ def forward(
     # peephole (3, H) or None, lengths (B,); INOUT h (B, P), c (B, H); OUT y (T*B, P);
     # training OUT h_prev (T*B, P), c_prev (T*B, H), m_all (T*B, H) with w_hr, gates
     # (T*B, 4H) (activations), else those None and gates SCRATCH (chunk*B, 4H), chunk =
-    # inference_chunk_steps(T, B); SCRATCH rec (B, 4H), m_step (B, H) and proj (B, P)
-    # with w_hr, panels or None.
+    # inference_chunk_steps(T, B); SCRATCH rec (B, 4H), h_next (B, H) without w_hr,
+    # m_step (B, H) and proj (B, P) with w_hr, panels or None.
     training = c_prev is not None
     if not training:
         chunk = inference_chunk_steps(steps, B)
@@ -768,6 +781,7 @@ def forward(
     _check_matrix("c_prev", c_prev, rows, H, training)
     _check_matrix("m_all", m_all, rows, H, training and projected)
     _check_matrix("rec", rec, B, G, True)
+    _check_matrix("h_next", h_next, B, P, not projected)
     _check_matrix("m_step", m_step, B, H, projected)
     _check_matrix("proj", proj, B, P, projected)
     _check_panels(panels, H, P)
@@ -806,31 +820,39 @@ def forward(
                     _project_chunk(st, r, s0, s1, I, G, x_p, w_ih_p, gates_p, &poll, tid == 0)
                 lstm_barrier_wait(&barrier, team)
             if tid == 0:
-                _poll(&poll)
+                _poll(&poll, s)
             if s < max_length and u.hi > u.lo and not lstm_poll_raised(&poll):
                 # This thread's units of all four gates: h_{t-1} W_hh[rows of u]^T.
                 if panels_p != NULL:
-                    _panel_product(panels_p, B, H, P, u, h_p, rec_p)
+                    _panel_product(panels_p, B, H, P, u, h_in, rec_p)
                 else:
                     for k in range(4):
-                        _gemm_pieces(False, True, <int>B, <int>(u.hi - u.lo), <int>P, h_p, <int>P,
+                        _gemm_pieces(False, True, <int>B, <int>(u.hi - u.lo), <int>P, h_in, <int>P,
                                      w_hh_p + (k * H + u.lo) * P, <int>P, rec_p + k * H + u.lo,
                                      <int>G, _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
-            lstm_barrier_wait(&barrier, team)  # every thread has read h before any writes it
-            if lstm_poll_stopping(&poll):
-                # Decided by thread 0 before this barrier, next changed after the
-                # step's last one: every thread sees the same value and leaves here.
-                break
-            _forward_units(s, u, H, st, gates_p, rec_p, bias_p, peep_p, h_p, c_p, y_p,
+            # The same units' new state (this thread's columns of rec: no barrier between).
+            _forward_units(s, u, H, st, gates_p, rec_p, bias_p, peep_p, h_in, h_out, c_p, y_p,
                            h_prev_p, c_prev_p, m_step_p, m_all_p, chunked, s0, s1)
             lstm_barrier_wait(&barrier, team)
+            if lstm_poll_stopping(&poll, s):
+                # Decided by thread 0 before this barrier: every thread leaves here.
+                break
             if projected:
+                # h is written only here, after every thread has read it this step.
                 if s < max_length and q.hi > q.lo:
                     _gemm_pieces(False, True, <int>B, <int>(q.hi - q.lo), <int>H, m_step_p, <int>H,
                                  w_hr_p + q.lo * H, <int>H, proj_p + q.lo, <int>P,
                                  _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
                 _projected_outputs(s, q, P, st, proj_p, h_p, y_p, h_prev_p)
                 lstm_barrier_wait(&barrier, team)
+            else:
+                h_swap = h_in
+                h_in = h_out
+                h_out = h_swap
+        # Without a projection the final state is in h_in: bring it to h.
+        if not projected and h_in != h_p and not lstm_poll_raised(&poll) and u.hi > u.lo:
+            for k in range(B):
+                memcpy(h_p + k * H + u.lo, h_in + k * H + u.lo, (u.hi - u.lo) * sizeof(floating))
     if poll.raised:
         _raise_pending()
 
@@ -961,7 +983,8 @@ def backward(
     None (zeros). dc0 (B, H) holds dc_n on entry and the carried dc
     throughout; dh0 (B, P) also serves as the per-step recurrent gradient.
     dw_hr (P, H) and dpeephole (3, H) are written when used (else None).
-    Scratch: dgates (T*B, 4H) and dgates_step (B, 4H); with a projection
+    Scratch: dgates (T*B, 4H) and dgates_step (2B, 4H), zeros (two halves used
+    in turn: rows past their length are read, never written); with a projection
     dh_all (T*B, P), dh_step (B, P) and dm_step (B, H), else None. BLAS must
     be single-threaded while num_threads > 1.
     """
@@ -989,6 +1012,7 @@ def backward(
     cdef floating* dc0_p = _ptr(dc0)
     cdef floating* dgates_p = _ptr(dgates)
     cdef floating* dgates_step_p = _ptr(dgates_step)
+    cdef floating* ds = NULL
     cdef floating* dh_all_p = _ptr(dh_all)
     cdef floating* dh_step_p = _ptr(dh_step)
     cdef floating* dm_step_p = _ptr(dm_step)
@@ -1014,7 +1038,7 @@ def backward(
     # w_hr, lengths (B,), dy (T*B, P) or None, dh_n (B, P); OUT dx (T*B, I), dh0 (B, P),
     # dw_ih (4H, I), dw_hh (4H, P), db (4H,), dw_hr (P, H) with w_hr, dpeephole (3, H)
     # with peephole; INOUT dc0 (B, H) (dc_n in); SCRATCH dgates (T*B, 4H), dgates_step
-    # (B, 4H), dh_all (T*B, P), dh_step (B, P) and dm_step (B, H) with w_hr, panels or None.
+    # (2B, 4H) zeroed, dh_all (T*B, P), dh_step (B, P) and dm_step (B, H) with w_hr, panels or None.
     _check_matrix("x", x, rows, I, True)
     _check_matrix("w_ih", w_ih, G, I, True)
     _check_matrix("w_hh", w_hh, G, P, True)
@@ -1036,7 +1060,7 @@ def backward(
     _check_matrix("dw_hr", dw_hr, P, H, projected)
     _check_matrix("dpeephole", dpeephole, 3, H, peephole is not None)
     _check_matrix("dgates", dgates, rows, G, True)
-    _check_matrix("dgates_step", dgates_step, B, G, True)
+    _check_matrix("dgates_step", dgates_step, 2 * B, G, True)
     _check_matrix("dh_all", dh_all, rows, P, projected)
     _check_matrix("dh_step", dh_step, B, P, projected)
     _check_matrix("dm_step", dm_step, B, H, projected)
@@ -1063,8 +1087,11 @@ def backward(
         if panels_p != NULL:
             _pack_column_panels(w_hh_p, G, P, q, panels_p)  # only this thread reads them
         for s in range(steps - 1, -1, -1):
+            # This step's half of dgates_step: the other half may still be read
+            # by another thread's product of the step before (in time: after).
+            ds = dgates_step_p + (s % 2) * B * G
             if tid == 0:
-                _poll(&poll)
+                _poll(&poll, s)
             if projected:
                 _output_grads(s, q, P, st, dy_p, dh_n_p, dh0_p, dh_all_p, dh_step_p)
                 lstm_barrier_wait(&barrier, team)
@@ -1073,21 +1100,20 @@ def backward(
                                  <int>P, w_hr_p + u.lo, <int>H, dm_step_p + u.lo, <int>H,
                                  _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
             _backward_units(s, u, H, st, act_p, c_prev_p, peep_p, cell_dy, cell_dh_last,
-                            cell_dh_rec, dc0_p, dgates_p, dgates_step_p)
+                            cell_dh_rec, dc0_p, dgates_p, ds)
             lstm_barrier_wait(&barrier, team)
-            if lstm_poll_stopping(&poll):
-                # Decided by thread 0 before this barrier, next changed after the
-                # step's last one: every thread sees the same value and leaves here.
+            if lstm_poll_stopping(&poll, s):
+                # Decided by thread 0 before this barrier: every thread leaves here.
                 break
             if s < max_length and q.hi > q.lo:
-                # This thread's features of dh_{t-1} = dgates W_hh[:, q].
+                # This thread's features of dh_{t-1} = dgates W_hh[:, q]. Without a
+                # projection the next step's units u (= q) read only these: no barrier.
                 if panels_p != NULL:
-                    _column_panel_product(panels_p, B, G, P, q, dgates_step_p, dh0_p)
+                    _column_panel_product(panels_p, B, G, P, q, ds, dh0_p)
                 else:
-                    _gemm_pieces(False, False, <int>B, <int>(q.hi - q.lo), <int>G, dgates_step_p,
+                    _gemm_pieces(False, False, <int>B, <int>(q.hi - q.lo), <int>G, ds,
                                  <int>G, w_hh_p + q.lo, <int>P, dh0_p + q.lo, <int>P,
                                  _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
-            lstm_barrier_wait(&barrier, team)  # every thread has read dgates_step before any rewrites it
         # Skipped once a handler has raised: the loop broke, or thread 0 learnt it
         # since (then reading `raised` only skips work: no barrier follows).
         if not lstm_poll_raised(&poll):

@@ -83,15 +83,18 @@ static void lstm_barrier_wait(lstm_barrier_t *b, int team) {
  * polls (about LSTM_POLL_WORK flops of work apart), and asks Python once at
  * least LSTM_POLL_INTERVAL_NS have passed since it last did.
  *
- * Two flags, both written by thread 0 only. `raised` is set as soon as a handler
- * has raised (its exception is then pending): any thread may read it at any
- * time, but only to skip work, which is harmless since the call then raises.
- * `stop` is the decision to leave the time loop: thread 0 copies `raised` into
- * it at the top of a step, before the step's first barrier, and every thread
- * reads it right after that barrier, so that all leave at the same step (no
- * thread may wait at a barrier the others skipped); thread 0 writes it next
- * only after the step's last barrier, when every thread has read it.
+ * Flags written by thread 0 only. `raised` is set as soon as a handler has
+ * raised (its exception is then pending): any thread may read it at any time,
+ * but only to skip work, which is harmless since the call then raises.
+ * `stop[s % 2]` is the decision to leave the time loop at step s: thread 0
+ * copies `raised` into it at the top of step s, before the step's first
+ * barrier, and every thread reads it right after that barrier, so that all
+ * leave at the same step (no thread may wait at a barrier the others skipped).
+ * Thread 0 writes that flag next at the top of step s + 2, past step s + 1's
+ * barrier, which no thread reaches before it has read the flag: a step may
+ * thus have a single barrier.
  */
+#include <stddef.h>
 #include <stdint.h>
 #if defined(_WIN32)
 #ifndef WIN32_LEAN_AND_MEAN
@@ -126,7 +129,7 @@ static int64_t lstm_now_ns(void) {
 }
 
 typedef struct {
-    int stop;         /* leave the time loop (see above) */
+    int stop[2];      /* leave the time loop, by step parity (see above) */
     int raised;       /* a signal handler raised: the call is stopping */
     int enabled;      /* signals are checked at all */
     long countdown;   /* polls left until the next clock read */
@@ -151,7 +154,7 @@ static int64_t lstm_poll_interval_ns = LSTM_POLL_INTERVAL_NS;
 /* `work` is the flops between two polls of the time loop (one step). */
 static void lstm_poll_init(lstm_poll_t *p, int enabled, double work) {
     double stride = work > 0 ? LSTM_POLL_WORK / work : LSTM_POLL_WORK;
-    p->stop = 0;
+    p->stop[0] = p->stop[1] = 0;
     p->raised = 0;
     p->enabled = enabled;
     p->stride = stride < 1 ? 1 : (stride > 1e6 ? 1000000L : (long)stride);
@@ -190,13 +193,15 @@ static void lstm_poll_answered(lstm_poll_t *p, int64_t asked_ns, int raised) {
 /* Any thread, any time: whether the call is stopping (to skip work only). */
 static inline int lstm_poll_raised(lstm_poll_t *p) { return LSTM_LOAD(p->raised); }
 
-/* Thread 0, at the top of a step, before its first barrier: decide to stop. */
-static inline void lstm_poll_decide(lstm_poll_t *p) {
-    if (LSTM_LOAD(p->raised) && !p->stop) LSTM_STORE(p->stop, 1);
+/* Thread 0, at the top of step `step`, before its first barrier: decide to stop. */
+static inline void lstm_poll_decide(lstm_poll_t *p, ptrdiff_t step) {
+    LSTM_STORE(p->stop[step & 1], LSTM_LOAD(p->raised));
 }
 
-/* Every thread, right after the step's first barrier: whether to leave the loop. */
-static inline int lstm_poll_stopping(lstm_poll_t *p) { return LSTM_LOAD(p->stop); }
+/* Every thread, right after step `step`'s first barrier: whether to leave the loop. */
+static inline int lstm_poll_stopping(lstm_poll_t *p, ptrdiff_t step) {
+    return LSTM_LOAD(p->stop[step & 1]);
+}
 
 /* ------------------------------------------------------------------ thread creation
  *

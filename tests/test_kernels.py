@@ -58,8 +58,8 @@ def compare(case, spec, dtype, num_threads=None):
 # ----------------------------------------------------------------------------- every kernel path
 
 # functional._panels picks the recurrent product: W_hh packed in panels up to
-# _PANEL_MAX_BATCH rows of batch, BLAS's GEMM above. Each path is forced here.
-PATHS = {"panels": 10**9, "blas": 0}
+# _PANEL_MAX_STEP_FLOPS per step, BLAS's GEMM above. Each path is forced here.
+PATHS = {"panels": 1e30, "blas": 0}
 PATH_CASES = {
     "small_plain_lengths": dict(T=5, B=5, I=6, H=20, lengths=[5, 0, 3, 5, 1]),
     "projection_peephole_reverse": dict(
@@ -92,7 +92,7 @@ def kernel_path(monkeypatch):
     monkeypatch.setattr(_threads, "plan", record_plan)
 
     def force(path):
-        monkeypatch.setattr(functional, "_PANEL_MAX_BATCH", PATHS[path])
+        monkeypatch.setattr(functional, "_PANEL_MAX_STEP_FLOPS", PATHS[path])
         return taken
 
     return force
@@ -108,10 +108,15 @@ def test_kernels_match_reference(case, dtype, path, kernel_path):
     assert taken["panels"] == [path == "panels" and available] * 2  # forward and backward
 
 
-def test_the_path_cases_straddle_the_panel_limit():
-    assert functional._PANEL_MAX_BATCH == 64  # PATH_CASES has batches on both sides of it
-    batches = [spec["B"] for spec in PATH_CASES.values()]
-    assert min(batches) <= functional._PANEL_MAX_BATCH < max(batches)
+def test_panels_up_to_the_step_flops_limit_then_blas():
+    dtype = np.dtype(np.float32)
+    if _lstm.panel_width(dtype.itemsize) == 0:
+        pytest.skip("this build has no packed-panel products")
+    limit = functional._PANEL_MAX_STEP_FLOPS
+    hidden = 1024
+    largest = int(limit // (8 * hidden * hidden))  # the largest batch whose step fits
+    assert functional._panels(largest, hidden, hidden, dtype) is not None
+    assert functional._panels(largest + 1, hidden, hidden, dtype) is None
 
 
 @pytest.mark.parametrize("threads", [1, 2])
