@@ -26,6 +26,9 @@ from lstm_c._validation import MAX_THREADS, check_num_threads
 # (Zen 4): B=1 at H=128 and B=4 at H=64 gain a quarter from two threads, B=1 at
 # H=64 gains nothing and B=1 at H=32 loses a third.
 MIN_PARALLEL_WORK = 50_000
+# A lone step (LSTM.step) also pays for starting the threads, several
+# microseconds: it is split only from this much work.
+MIN_PARALLEL_LONE_STEP_WORK = 200_000
 
 # libgomp's thread pool does not survive fork(): a child whose parent already ran
 # a multi-threaded call would wait forever for pool threads it does not have.
@@ -122,9 +125,11 @@ def resolve(num_threads: int | None) -> int:
     return num_threads if num_threads is not None else get_num_threads()
 
 
-def is_small_step(batch: int, hidden: int, output: int) -> bool:
-    """Whether one time step is too little work to split between threads."""
-    return batch * hidden * (4 * output + 40) < MIN_PARALLEL_WORK
+def is_small_step(batch: int, hidden: int, output: int, *, lone: bool = False) -> bool:
+    """Whether one time step of a sequence (or a `lone` step) is too little work to split
+    between threads."""
+    minimum = MIN_PARALLEL_LONE_STEP_WORK if lone else MIN_PARALLEL_WORK
+    return batch * hidden * (4 * output + 40) < minimum
 
 
 def plan(num_threads: int | None, batch: int, hidden: int, output: int) -> int:

@@ -628,7 +628,7 @@ class LSTM:
         h_n = np.empty((L, batch, self.output_size), self.dtype)
         c_n = np.empty((L, batch, self.hidden_size), self.dtype)
         layer_input = np.ascontiguousarray(x.reshape(batch, self.input_size))
-        if _threads.is_small_step(batch, self.hidden_size, self.output_size):
+        if _threads.is_small_step(batch, self.hidden_size, self.output_size, lone=True):
             # A step of microseconds: every layer in one compiled call.
             plan = self._stepper()
             run = plan.run_f if self.dtype == np.float32 else plan.run_d
