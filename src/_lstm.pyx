@@ -536,31 +536,52 @@ cdef inline Py_ssize_t _chunk_row(Steps st, Py_ssize_t s, Py_ssize_t b, Py_ssize
     return (s - s0) * st.batch + b
 
 
-cdef void _project_chunk(Steps st, Slice rows, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t I,
-                         Py_ssize_t G, const floating* x, const floating* w_ih, floating* gates,
-                         lstm_poll_t* poll, bint master) noexcept nogil:
-    """gates rows of steps [s0, s1) = their inputs W_ih^T, for the batch rows `rows`.
+cdef inline void _tile(Py_ssize_t rows, Py_ssize_t cols, int tid, int team, Slice* r,
+                       Slice* c) noexcept nogil:
+    """This thread's tile of a rows x cols GEMM output whose right operand (k x cols)
+    BLAS packs whole in every call.
+
+    By rows, unless there are fewer rows than columns: each thread would then
+    pack all of the right operand (at small batch all of W_ih, for a few rows),
+    so the split is by columns and each packs its own part.
+    """
+    if rows < cols:
+        r.lo, r.hi = 0, rows
+        c[0] = _slice(cols, ALIGN, tid, team)
+    else:
+        r[0] = _slice(rows, 1, tid, team)
+        c.lo, c.hi = 0, cols
+
+
+cdef void _project_chunk(Steps st, Slice rows, Slice cols, Py_ssize_t s0, Py_ssize_t s1,
+                         Py_ssize_t I, Py_ssize_t G, const floating* x, const floating* w_ih,
+                         floating* gates, lstm_poll_t* poll, bint master) noexcept nogil:
+    """gates rows of steps [s0, s1) = their inputs W_ih^T: gate columns `cols` of the
+    positions `rows` (time-major forward) or of the batch rows `rows` (otherwise).
 
     Row b's step s lands in chunk row _chunk_row(s, b). Forward in time-major
-    layout, the chunk is one block of positions (a single GEMM, split by
-    rows); otherwise each row's valid steps are consecutive times of that
-    row, one GEMM per row with the stride between its times as leading
-    dimension.
+    layout, the chunk is one block of positions (a single GEMM); otherwise each
+    row's valid steps are consecutive times of that row, one GEMM per row with
+    the stride between its times as leading dimension.
     """
     cdef Py_ssize_t b, valid, t0, B = st.batch
+    cdef int n = <int>(cols.hi - cols.lo)
+    if n <= 0:
+        return
     if not st.reverse and st.stride_b == 1:
-        # rows here are positions [s0*B, s1*B) split between threads
-        _gemm_pieces(False, True, <int>(rows.hi - rows.lo), <int>G, <int>I,
-                     x + (s0 * B + rows.lo) * I, <int>I, w_ih, <int>I, gates + rows.lo * G,
-                     <int>G, _piece_work, _piece_min_rows, poll, master)
+        _gemm_pieces(False, True, <int>(rows.hi - rows.lo), n, <int>I,
+                     x + (s0 * B + rows.lo) * I, <int>I, w_ih + cols.lo * I, <int>I,
+                     gates + rows.lo * G + cols.lo, <int>G, _piece_work, _piece_min_rows, poll,
+                     master)
         return
     for b in range(rows.lo, rows.hi):
         valid = min(s1, st.lengths[b]) - s0
         if valid <= 0:
             continue
         t0 = st.lengths[b] - s0 - valid if st.reverse else s0
-        gemm(False, True, <int>valid, <int>G, <int>I, 1, x + (t0 * st.stride_t + b * st.stride_b) * I,
-             <int>(st.stride_t * I), w_ih, <int>I, 0, gates + b * G, <int>(B * G))
+        gemm(False, True, <int>valid, n, <int>I, 1, x + (t0 * st.stride_t + b * st.stride_b) * I,
+             <int>(st.stride_t * I), w_ih + cols.lo * I, <int>I, 0, gates + b * G + cols.lo,
+             <int>(B * G))
 
 
 cdef void _forward_units(
@@ -726,7 +747,7 @@ def forward(
     cdef bint projected = w_hr is not None, training, chunked
     cdef Py_ssize_t chunk = steps, s0 = 0, s1 = 0
     cdef int tid = 0, team = 1
-    cdef Slice r, u, q
+    cdef Slice r, u, q, gcols
     # Every array's first element (NULL for None or empty), taken once for the region
     # without the GIL. Backward repeats this list for its own arrays, on purpose.
     cdef const floating* x_p = _cptr(x)
@@ -798,12 +819,14 @@ def forward(
         u = _slice(H, ALIGN, tid, team)
         q = _slice(P, ALIGN, tid, team)
         if not chunked:
-            # The input projection of every position at once, split by rows (in
-            # training the gates are kept for the backward pass anyway).
-            r = _slice(rows, 1, tid, team)
-            _gemm_pieces(False, True, <int>(r.hi - r.lo), <int>G, <int>I, x_p + r.lo * I, <int>I,
-                         w_ih_p, <int>I, gates_p + r.lo * G, <int>G, _piece_work, _piece_min_rows,
-                         &poll, tid == 0)
+            # The input projection of every position at once (in training the
+            # gates are kept for the backward pass anyway).
+            _tile(rows, G, tid, team, &r, &gcols)
+            if gcols.hi > gcols.lo:
+                _gemm_pieces(False, True, <int>(r.hi - r.lo), <int>(gcols.hi - gcols.lo), <int>I,
+                             x_p + r.lo * I, <int>I, w_ih_p + gcols.lo * I, <int>I,
+                             gates_p + r.lo * G + gcols.lo, <int>G, _piece_work, _piece_min_rows,
+                             &poll, tid == 0)
         if panels_p != NULL and not lstm_poll_raised(&poll):
             _pack_panels(w_hh_p, H, P, u, panels_p)
         lstm_barrier_wait(&barrier, team)
@@ -813,11 +836,12 @@ def forward(
                 s0 = s
                 s1 = min(steps, s + chunk)
                 if st.reverse or st.stride_b != 1:
-                    r = _slice(B, 1, tid, team)
+                    _tile(B, G, tid, team, &r, &gcols)  # rows of the batch: a GEMM each
                 else:
-                    r = _slice((s1 - s0) * B, 1, tid, team)
+                    _tile((s1 - s0) * B, G, tid, team, &r, &gcols)  # positions: one GEMM
                 if not lstm_poll_raised(&poll):
-                    _project_chunk(st, r, s0, s1, I, G, x_p, w_ih_p, gates_p, &poll, tid == 0)
+                    _project_chunk(st, r, gcols, s0, s1, I, G, x_p, w_ih_p, gates_p, &poll,
+                                   tid == 0)
                 lstm_barrier_wait(&barrier, team)
             if tid == 0:
                 _poll(&poll, s)
@@ -995,7 +1019,7 @@ def backward(
     cdef Steps st = _steps(lengths, reverse, batch_first, steps)
     cdef bint projected = w_hr is not None
     cdef int tid = 0, team = 1
-    cdef Slice r, u, q, gcols
+    cdef Slice r, u, q, gcols, icols
     # Every array's first element, as in forward (the same shape of list, on purpose).
     cdef const floating* x_p = _cptr(x)
     cdef const floating* w_ih_p = _cptr(w_ih)
@@ -1080,7 +1104,6 @@ def backward(
     with nogil, parallel(num_threads=num_threads):
         tid = lstm_omp_thread_num()
         team = lstm_omp_num_threads()
-        r = _slice(rows, 1, tid, team)
         u = _slice(H, ALIGN, tid, team)
         q = _slice(P, ALIGN, tid, team)
         gcols = _slice(G, ALIGN, tid, team)
@@ -1123,9 +1146,12 @@ def backward(
                     memcpy(dh0_p + b * P + q.lo, dh_n_p + b * P + q.lo,
                            (q.hi - q.lo) * sizeof(floating))
             # The weight and input gradients of all positions at once, each thread its tile.
-            _gemm_pieces(False, False, <int>(r.hi - r.lo), <int>I, <int>G, dgates_p + r.lo * G,
-                         <int>G, w_ih_p, <int>I, dx_p + r.lo * I, <int>I, _piece_work,
-                         _piece_min_rows, &poll, tid == 0)
+            _tile(rows, I, tid, team, &r, &icols)
+            if icols.hi > icols.lo:
+                _gemm_pieces(False, False, <int>(r.hi - r.lo), <int>(icols.hi - icols.lo), <int>G,
+                             dgates_p + r.lo * G, <int>G, w_ih_p + icols.lo, <int>I,
+                             dx_p + r.lo * I + icols.lo, <int>I, _piece_work, _piece_min_rows,
+                             &poll, tid == 0)
             _gemm_pieces(True, False, <int>(gcols.hi - gcols.lo), <int>I, <int>rows,
                          dgates_p + gcols.lo, <int>G, x_p, <int>I, dw_ih_p + gcols.lo * I, <int>I,
                          _piece_work, _piece_min_inner, &poll, tid == 0)

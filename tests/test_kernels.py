@@ -69,6 +69,12 @@ PATH_CASES = {
         T=3, B=80, I=8, H=40, P=12, peephole=True, batch_first=True, lengths=np.arange(80) % 4
     ),
     "batch_80_reverse": dict(T=3, B=80, I=5, H=48, reverse=True),
+    # Fewer positions than gate columns and than inputs: the threads split the
+    # input projection and the input gradient by columns, not rows.
+    "few_positions_wide_input": dict(T=2, B=3, I=70, H=64, lengths=[2, 1, 2]),
+    "few_positions_wide_input_batch_first_reverse": dict(
+        T=2, B=3, I=70, H=64, batch_first=True, reverse=True
+    ),
 }
 
 
@@ -129,7 +135,12 @@ def test_each_recurrent_product_matches_the_reference(case, path, dtype, threads
     available = _lstm.panel_width(np.dtype(dtype).itemsize) > 0
     assert taken["panels"] == [path == "panels" and available] * 2  # forward and backward
     assert [asked for asked, _ in taken["plans"]] == [threads] * 2
-    if threads == 2 and lstm_c.openmp_enabled() and PATH_CASES[case]["B"] >= 48:
+    spec = PATH_CASES[case]
+    if (
+        threads == 2
+        and lstm_c.openmp_enabled()
+        and not _threads.is_small_step(spec["B"], spec["H"], spec.get("P") or spec["H"])
+    ):
         assert [used for _, used in taken["plans"]] == [2, 2]  # big enough to split
 
 
@@ -287,6 +298,20 @@ def test_inference_in_chunks_equals_the_training_forward_and_the_reference(
         dtype,
         names=["y", "h_n", "c_n"],
     )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "case", ["few_positions_wide_input", "few_positions_wide_input_batch_first_reverse", "batch_80_reverse"]
+)
+def test_inference_chunks_split_between_two_threads_match_the_reference(case, dtype, small_chunks):
+    # Large enough for two threads: a chunk's projection is split by gate columns
+    # (fewer positions than columns) or by rows.
+    make, options = split(PATH_CASES[case])
+    problem = make_problem(np.random.default_rng(zlib.crc32(case.encode())), **make, dtype=dtype)
+    ours = lstm_c.lstm_forward(**problem, **options, training=False, num_threads=2)[:3]
+    theirs = reference.lstm_forward(**problem, **options, training=False)[:3]
+    assert_close(ours, theirs, dtype, names=["y", "h_n", "c_n"])
 
 
 def test_inference_scratch_does_not_grow_with_the_sequence():
