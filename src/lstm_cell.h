@@ -296,13 +296,79 @@ typedef double lstm_vd __attribute__((vector_size(64)));
             for (ptrdiff_t l = 0; l < width; l++)                                             \
                 panel[k * width + l] = l < cols ? W[k * ldw + l] : (T)0;                      \
     }                                                                                         \
-    /* rows (<= the panel width) rows of W (ld K), transposed into a zero-padded panel. */    \
-    static void lstm_pack_panel_##SUF(const T *W, ptrdiff_t K, ptrdiff_t rows, T *panel) {    \
+    /* rows (<= the panel width) rows of W (ld K), transposed into a zero-padded panel:    \
+     * full panels a square tile at a time in vector registers (lstm_transpose_##SUF),     \
+     * the rest one value at a time. */                                                      \
+    LSTM_DISPATCH static void lstm_pack_panel_##SUF(const T *W, ptrdiff_t K, ptrdiff_t rows,  \
+                                                   T *panel) {                                \
         const ptrdiff_t width = (ptrdiff_t)(sizeof(V) / sizeof(T));                           \
-        for (ptrdiff_t k = 0; k < K; k++)                                                     \
+        ptrdiff_t k0 = 0;                                                                     \
+        if (rows == width && LSTM_HAVE_TRANSPOSE)                                             \
+            for (; k0 + width <= K; k0 += width)                                              \
+                lstm_transpose_##SUF(W + k0, K, panel + k0 * width);                          \
+        for (ptrdiff_t k = k0; k < K; k++)                                                    \
             for (ptrdiff_t l = 0; l < width; l++)                                             \
                 panel[k * width + l] = l < rows ? W[l * K + k] : (T)0;                        \
     }
+/* The square tile of W (ld K) at its first row and column, transposed into W's
+ * panel: out[k * N + l] = W[l * K + k] for N = 16 floats or 8 doubles. log2(N)
+ * rounds of two-vector shuffles, each swapping blocks half as wide as the last
+ * (rows i and i + d exchange their blocks of d lanes); about 20 times faster
+ * than moving the values one at a time. */
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+#define LSTM_HAVE_TRANSPOSE 1
+#endif
+#endif
+#ifndef LSTM_HAVE_TRANSPOSE
+#define LSTM_HAVE_TRANSPOSE 0
+#endif
+#if LSTM_HAVE_TRANSPOSE
+#define LSTM_LIST(...) __VA_ARGS__
+/* LO and HI: the lane lists (in parentheses) of the two results. */
+#define LSTM_SWAP_BLOCKS(V, r, N, d, LO, HI)                                                 \
+    for (int i = 0; i < N; i++)                                                               \
+        if (!(i & d)) {                                                                       \
+            V a_ = r[i], b_ = r[i + d];                                                       \
+            r[i] = __builtin_shufflevector(a_, b_, LSTM_LIST LO);                             \
+            r[i + d] = __builtin_shufflevector(a_, b_, LSTM_LIST HI);                         \
+        }
+LSTM_INLINE void lstm_transpose_f(const float *W, ptrdiff_t K, float *out) {
+    lstm_vf r[16];
+    for (int l = 0; l < 16; l++) memcpy(&r[l], W + l * K, sizeof r[l]);
+    LSTM_SWAP_BLOCKS(lstm_vf, r, 16, 8,
+                     (0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23),
+                     (8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31))
+    LSTM_SWAP_BLOCKS(lstm_vf, r, 16, 4,
+                     (0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27),
+                     (4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31))
+    LSTM_SWAP_BLOCKS(lstm_vf, r, 16, 2,
+                     (0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29),
+                     (2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31))
+    LSTM_SWAP_BLOCKS(lstm_vf, r, 16, 1,
+                     (0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30),
+                     (1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31))
+    for (int k = 0; k < 16; k++) memcpy(out + k * 16, &r[k], sizeof r[k]);
+}
+LSTM_INLINE void lstm_transpose_d(const double *W, ptrdiff_t K, double *out) {
+    lstm_vd r[8];
+    for (int l = 0; l < 8; l++) memcpy(&r[l], W + l * K, sizeof r[l]);
+    LSTM_SWAP_BLOCKS(lstm_vd, r, 8, 4,
+                     (0, 1, 2, 3, 8, 9, 10, 11),
+                     (4, 5, 6, 7, 12, 13, 14, 15))
+    LSTM_SWAP_BLOCKS(lstm_vd, r, 8, 2,
+                     (0, 1, 8, 9, 4, 5, 12, 13),
+                     (2, 3, 10, 11, 6, 7, 14, 15))
+    LSTM_SWAP_BLOCKS(lstm_vd, r, 8, 1,
+                     (0, 8, 2, 10, 4, 12, 6, 14),
+                     (1, 9, 3, 11, 5, 13, 7, 15))
+    for (int k = 0; k < 8; k++) memcpy(out + k * 8, &r[k], sizeof r[k]);
+}
+#else
+LSTM_INLINE void lstm_transpose_f(const float *W, ptrdiff_t K, float *out) {}
+LSTM_INLINE void lstm_transpose_d(const double *W, ptrdiff_t K, double *out) {}
+#endif
+
 LSTM_DEFINE_PANELS(float, f, lstm_vf)
 LSTM_DEFINE_PANELS(double, d, lstm_vd)
 #else
