@@ -40,6 +40,7 @@ def forward(
     m_step: _Array | None,  # SCRATCH (B, H) with a projection, else None
     proj: _Array | None,  # SCRATCH (B, P) with a projection, else None
     panels: _Array | None,  # SCRATCH packed W_hh (see functional._panels), or None for BLAS
+    ih_panels: _Array | None,  # SCRATCH packed W_ih (functional._input_panels), or None for BLAS
     num_threads: int,
 ) -> None:
     """Run one layer and direction over the sequence (results written into the outputs)."""
@@ -75,6 +76,7 @@ def backward(
     dh_step: _Array | None,  # SCRATCH (B, P) with a projection, else None
     dm_step: _Array | None,  # SCRATCH (B, H) with a projection, else None
     panels: _Array | None,  # SCRATCH packed W_hh columns, or None for BLAS
+    ih_panels: _Array | None,  # SCRATCH packed W_ih columns, or None for BLAS
     num_threads: int,
 ) -> None:
     """Backpropagate through one layer and direction (gradients written into the outputs)."""

@@ -105,6 +105,12 @@ cdef extern from "lstm_cell.h" nogil:
                            Py_ssize_t ldh, float* out, Py_ssize_t ldo, Py_ssize_t ncols)
     void lstm_panel_gemm_d(Py_ssize_t nb, Py_ssize_t K, const double* panel, const double* h,
                            Py_ssize_t ldh, double* out, Py_ssize_t ldo, Py_ssize_t ncols)
+    void lstm_panel_gemm_ordered_f(Py_ssize_t nb, Py_ssize_t K, const float* panel,
+                                   const float* h, Py_ssize_t ldh, float* out, Py_ssize_t ldo,
+                                   Py_ssize_t ncols)
+    void lstm_panel_gemm_ordered_d(Py_ssize_t nb, Py_ssize_t K, const double* panel,
+                                   const double* h, Py_ssize_t ldh, double* out, Py_ssize_t ldo,
+                                   Py_ssize_t ncols)
     void lstm_pack_panel_f(const float* W, Py_ssize_t K, Py_ssize_t rows, float* panel)
     void lstm_pack_panel_d(const double* W, Py_ssize_t K, Py_ssize_t rows, double* panel)
     void lstm_pack_columns_f(const float* W, Py_ssize_t ldw, Py_ssize_t K, Py_ssize_t cols,
@@ -394,66 +400,110 @@ cdef inline Py_ssize_t _panel_width(floating* unused) noexcept nogil:
     return 64 // sizeof(floating)
 
 
-cdef void _pack_panels(const floating* w_hh, Py_ssize_t H, Py_ssize_t P, Slice u,
+cdef inline void _panel_gemm(bint ordered, Py_ssize_t nb, Py_ssize_t K, const floating* panel,
+                             const floating* a, Py_ssize_t lda, floating* out, Py_ssize_t ldo,
+                             Py_ssize_t ncols) noexcept nogil:
+    """nb rows of a times one panel (lstm_cell.h); `ordered`: each row summed in order of k."""
+    if floating is float:
+        if ordered:
+            lstm_panel_gemm_ordered_f(nb, K, panel, a, lda, out, ldo, ncols)
+        else:
+            lstm_panel_gemm_f(nb, K, panel, a, lda, out, ldo, ncols)
+    else:
+        if ordered:
+            lstm_panel_gemm_ordered_d(nb, K, panel, a, lda, out, ldo, ncols)
+        else:
+            lstm_panel_gemm_d(nb, K, panel, a, lda, out, ldo, ncols)
+
+
+cdef void _pack_panels(const floating* w, Py_ssize_t H, Py_ssize_t K, Slice u,
                        floating* panels) noexcept nogil:
-    """Pack this thread's units of W_hh (all four gates) into panels; see lstm_cell.h."""
+    """Pack units u of w (4H x K: W_hh, or W_ih for the input projection), all four
+    gates, into panels; see lstm_cell.h."""
     cdef Py_ssize_t width = _panel_width(panels), nblocks = (H + width - 1) // width
     cdef Py_ssize_t g, j0
     for g in range(4):
         j0 = u.lo
         while j0 < u.hi:
             if floating is float:
-                lstm_pack_panel_f(w_hh + (g * H + j0) * P, P, min(width, u.hi - j0),
-                                  panels + (g * nblocks + j0 // width) * P * width)
+                lstm_pack_panel_f(w + (g * H + j0) * K, K, min(width, u.hi - j0),
+                                  panels + (g * nblocks + j0 // width) * K * width)
             else:
-                lstm_pack_panel_d(w_hh + (g * H + j0) * P, P, min(width, u.hi - j0),
-                                  panels + (g * nblocks + j0 // width) * P * width)
+                lstm_pack_panel_d(w + (g * H + j0) * K, K, min(width, u.hi - j0),
+                                  panels + (g * nblocks + j0 // width) * K * width)
             j0 += width
 
 
-cdef void _panel_product(const floating* panels, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
-                         Slice u, const floating* h, floating* rec) noexcept nogil:
-    """rec[:, g*H + j] = h W_hh[g*H + j]^T for this thread's units j, from the panels."""
+cdef void _panel_product(const floating* panels, Py_ssize_t B, Py_ssize_t H, Py_ssize_t K,
+                         Slice u, const floating* a, Py_ssize_t lda, floating* out,
+                         Py_ssize_t ldo, bint ordered=False) noexcept nogil:
+    """out[:, g*H + j] = a w[g*H + j]^T for the B rows of a (K wide) and units j in u,
+    from the panels of w (_pack_panels)."""
     cdef Py_ssize_t width = _panel_width(<floating*>panels), nblocks = (H + width - 1) // width
     cdef Py_ssize_t g, j0
     for g in range(4):
         j0 = u.lo
         while j0 < u.hi:
-            if floating is float:
-                lstm_panel_gemm_f(B, P, panels + (g * nblocks + j0 // width) * P * width, h, P,
-                                  rec + g * H + j0, 4 * H, min(width, u.hi - j0))
-            else:
-                lstm_panel_gemm_d(B, P, panels + (g * nblocks + j0 // width) * P * width, h, P,
-                                  rec + g * H + j0, 4 * H, min(width, u.hi - j0))
+            _panel_gemm(ordered, B, K, panels + (g * nblocks + j0 // width) * K * width, a, lda,
+                        out + g * H + j0, ldo, min(width, u.hi - j0))
             j0 += width
 
 
-cdef void _pack_column_panels(const floating* w_hh, Py_ssize_t G, Py_ssize_t P, Slice q,
+cdef void _pack_column_panels(const floating* w, Py_ssize_t G, Py_ssize_t P, Slice q,
                               floating* panels) noexcept nogil:
-    """Pack this thread's columns q of W_hh (4H x P) into panels, for dh = dgates W_hh."""
+    """Pack columns q of w (G x P: W_hh, or W_ih for the input gradient) into panels,
+    for products dgates w."""
     cdef Py_ssize_t width = _panel_width(panels)
     cdef Py_ssize_t j0 = q.lo
     while j0 < q.hi:
         if floating is float:
-            lstm_pack_columns_f(w_hh + j0, P, G, min(width, q.hi - j0), panels + (j0 // width) * G * width)
+            lstm_pack_columns_f(w + j0, P, G, min(width, q.hi - j0), panels + (j0 // width) * G * width)
         else:
-            lstm_pack_columns_d(w_hh + j0, P, G, min(width, q.hi - j0), panels + (j0 // width) * G * width)
+            lstm_pack_columns_d(w + j0, P, G, min(width, q.hi - j0), panels + (j0 // width) * G * width)
         j0 += width
 
 
-cdef void _column_panel_product(const floating* panels, Py_ssize_t B, Py_ssize_t G, Py_ssize_t P,
-                                Slice q, const floating* dgates_step, floating* dh) noexcept nogil:
-    """dh[:, q] = dgates_step W_hh[:, q], from the column panels."""
+cdef void _column_panel_product(const floating* panels, Py_ssize_t B, Py_ssize_t G,
+                                Slice q, const floating* a, Py_ssize_t lda, floating* out,
+                                Py_ssize_t ldo, bint ordered=False) noexcept nogil:
+    """out[:, q] = a w[:, q] for the B rows of a (G wide), from the column panels of w."""
     cdef Py_ssize_t width = _panel_width(<floating*>panels)
     cdef Py_ssize_t j0 = q.lo
     while j0 < q.hi:
-        if floating is float:
-            lstm_panel_gemm_f(B, G, panels + (j0 // width) * G * width, dgates_step, G, dh + j0, P,
-                              min(width, q.hi - j0))
-        else:
-            lstm_panel_gemm_d(B, G, panels + (j0 // width) * G * width, dgates_step, G, dh + j0, P,
-                              min(width, q.hi - j0))
+        _panel_gemm(ordered, B, G, panels + (j0 // width) * G * width, a, lda, out + j0, ldo,
+                    min(width, q.hi - j0))
         j0 += width
+
+
+# The products over all positions from panels take their rows in blocks of
+# about this many bytes of the left operand, which then stays in L2 while every
+# panel of the thread passes over it.
+cdef Py_ssize_t _block_bytes = 262144
+
+
+cdef void _panel_rows(bint columns, const floating* panels, Py_ssize_t rows, Py_ssize_t H,
+                      Py_ssize_t K, Slice part, const floating* a, Py_ssize_t lda, floating* out,
+                      Py_ssize_t ldo, lstm_poll_t* poll, bint master) noexcept nogil:
+    """_panel_product (units `part`, w 4H x K) or, with `columns`, _column_panel_product
+    (columns `part`, w K x H), over `rows` rows of a, in blocks of rows; between blocks
+    thread 0 (`master`) polls for signals and every thread stops once the call is
+    stopping. Each row is summed in order of k: its results do not depend on the
+    blocks, so a sequence run in segments or chunks gives the same bits."""
+    cdef Py_ssize_t block = max(8, _block_bytes // max(K * <Py_ssize_t>sizeof(floating), 1) // 8 * 8)
+    cdef Py_ssize_t r0 = 0, n
+    if part.hi <= part.lo:
+        return
+    while r0 < rows:
+        if master and lstm_poll_due_now(poll):
+            _check_signals(poll)
+        if lstm_poll_raised(poll):
+            return
+        n = min(block, rows - r0)
+        if columns:
+            _column_panel_product(panels, n, K, part, a + r0 * lda, lda, out + r0 * ldo, ldo, True)
+        else:
+            _panel_product(panels, n, H, K, part, a + r0 * lda, lda, out + r0 * ldo, ldo, True)
+        r0 += n
 
 
 cdef inline const floating* _cptr(const floating[:, ::1] m) noexcept nogil:
@@ -555,17 +605,34 @@ cdef inline void _tile(Py_ssize_t rows, Py_ssize_t cols, int tid, int team, Slic
 
 cdef void _project_chunk(Steps st, Slice rows, Slice cols, Py_ssize_t s0, Py_ssize_t s1,
                          Py_ssize_t I, Py_ssize_t G, const floating* x, const floating* w_ih,
-                         floating* gates, lstm_poll_t* poll, bint master) noexcept nogil:
-    """gates rows of steps [s0, s1) = their inputs W_ih^T: gate columns `cols` of the
-    positions `rows` (time-major forward) or of the batch rows `rows` (otherwise).
+                         const floating* ih_panels, Slice u, floating* gates, lstm_poll_t* poll,
+                         bint master) noexcept nogil:
+    """gates rows of steps [s0, s1) = their inputs W_ih^T.
+
+    With ih_panels (W_ih packed, _pack_panels), this thread's units u of every
+    position; else through BLAS, gate columns `cols` of the positions `rows`
+    (time-major forward) or of the batch rows `rows` (otherwise).
 
     Row b's step s lands in chunk row _chunk_row(s, b). Forward in time-major
-    layout, the chunk is one block of positions (a single GEMM); otherwise each
-    row's valid steps are consecutive times of that row, one GEMM per row with
-    the stride between its times as leading dimension.
+    layout, the chunk is one block of positions (a single product); otherwise
+    each row's valid steps are consecutive times of that row, one product per
+    row with the stride between its times as leading dimension.
     """
-    cdef Py_ssize_t b, valid, t0, B = st.batch
+    cdef Py_ssize_t b, valid, t0, B = st.batch, H = G // 4
     cdef int n = <int>(cols.hi - cols.lo)
+    if ih_panels != NULL:
+        if not st.reverse and st.stride_b == 1:
+            _panel_rows(False, ih_panels, (s1 - s0) * B, H, I, u, x + s0 * B * I, I, gates, G,
+                        poll, master)
+            return
+        for b in range(B):
+            valid = min(s1, st.lengths[b]) - s0
+            if valid > 0:
+                t0 = st.lengths[b] - s0 - valid if st.reverse else s0
+                _panel_rows(False, ih_panels, valid, H, I, u,
+                            x + (t0 * st.stride_t + b * st.stride_b) * I, st.stride_t * I,
+                            gates + b * G, B * G, poll, master)
+        return
     if n <= 0:
         return
     if not st.reverse and st.stride_b == 1:
@@ -702,15 +769,17 @@ cdef int _check_lengths(const Py_ssize_t[::1] lengths, Py_ssize_t batch, Py_ssiz
     return 0
 
 
-cdef int _check_panels(const floating[::1] panels, Py_ssize_t blocked, Py_ssize_t other) except -1:
-    """None (BLAS products), or room for W_hh packed in panels of `blocked` (see _panels)."""
+cdef int _check_panels(str name, const floating[::1] panels, Py_ssize_t blocked,
+                       Py_ssize_t other) except -1:
+    """None (BLAS products), or room for a weight packed in panels of `blocked`
+    (lstm_c.functional._panels)."""
     cdef Py_ssize_t width
     if panels is None:
         return 0
     if not LSTM_HAVE_PANELS:
-        raise ValueError("panels must be None: this build has no packed-panel products")
+        raise ValueError(f"{name} must be None: this build has no packed-panel products")
     width = 64 // sizeof(floating)
-    return _check_vector("panels", panels, 4 * ((blocked + width - 1) // width) * other * width, False)
+    return _check_vector(name, panels, 4 * ((blocked + width - 1) // width) * other * width, False)
 
 
 def forward(
@@ -723,7 +792,7 @@ def forward(
     floating[:, ::1] gates not None, floating[:, ::1] y not None,
     floating[:, ::1] h_prev, floating[:, ::1] c_prev, floating[:, ::1] m_all,
     floating[:, ::1] rec not None, floating[:, ::1] h_next, floating[:, ::1] m_step,
-    floating[:, ::1] proj, floating[::1] panels, int num_threads,
+    floating[:, ::1] proj, floating[::1] panels, floating[::1] ih_panels, int num_threads,
 ):
     """Run one layer and direction over the sequence on `num_threads` threads.
 
@@ -735,9 +804,9 @@ def forward(
     (T*B, H) receive the state entering each position, gates the activations
     i, f, g, o and, with a projection, m_all (T*B, H) the cell outputs;
     inference passes None for all three. panels (4*ceil(H/W)*P*W, W =
-    panel_width(itemsize)) selects the packed-panel recurrent product (small
-    batches) instead of BLAS; None for BLAS. BLAS must be single-threaded
-    while num_threads > 1.
+    panel_width(itemsize)) selects the packed-panel recurrent product instead
+    of BLAS; None for BLAS. ih_panels (4*ceil(H/W)*I*W) likewise for the input
+    projection. BLAS must be single-threaded while num_threads > 1.
     """
     cdef Py_ssize_t B = c.shape[0], H = c.shape[1], P = h.shape[1], I = x.shape[1]
     cdef Py_ssize_t G = 4 * H, rows = steps * B
@@ -772,6 +841,7 @@ def forward(
     cdef floating* h_swap = NULL
     cdef const floating* bias_p = &bias[0]
     cdef floating* panels_p = &panels[0] if panels is not None else NULL
+    cdef floating* ih_panels_p = &ih_panels[0] if ih_panels is not None else NULL
     cdef lstm_barrier_t barrier
     cdef lstm_poll_t poll
     # IN x (T*B, I), w_ih (4H, I), w_hh (4H, P), bias (4H,), w_hr (P, H) or None,
@@ -779,7 +849,7 @@ def forward(
     # training OUT h_prev (T*B, P), c_prev (T*B, H), m_all (T*B, H) with w_hr, gates
     # (T*B, 4H) (activations), else those None and gates SCRATCH (chunk*B, 4H), chunk =
     # inference_chunk_steps(T, B); SCRATCH rec (B, 4H), h_next (B, H) without w_hr,
-    # m_step (B, H) and proj (B, P) with w_hr, panels or None.
+    # m_step (B, H) and proj (B, P) with w_hr, panels and ih_panels or None.
     training = c_prev is not None
     if not training:
         chunk = inference_chunk_steps(steps, B)
@@ -805,7 +875,8 @@ def forward(
     _check_matrix("h_next", h_next, B, P, not projected)
     _check_matrix("m_step", m_step, B, H, projected)
     _check_matrix("proj", proj, B, P, projected)
-    _check_panels(panels, H, P)
+    _check_panels("panels", panels, H, P)
+    _check_panels("ih_panels", ih_panels, H, I)
     barrier.count = 0
     barrier.generation = 0
     if rows == 0:
@@ -818,9 +889,14 @@ def forward(
         team = lstm_omp_num_threads()
         u = _slice(H, ALIGN, tid, team)
         q = _slice(P, ALIGN, tid, team)
-        if not chunked:
+        if ih_panels_p != NULL:
+            # This thread's units of W_ih: it alone projects, and reads, their gates.
+            _pack_panels(w_ih_p, H, I, u, ih_panels_p)
+        if not chunked and ih_panels_p != NULL:
             # The input projection of every position at once (in training the
             # gates are kept for the backward pass anyway).
+            _panel_rows(False, ih_panels_p, rows, H, I, u, x_p, I, gates_p, G, &poll, tid == 0)
+        elif not chunked:
             _tile(rows, G, tid, team, &r, &gcols)
             if gcols.hi > gcols.lo:
                 _gemm_pieces(False, True, <int>(r.hi - r.lo), <int>(gcols.hi - gcols.lo), <int>I,
@@ -840,15 +916,16 @@ def forward(
                 else:
                     _tile((s1 - s0) * B, G, tid, team, &r, &gcols)  # positions: one GEMM
                 if not lstm_poll_raised(&poll):
-                    _project_chunk(st, r, gcols, s0, s1, I, G, x_p, w_ih_p, gates_p, &poll,
-                                   tid == 0)
-                lstm_barrier_wait(&barrier, team)
+                    _project_chunk(st, r, gcols, s0, s1, I, G, x_p, w_ih_p, ih_panels_p, u,
+                                   gates_p, &poll, tid == 0)
+                if ih_panels_p == NULL:
+                    lstm_barrier_wait(&barrier, team)  # BLAS split the chunk across units
             if tid == 0:
                 _poll(&poll, s)
             if s < max_length and u.hi > u.lo and not lstm_poll_raised(&poll):
                 # This thread's units of all four gates: h_{t-1} W_hh[rows of u]^T.
                 if panels_p != NULL:
-                    _panel_product(panels_p, B, H, P, u, h_in, rec_p)
+                    _panel_product(panels_p, B, H, P, u, h_in, P, rec_p, G)
                 else:
                     for k in range(4):
                         _gemm_pieces(False, True, <int>B, <int>(u.hi - u.lo), <int>P, h_in, <int>P,
@@ -998,7 +1075,7 @@ def backward(
     floating[:, ::1] dw_hr, floating[:, ::1] dpeephole,
     floating[:, ::1] dgates not None, floating[:, ::1] dgates_step not None,
     floating[:, ::1] dh_all, floating[:, ::1] dh_step, floating[:, ::1] dm_step,
-    floating[::1] panels, int num_threads,
+    floating[::1] panels, floating[::1] ih_panels, int num_threads,
 ):
     """Backpropagate through one layer and direction on `num_threads` threads.
 
@@ -1009,7 +1086,9 @@ def backward(
     dw_hr (P, H) and dpeephole (3, H) are written when used (else None).
     Scratch: dgates (T*B, 4H) and dgates_step (2B, 4H), zeros (two halves used
     in turn: rows past their length are read, never written); with a projection
-    dh_all (T*B, P), dh_step (B, P) and dm_step (B, H), else None. BLAS must
+    dh_all (T*B, P), dh_step (B, P) and dm_step (B, H), else None. panels
+    (4*ceil(P/W)*H*W) and ih_panels (4*ceil(I/W)*H*W), or None, select the
+    packed-panel products dgates W_hh and dgates W_ih instead of BLAS. BLAS must
     be single-threaded while num_threads > 1.
     """
     cdef Py_ssize_t B = dc0.shape[0], H = dc0.shape[1], P = dh0.shape[1], I = x.shape[1]
@@ -1047,6 +1126,7 @@ def backward(
     cdef floating* dpeep_p = _ptr(dpeephole)
     cdef floating* db_p = &db[0]
     cdef floating* panels_p = &panels[0] if panels is not None else NULL
+    cdef floating* ih_panels_p = &ih_panels[0] if ih_panels is not None else NULL
     # The cells' incoming dh: with a projection always dm (dy and dh_n already in it).
     cdef const floating* cell_dy = dy_p
     cdef const floating* cell_dh_last = dh_n_p
@@ -1062,7 +1142,8 @@ def backward(
     # w_hr, lengths (B,), dy (T*B, P) or None, dh_n (B, P); OUT dx (T*B, I), dh0 (B, P),
     # dw_ih (4H, I), dw_hh (4H, P), db (4H,), dw_hr (P, H) with w_hr, dpeephole (3, H)
     # with peephole; INOUT dc0 (B, H) (dc_n in); SCRATCH dgates (T*B, 4H), dgates_step
-    # (2B, 4H) zeroed, dh_all (T*B, P), dh_step (B, P) and dm_step (B, H) with w_hr, panels or None.
+    # (2B, 4H) zeroed, dh_all (T*B, P), dh_step (B, P) and dm_step (B, H) with w_hr, panels
+    # and ih_panels or None.
     _check_matrix("x", x, rows, I, True)
     _check_matrix("w_ih", w_ih, G, I, True)
     _check_matrix("w_hh", w_hh, G, P, True)
@@ -1088,7 +1169,8 @@ def backward(
     _check_matrix("dh_all", dh_all, rows, P, projected)
     _check_matrix("dh_step", dh_step, B, P, projected)
     _check_matrix("dm_step", dm_step, B, H, projected)
-    _check_panels(panels, P, H)
+    _check_panels("panels", panels, P, H)
+    _check_panels("ih_panels", ih_panels, I, H)
     barrier.count = 0
     barrier.generation = 0
     if rows == 0:
@@ -1132,7 +1214,7 @@ def backward(
                 # This thread's features of dh_{t-1} = dgates W_hh[:, q]. Without a
                 # projection the next step's units u (= q) read only these: no barrier.
                 if panels_p != NULL:
-                    _column_panel_product(panels_p, B, G, P, q, ds, dh0_p)
+                    _column_panel_product(panels_p, B, G, q, ds, G, dh0_p, P)
                 else:
                     _gemm_pieces(False, False, <int>B, <int>(q.hi - q.lo), <int>G, ds,
                                  <int>G, w_hh_p + q.lo, <int>P, dh0_p + q.lo, <int>P,
@@ -1146,12 +1228,18 @@ def backward(
                     memcpy(dh0_p + b * P + q.lo, dh_n_p + b * P + q.lo,
                            (q.hi - q.lo) * sizeof(floating))
             # The weight and input gradients of all positions at once, each thread its tile.
-            _tile(rows, I, tid, team, &r, &icols)
-            if icols.hi > icols.lo:
-                _gemm_pieces(False, False, <int>(r.hi - r.lo), <int>(icols.hi - icols.lo), <int>G,
-                             dgates_p + r.lo * G, <int>G, w_ih_p + icols.lo, <int>I,
-                             dx_p + r.lo * I + icols.lo, <int>I, _piece_work, _piece_min_rows,
-                             &poll, tid == 0)
+            if ih_panels_p != NULL:
+                icols = _slice(I, ALIGN, tid, team)
+                _pack_column_panels(w_ih_p, G, I, icols, ih_panels_p)  # this thread's alone
+                _panel_rows(True, ih_panels_p, rows, I, G, icols, dgates_p, G, dx_p, I, &poll,
+                            tid == 0)
+            else:
+                _tile(rows, I, tid, team, &r, &icols)
+                if icols.hi > icols.lo:
+                    _gemm_pieces(False, False, <int>(r.hi - r.lo), <int>(icols.hi - icols.lo),
+                                 <int>G, dgates_p + r.lo * G, <int>G, w_ih_p + icols.lo, <int>I,
+                                 dx_p + r.lo * I + icols.lo, <int>I, _piece_work,
+                                 _piece_min_rows, &poll, tid == 0)
             _gemm_pieces(True, False, <int>(gcols.hi - gcols.lo), <int>I, <int>rows,
                          dgates_p + gcols.lo, <int>G, x_p, <int>I, dw_ih_p + gcols.lo * I, <int>I,
                          _piece_work, _piece_min_inner, &poll, tid == 0)
@@ -1504,12 +1592,12 @@ def _panel_products(const floating[:, ::1] w_hh not None, const floating[:, ::1]
     if panels == NULL:
         raise MemoryError()
     _pack_panels(&w_hh[0, 0], H, P, u, panels)
-    _panel_product(panels, B, H, P, u, _cptr(h), _ptr(rec))
+    _panel_product(panels, B, H, P, u, _cptr(h), P, _ptr(rec), 4 * H)
     free(panels)
     u.hi = min(hi, P)
     panels = <floating*>malloc(max(((P + width - 1) // width) * G * width, 1) * sizeof(floating))
     if panels == NULL:
         raise MemoryError()
     _pack_column_panels(&w_hh[0, 0], G, P, u, panels)
-    _column_panel_product(panels, dgates.shape[0], G, P, u, _cptr(dgates), _ptr(dh))
+    _column_panel_product(panels, dgates.shape[0], G, u, _cptr(dgates), G, _ptr(dh), P)
     free(panels)

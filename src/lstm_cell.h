@@ -242,10 +242,11 @@ typedef double lstm_vd __attribute__((vector_size(64)));
     LSTM_INLINE void lstm_panel_rows_##SUF(ptrdiff_t K, const T *LSTM_RESTRICT panel,         \
                                            const T *LSTM_RESTRICT h, ptrdiff_t ldh,           \
                                            T *LSTM_RESTRICT out, ptrdiff_t ldo,               \
-                                           ptrdiff_t ncols, const int nb) {                   \
+                                           ptrdiff_t ncols, const int nb, const int ordered) { \
         /* 8 / nb independent chains per row of h over k = c mod chains, so that few rows  \
-         * still keep several FMAs in flight; summed in chain order at the end. */         \
-        const int width = (int)(sizeof(V) / sizeof(T)), chains = 8 / nb;                      \
+         * still keep several FMAs in flight; summed in chain order at the end. `ordered`:  \
+         * one chain whatever nb, so that a row's sums do not depend on its neighbours. */  \
+        const int width = (int)(sizeof(V) / sizeof(T)), chains = ordered ? 1 : 8 / nb;        \
         V acc[8];                                                                             \
         for (int a = 0; a < 8; a++) acc[a] = (V){0};                                          \
         ptrdiff_t k = 0;                                                                      \
@@ -269,23 +270,37 @@ typedef double lstm_vd __attribute__((vector_size(64)));
                 for (ptrdiff_t l = 0; l < ncols; l++) out[b * ldo + l] = sum[l];              \
         }                                                                                     \
     }                                                                                         \
-    LSTM_DISPATCH static void lstm_panel_gemm_##SUF(ptrdiff_t nb, ptrdiff_t K, const T *panel, \
-                                                   const T *h, ptrdiff_t ldh, T *out,         \
-                                                   ptrdiff_t ldo, ptrdiff_t ncols) {          \
+    LSTM_INLINE void lstm_panel_blocks_##SUF(ptrdiff_t nb, ptrdiff_t K, const T *panel,         \
+                                             const T *h, ptrdiff_t ldh, T *out, ptrdiff_t ldo,  \
+                                             ptrdiff_t ncols, const int ordered) {              \
         for (ptrdiff_t b0 = 0; b0 < nb; b0 += 8) {                                            \
             const T *hb = h + b0 * ldh;                                                       \
             T *ob = out + b0 * ldo;                                                           \
             switch (nb - b0 < 8 ? nb - b0 : 8) {                                              \
-            case 1: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 1); break;       \
-            case 2: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 2); break;       \
-            case 3: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 3); break;       \
-            case 4: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 4); break;       \
-            case 5: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 5); break;       \
-            case 6: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 6); break;       \
-            case 7: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 7); break;       \
-            default: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 8); break;      \
+            case 1: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 1, ordered); break; \
+            case 2: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 2, ordered); break; \
+            case 3: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 3, ordered); break; \
+            case 4: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 4, ordered); break; \
+            case 5: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 5, ordered); break; \
+            case 6: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 6, ordered); break; \
+            case 7: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 7, ordered); break; \
+            default: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 8, ordered); break; \
             }                                                                                 \
         }                                                                                     \
+    }                                                                                         \
+    /* The recurrent product of one step: few rows, chains for latency. */                   \
+    LSTM_DISPATCH static void lstm_panel_gemm_##SUF(ptrdiff_t nb, ptrdiff_t K, const T *panel, \
+                                                   const T *h, ptrdiff_t ldh, T *out,         \
+                                                   ptrdiff_t ldo, ptrdiff_t ncols) {          \
+        lstm_panel_blocks_##SUF(nb, K, panel, h, ldh, out, ldo, ncols, 0);                    \
+    }                                                                                         \
+    /* Products over many positions, taken in blocks that vary with the call (segments,     \
+     * chunks): each row summed in order of k, the same in whichever block it falls. */       \
+    LSTM_DISPATCH static void lstm_panel_gemm_ordered_##SUF(ptrdiff_t nb, ptrdiff_t K,         \
+                                                           const T *panel, const T *h,        \
+                                                           ptrdiff_t ldh, T *out,             \
+                                                           ptrdiff_t ldo, ptrdiff_t ncols) {  \
+        lstm_panel_blocks_##SUF(nb, K, panel, h, ldh, out, ldo, ncols, 1);                    \
     }                                                                                         \
     /* cols (<= the panel width) columns of the K x ? matrix W (ld ldw), as a zero-padded    \
      * panel: for the backward product dh = dgates W_hh, read by column blocks. */            \
@@ -377,6 +392,12 @@ static void lstm_panel_gemm_f(ptrdiff_t nb, ptrdiff_t K, const float *panel, con
                               ptrdiff_t ldh, float *out, ptrdiff_t ldo, ptrdiff_t ncols) {}
 static void lstm_panel_gemm_d(ptrdiff_t nb, ptrdiff_t K, const double *panel, const double *h,
                               ptrdiff_t ldh, double *out, ptrdiff_t ldo, ptrdiff_t ncols) {}
+static void lstm_panel_gemm_ordered_f(ptrdiff_t nb, ptrdiff_t K, const float *panel,
+                                      const float *h, ptrdiff_t ldh, float *out, ptrdiff_t ldo,
+                                      ptrdiff_t ncols) {}
+static void lstm_panel_gemm_ordered_d(ptrdiff_t nb, ptrdiff_t K, const double *panel,
+                                      const double *h, ptrdiff_t ldh, double *out, ptrdiff_t ldo,
+                                      ptrdiff_t ncols) {}
 static void lstm_pack_panel_f(const float *W, ptrdiff_t K, ptrdiff_t rows, float *panel) {}
 static void lstm_pack_panel_d(const double *W, ptrdiff_t K, ptrdiff_t rows, double *panel) {}
 static void lstm_pack_columns_f(const float *W, ptrdiff_t ldw, ptrdiff_t K, ptrdiff_t cols,

@@ -94,10 +94,11 @@ def test_missing_output_gradients_mean_zeros(which):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("path", [1e30, 0], ids=["panels", "blas"])
+@pytest.mark.parametrize("path", [1e30, -1], ids=["panels", "blas"])
 def test_both_recurrent_products_and_thread_counts(path, threads, monkeypatch):
     # B·H large enough for the kernels to split a step over two threads.
     monkeypatch.setattr(functional, "_PANEL_MAX_STEP_FLOPS", path)
+    monkeypatch.setattr(functional, "_INPUT_PANELS_MAX_BYTES", path)
     rng = np.random.default_rng(threads)
     p = make_problem(rng, 30, 20, 8, 48, np.float32, P=16, peephole=True)
     grads = grads_for(rng, p)

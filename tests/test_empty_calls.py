@@ -118,6 +118,7 @@ def kernel_arrays(steps, B, dtype, *, I=3, H=4, P=0, peephole=False):
         m_step=nan(B, H) if P else None,
         proj=nan(B, out) if P else None,
         panels=None,
+        ih_panels=None,
         num_threads=2,
     )
     dh_n = rng.standard_normal((B, out)).astype(dtype)
@@ -155,6 +156,7 @@ def kernel_arrays(steps, B, dtype, *, I=3, H=4, P=0, peephole=False):
         dh_step=nan(B, out) if P else None,
         dm_step=nan(B, H) if P else None,
         panels=None,
+        ih_panels=None,
         **grads,
     )
     return forward, backward, grads, dh_n, dc_n

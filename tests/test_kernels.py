@@ -58,8 +58,10 @@ def compare(case, spec, dtype, num_threads=None):
 # ----------------------------------------------------------------------------- every kernel path
 
 # functional._panels picks the recurrent product: W_hh packed in panels up to
-# _PANEL_MAX_STEP_FLOPS per step, BLAS's GEMM above. Each path is forced here.
-PATHS = {"panels": 1e30, "blas": 0}
+# _PANEL_MAX_STEP_FLOPS per step, BLAS's GEMM above; functional._input_panels the
+# products with W_ih over all positions: panels up to _INPUT_PANELS_MAX_BYTES of
+# W_ih. Each path is forced here (both products at once).
+PATHS = {"panels": 1e30, "blas": -1}
 PATH_CASES = {
     "small_plain_lengths": dict(T=5, B=5, I=6, H=20, lengths=[5, 0, 3, 5, 1]),
     "projection_peephole_reverse": dict(
@@ -81,12 +83,17 @@ PATH_CASES = {
 @pytest.fixture
 def kernel_path(monkeypatch):
     """Forces a recurrent product (panels or BLAS); records the paths and thread plans taken."""
-    taken = dict(panels=[], plans=[])
-    panels, plan = functional._panels, _threads.plan
+    taken = dict(panels=[], input_panels=[], plans=[])
+    panels, input_panels, plan = functional._panels, functional._input_panels, _threads.plan
 
     def record_panels(*args):
         result = panels(*args)
         taken["panels"].append(result is not None)
+        return result
+
+    def record_input_panels(*args):
+        result = input_panels(*args)
+        taken["input_panels"].append(result is not None)
         return result
 
     def record_plan(num_threads, *sizes):
@@ -95,10 +102,12 @@ def kernel_path(monkeypatch):
         return threads
 
     monkeypatch.setattr(functional, "_panels", record_panels)
+    monkeypatch.setattr(functional, "_input_panels", record_input_panels)
     monkeypatch.setattr(_threads, "plan", record_plan)
 
     def force(path):
         monkeypatch.setattr(functional, "_PANEL_MAX_STEP_FLOPS", PATHS[path])
+        monkeypatch.setattr(functional, "_INPUT_PANELS_MAX_BYTES", PATHS[path])
         return taken
 
     return force
@@ -112,6 +121,7 @@ def test_kernels_match_reference(case, dtype, path, kernel_path):
     compare(case, CASES[case], dtype)
     available = _lstm.panel_width(np.dtype(dtype).itemsize) > 0
     assert taken["panels"] == [path == "panels" and available] * 2  # forward and backward
+    assert taken["input_panels"] == [path == "panels" and available] * 2
 
 
 def test_panels_up_to_the_step_flops_limit_then_blas():
@@ -125,6 +135,15 @@ def test_panels_up_to_the_step_flops_limit_then_blas():
     assert functional._panels(largest + 1, hidden, hidden, dtype) is None
 
 
+def test_input_panels_up_to_the_size_limit_then_blas():
+    dtype = np.dtype(np.float32)
+    if _lstm.panel_width(dtype.itemsize) == 0:
+        pytest.skip("this build has no packed-panel products")
+    inputs = functional._INPUT_PANELS_MAX_BYTES // (4 * 256 * dtype.itemsize)  # W_ih at the limit
+    assert functional._input_panels(256, inputs, dtype) is not None
+    assert functional._input_panels(256, inputs + 1, dtype) is None
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("path", PATHS)
@@ -134,6 +153,7 @@ def test_each_recurrent_product_matches_the_reference(case, path, dtype, threads
     compare(case, PATH_CASES[case], dtype, num_threads=threads)
     available = _lstm.panel_width(np.dtype(dtype).itemsize) > 0
     assert taken["panels"] == [path == "panels" and available] * 2  # forward and backward
+    assert taken["input_panels"] == [path == "panels" and available] * 2
     assert [asked for asked, _ in taken["plans"]] == [threads] * 2
     spec = PATH_CASES[case]
     if (
