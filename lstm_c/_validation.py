@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_FLOAT32, _FLOAT64 = SUPPORTED_DTYPES  # NumPy's own instances: arrays of these dtypes share them
 
 # SciPy's BLAS takes 32-bit integers for sizes and leading dimensions.
 BLAS_INT_MAX = 2**31 - 1
@@ -73,6 +74,9 @@ def common_dtype(**arrays: Any) -> np.dtype:
     """
     floats: dict[str, np.dtype] = {}
     for name, value in arrays.items():
+        if type(value) is np.ndarray and (value.dtype is _FLOAT32 or value.dtype is _FLOAT64):
+            floats[name] = value.dtype  # the common case, without the checks below
+            continue
         if value is None or not hasattr(value, "dtype"):
             continue
         try:
@@ -279,6 +283,13 @@ def as_float_array(name: str, value: Any, dtype: np.dtype, shape: tuple[int, ...
     `layout` names the axes, e.g. "(batch, hidden_size)", for the message.
     Contiguous arrays of the right dtype are returned as they are, not copied.
     """
+    if (
+        type(value) is np.ndarray
+        and value.dtype is dtype
+        and value.shape == shape
+        and value.flags.c_contiguous
+    ):
+        return value
     array = as_array(name, value)
     _check_real(name, array.dtype)
     check_ndim(name, array, len(shape), f"{layout} = {shape}")
@@ -352,15 +363,16 @@ def check_forward(
         output_size = w_hr_arr.shape[0]
     out_name = "proj_size" if w_hr is not None else "hidden_size"
     # Before any conversion: x or a weight may be a zero-stride view of a huge shape.
-    check_blas_sizes(
-        {
-            "seq_len*batch": steps * batch,
-            "4*hidden_size": four_h,
-            "input_size": input_size,
-            out_name: output_size,
-            "hidden_size": hidden_size,
-        }
-    )
+    if max(steps * batch, four_h, input_size, output_size) > BLAS_INT_MAX:
+        check_blas_sizes(
+            {
+                "seq_len*batch": steps * batch,
+                "4*hidden_size": four_h,
+                "input_size": input_size,
+                out_name: output_size,
+                "hidden_size": hidden_size,
+            }
+        )
 
     x_arr = np.ascontiguousarray(x_arr, dtype=dtype)
     w_ih_arr = np.ascontiguousarray(w_ih_arr, dtype=dtype)
@@ -373,10 +385,16 @@ def check_forward(
         else as_float_array("peephole", peephole, dtype, (3, hidden_size), "(3, hidden_size)")
     )
 
-    bias = np.zeros(four_h, dtype=dtype)
-    for name, value in (("b_ih", b_ih), ("b_hh", b_hh)):
-        if value is not None:
-            bias = bias + as_float_array(name, value, dtype, (four_h,), "(4*hidden_size,)")
+    biases = [
+        as_float_array(name, value, dtype, (four_h,), "(4*hidden_size,)")
+        for name, value in (("b_ih", b_ih), ("b_hh", b_hh))
+        if value is not None
+    ]
+    # A new array in every case (b_ih + b_hh, a copy, or zeros): never the caller's.
+    if len(biases) == 2:
+        bias = np.add(biases[0], biases[1])
+    else:
+        bias = biases[0].copy() if biases else np.zeros(four_h, dtype=dtype)
 
     h0_arr = (
         np.zeros((batch, output_size), dtype)
