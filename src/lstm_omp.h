@@ -1,11 +1,10 @@
 /* OpenMP helpers that also compile without OpenMP (the build switch LSTM_C_NO_OPENMP).
  *
  * lstm_barrier_wait is the barrier between the phases of a time step. On Linux
- * it spins briefly and then sleeps on a futex, rather than spinning for
- * milliseconds as libgomp's barrier does by default: when another process
- * holds one of the cores, a thread that reached the barrier then yields its
- * core to the thread everyone waits for instead of burning it. Elsewhere it
- * is OpenMP's own barrier (an orphaned one, bound to the enclosing region).
+ * it polls for up to 2 ms and then sleeps on a futex: a thread whose partner
+ * lost its core to another process does not burn its own core for long.
+ * Elsewhere it is OpenMP's own barrier (an orphaned one, bound to the
+ * enclosing region).
  */
 #ifndef LSTM_OMP_H
 #define LSTM_OMP_H
@@ -23,6 +22,32 @@ static int lstm_omp_thread_num(void) { return 0; }
 static int lstm_omp_num_threads(void) { return 1; }
 #endif
 
+#include <stddef.h>
+#include <stdint.h>
+#if defined(_WIN32)
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#include <windows.h>
+#else
+#include <time.h>
+#endif
+
+/* A monotonic clock in nanoseconds. */
+static int64_t lstm_now_ns(void) {
+#if defined(_WIN32)
+    static LARGE_INTEGER frequency; /* constant while the system runs */
+    LARGE_INTEGER count;
+    if (frequency.QuadPart == 0) QueryPerformanceFrequency(&frequency);
+    QueryPerformanceCounter(&count);
+    return (int64_t)((double)count.QuadPart * (1e9 / (double)frequency.QuadPart));
+#else
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+#endif
+}
+
 /* Shared by the team; zero it before the parallel region. */
 typedef struct {
     int count;      /* threads arrived at the current barrier */
@@ -35,9 +60,15 @@ typedef struct {
 #include <sys/syscall.h>
 #include <unistd.h>
 
-/* About 20-60 microseconds of polling before sleeping: longer than a phase's
- * usual imbalance between two threads, far shorter than a scheduler slice. */
-#define LSTM_BARRIER_SPINS 2000
+/* Polling for this long before sleeping: far longer than a step's usual
+ * imbalance between threads, so that a thread sleeps only when another one
+ * lost its core. Waking a sleeper costs little on bare metal but up to a few
+ * milliseconds in a virtual machine whose idle virtual CPU the host has
+ * descheduled: with 20-60 microseconds of polling, a call made 20 ms after the
+ * last one took 7.8 ms instead of 1.3 (2 threads, KVM guest); with 2 ms, 1.9.
+ * The clock is read once per LSTM_BARRIER_CLOCK_SPINS polls. */
+#define LSTM_BARRIER_SPIN_NS 2000000LL
+#define LSTM_BARRIER_CLOCK_SPINS 256
 
 static inline void lstm_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -56,9 +87,11 @@ static void lstm_barrier_wait(lstm_barrier_t *b, int team) {
             syscall(SYS_futex, &b->generation, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
         return;
     }
-    for (int i = 0; i < LSTM_BARRIER_SPINS; i++) {
-        if (__atomic_load_n(&b->generation, __ATOMIC_ACQUIRE) != generation) return;
-        lstm_cpu_relax();
+    for (int64_t until = lstm_now_ns() + LSTM_BARRIER_SPIN_NS; lstm_now_ns() < until;) {
+        for (int i = 0; i < LSTM_BARRIER_CLOCK_SPINS; i++) {
+            if (__atomic_load_n(&b->generation, __ATOMIC_ACQUIRE) != generation) return;
+            lstm_cpu_relax();
+        }
     }
     while (__atomic_load_n(&b->generation, __ATOMIC_ACQUIRE) == generation)
         syscall(SYS_futex, &b->generation, FUTEX_WAIT_PRIVATE, generation, NULL, NULL, 0);
@@ -94,17 +127,6 @@ static void lstm_barrier_wait(lstm_barrier_t *b, int team) {
  * barrier, which no thread reaches before it has read the flag: a step may
  * thus have a single barrier.
  */
-#include <stddef.h>
-#include <stdint.h>
-#if defined(_WIN32)
-#ifndef WIN32_LEAN_AND_MEAN
-#define WIN32_LEAN_AND_MEAN
-#endif
-#include <windows.h>
-#else
-#include <time.h>
-#endif
-
 /* Ask Python at most this often: the GIL round trip costs about a microsecond. */
 #define LSTM_POLL_INTERVAL_NS 2000000LL
 /* But never less often than this, even when taking the GIL is slow (another
@@ -113,20 +135,6 @@ static void lstm_barrier_wait(lstm_barrier_t *b, int team) {
 /* Work between two clock reads: about 10 us at 100 GFLOP/s, 1 ms at 1 GFLOP/s. */
 #define LSTM_POLL_WORK 1e6
 
-/* A monotonic clock in nanoseconds. */
-static int64_t lstm_now_ns(void) {
-#if defined(_WIN32)
-    static LARGE_INTEGER frequency; /* constant while the system runs */
-    LARGE_INTEGER count;
-    if (frequency.QuadPart == 0) QueryPerformanceFrequency(&frequency);
-    QueryPerformanceCounter(&count);
-    return (int64_t)((double)count.QuadPart * (1e9 / (double)frequency.QuadPart));
-#else
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-#endif
-}
 
 typedef struct {
     int stop[2];      /* leave the time loop, by step parity (see above) */
