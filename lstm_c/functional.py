@@ -223,7 +223,8 @@ def _input_panels(blocked: int, other: int, dtype: np.dtype) -> np.ndarray | Non
     """Scratch for W_ih in panels (forward: blocked = H, other = I; backward:
     blocked = I, other = H), or None to use BLAS."""
     width = _lstm.panel_width(dtype.itemsize)
-    if width == 0 or 4 * blocked * other * dtype.itemsize > _INPUT_PANELS_MAX_BYTES:
+    size = 4 * blocked * other * dtype.itemsize
+    if width == 0 or size == 0 or size > _INPUT_PANELS_MAX_BYTES:  # no input: BLAS's empty product
         return None
     return np.empty(4 * -(-blocked // width) * other * width, dtype)
 

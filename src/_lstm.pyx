@@ -519,6 +519,13 @@ cdef inline floating* _ptr(floating[:, ::1] m) noexcept nogil:
     return &m[0, 0]
 
 
+cdef inline floating* _vptr(floating[::1] v) noexcept nogil:
+    """The first element of a vector, or NULL for None or an empty one."""
+    if v is None or v.shape[0] == 0:
+        return NULL
+    return &v[0]
+
+
 cdef inline void _zero(floating* base, Py_ssize_t row, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
     """base[row + j0 : row + j1] = 0; nothing when base is NULL (an array not in use).
 
@@ -586,21 +593,28 @@ cdef inline Py_ssize_t _chunk_row(Steps st, Py_ssize_t s, Py_ssize_t b, Py_ssize
     return (s - s0) * st.batch + b
 
 
-cdef inline void _tile(Py_ssize_t rows, Py_ssize_t cols, int tid, int team, Slice* r,
-                       Slice* c) noexcept nogil:
+cdef struct Tile:
+    Slice rows, cols
+
+
+cdef inline Tile _tile(Py_ssize_t rows, Py_ssize_t cols, int tid, int team) noexcept nogil:
     """This thread's tile of a rows x cols GEMM output whose right operand (k x cols)
     BLAS packs whole in every call.
 
     By rows, unless there are fewer rows than columns: each thread would then
     pack all of the right operand (at small batch all of W_ih, for a few rows),
-    so the split is by columns and each packs its own part.
+    so the split is by columns and each packs its own part. (Returned, not
+    written through pointers: a variable assigned in a parallel block is private
+    to each thread, one written only through a pointer would be shared.)
     """
+    cdef Tile t
     if rows < cols:
-        r.lo, r.hi = 0, rows
-        c[0] = _slice(cols, ALIGN, tid, team)
+        t.rows.lo, t.rows.hi = 0, rows
+        t.cols = _slice(cols, ALIGN, tid, team)
     else:
-        r[0] = _slice(rows, 1, tid, team)
-        c.lo, c.hi = 0, cols
+        t.rows = _slice(rows, 1, tid, team)
+        t.cols.lo, t.cols.hi = 0, cols
+    return t
 
 
 cdef void _project_chunk(Steps st, Slice rows, Slice cols, Py_ssize_t s0, Py_ssize_t s1,
@@ -817,6 +831,7 @@ def forward(
     cdef Py_ssize_t chunk = steps, s0 = 0, s1 = 0
     cdef int tid = 0, team = 1
     cdef Slice r, u, q, gcols
+    cdef Tile tile
     # Every array's first element (NULL for None or empty), taken once for the region
     # without the GIL. Backward repeats this list for its own arrays, on purpose.
     cdef const floating* x_p = _cptr(x)
@@ -840,8 +855,8 @@ def forward(
     cdef floating* h_out = h_next_p
     cdef floating* h_swap = NULL
     cdef const floating* bias_p = &bias[0]
-    cdef floating* panels_p = &panels[0] if panels is not None else NULL
-    cdef floating* ih_panels_p = &ih_panels[0] if ih_panels is not None else NULL
+    cdef floating* panels_p = _vptr(panels)
+    cdef floating* ih_panels_p = _vptr(ih_panels)
     cdef lstm_barrier_t barrier
     cdef lstm_poll_t poll
     # IN x (T*B, I), w_ih (4H, I), w_hh (4H, P), bias (4H,), w_hr (P, H) or None,
@@ -897,7 +912,8 @@ def forward(
             # gates are kept for the backward pass anyway).
             _panel_rows(False, ih_panels_p, rows, H, I, u, x_p, I, gates_p, G, &poll, tid == 0)
         elif not chunked:
-            _tile(rows, G, tid, team, &r, &gcols)
+            tile = _tile(rows, G, tid, team)
+            r, gcols = tile.rows, tile.cols
             if gcols.hi > gcols.lo:
                 _gemm_pieces(False, True, <int>(r.hi - r.lo), <int>(gcols.hi - gcols.lo), <int>I,
                              x_p + r.lo * I, <int>I, w_ih_p + gcols.lo * I, <int>I,
@@ -912,9 +928,10 @@ def forward(
                 s0 = s
                 s1 = min(steps, s + chunk)
                 if st.reverse or st.stride_b != 1:
-                    _tile(B, G, tid, team, &r, &gcols)  # rows of the batch: a GEMM each
+                    tile = _tile(B, G, tid, team)  # rows of the batch: a GEMM each
                 else:
-                    _tile((s1 - s0) * B, G, tid, team, &r, &gcols)  # positions: one GEMM
+                    tile = _tile((s1 - s0) * B, G, tid, team)  # positions: one GEMM
+                r, gcols = tile.rows, tile.cols
                 if not lstm_poll_raised(&poll):
                     _project_chunk(st, r, gcols, s0, s1, I, G, x_p, w_ih_p, ih_panels_p, u,
                                    gates_p, &poll, tid == 0)
@@ -1099,6 +1116,7 @@ def backward(
     cdef bint projected = w_hr is not None
     cdef int tid = 0, team = 1
     cdef Slice r, u, q, gcols, icols
+    cdef Tile tile
     # Every array's first element, as in forward (the same shape of list, on purpose).
     cdef const floating* x_p = _cptr(x)
     cdef const floating* w_ih_p = _cptr(w_ih)
@@ -1125,8 +1143,8 @@ def backward(
     cdef floating* dw_hr_p = _ptr(dw_hr)
     cdef floating* dpeep_p = _ptr(dpeephole)
     cdef floating* db_p = &db[0]
-    cdef floating* panels_p = &panels[0] if panels is not None else NULL
-    cdef floating* ih_panels_p = &ih_panels[0] if ih_panels is not None else NULL
+    cdef floating* panels_p = _vptr(panels)
+    cdef floating* ih_panels_p = _vptr(ih_panels)
     # The cells' incoming dh: with a projection always dm (dy and dh_n already in it).
     cdef const floating* cell_dy = dy_p
     cdef const floating* cell_dh_last = dh_n_p
@@ -1234,7 +1252,8 @@ def backward(
                 _panel_rows(True, ih_panels_p, rows, I, G, icols, dgates_p, G, dx_p, I, &poll,
                             tid == 0)
             else:
-                _tile(rows, I, tid, team, &r, &icols)
+                tile = _tile(rows, I, tid, team)
+                r, icols = tile.rows, tile.cols
                 if icols.hi > icols.lo:
                     _gemm_pieces(False, False, <int>(r.hi - r.lo), <int>(icols.hi - icols.lo),
                                  <int>G, dgates_p + r.lo * G, <int>G, w_ih_p + icols.lo, <int>I,
