@@ -207,7 +207,7 @@ def _panels(batch: int, blocked: int, other: int, dtype: np.dtype) -> np.ndarray
     width = _lstm.panel_width(dtype.itemsize)
     if width == 0 or 8 * batch * blocked * other > _PANEL_MAX_STEP_FLOPS:
         return None
-    return np.empty(4 * -(-blocked // width) * other * width, dtype)
+    return _packed(blocked, other, dtype, width)
 
 
 # The input projection x W_ih^T and the input gradient dgates W_ih over all
@@ -226,6 +226,12 @@ def _input_panels(blocked: int, other: int, dtype: np.dtype) -> np.ndarray | Non
     size = 4 * blocked * other * dtype.itemsize
     if width == 0 or size == 0 or size > _INPUT_PANELS_MAX_BYTES:  # no input: BLAS's empty product
         return None
+    return _packed(blocked, other, dtype, width)
+
+
+def _packed(blocked: int, other: int, dtype: np.dtype, width: int) -> np.ndarray:
+    """Room for a (4·blocked, other) weight packed in panels of `width` values (its
+    blocked axis rounded up to whole panels per gate), as the kernels check it."""
     return np.empty(4 * -(-blocked // width) * other * width, dtype)
 
 

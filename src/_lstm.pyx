@@ -617,52 +617,48 @@ cdef inline Tile _tile(Py_ssize_t rows, Py_ssize_t cols, int tid, int team) noex
     return t
 
 
-cdef void _project_chunk(Steps st, Slice rows, Slice cols, Py_ssize_t s0, Py_ssize_t s1,
-                         Py_ssize_t I, Py_ssize_t G, const floating* x, const floating* w_ih,
-                         const floating* ih_panels, Slice u, floating* gates, lstm_poll_t* poll,
-                         bint master) noexcept nogil:
-    """gates rows of steps [s0, s1) = their inputs W_ih^T.
+cdef void _project(Py_ssize_t n, const floating* x, Py_ssize_t ldx, floating* out,
+                   Py_ssize_t ldo, Py_ssize_t I, Py_ssize_t G, const floating* w_ih,
+                   const floating* ih_panels, Slice u, int tid, int team,
+                   lstm_poll_t* poll) noexcept nogil:
+    """out (n rows, ld ldo) = x (n rows, ld ldx) W_ih^T, this thread's share: with
+    ih_panels (W_ih packed, _pack_panels) its units u of every row, else its _tile
+    through BLAS."""
+    cdef Tile tile
+    if ih_panels != NULL:
+        _panel_rows(False, ih_panels, n, G // 4, I, u, x, ldx, out, ldo, poll, tid == 0)
+        return
+    tile = _tile(n, G, tid, team)
+    if tile.cols.hi > tile.cols.lo:
+        _gemm_pieces(False, True, <int>(tile.rows.hi - tile.rows.lo),
+                     <int>(tile.cols.hi - tile.cols.lo), <int>I, x + tile.rows.lo * ldx,
+                     <int>ldx, w_ih + tile.cols.lo * I, <int>I,
+                     out + tile.rows.lo * ldo + tile.cols.lo, <int>ldo, _piece_work,
+                     _piece_min_rows, poll, tid == 0)
 
-    With ih_panels (W_ih packed, _pack_panels), this thread's units u of every
-    position; else through BLAS, gate columns `cols` of the positions `rows`
-    (time-major forward) or of the batch rows `rows` (otherwise).
+
+cdef void _project_chunk(Steps st, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t I, Py_ssize_t G,
+                         const floating* x, const floating* w_ih, const floating* ih_panels,
+                         Slice u, int tid, int team, floating* gates,
+                         lstm_poll_t* poll) noexcept nogil:
+    """gates rows of steps [s0, s1) = their inputs W_ih^T, this thread's share (_project).
 
     Row b's step s lands in chunk row _chunk_row(s, b). Forward in time-major
     layout, the chunk is one block of positions (a single product); otherwise
     each row's valid steps are consecutive times of that row, one product per
     row with the stride between its times as leading dimension.
     """
-    cdef Py_ssize_t b, valid, t0, B = st.batch, H = G // 4
-    cdef int n = <int>(cols.hi - cols.lo)
-    if ih_panels != NULL:
-        if not st.reverse and st.stride_b == 1:
-            _panel_rows(False, ih_panels, (s1 - s0) * B, H, I, u, x + s0 * B * I, I, gates, G,
-                        poll, master)
-            return
-        for b in range(B):
-            valid = min(s1, st.lengths[b]) - s0
-            if valid > 0:
-                t0 = st.lengths[b] - s0 - valid if st.reverse else s0
-                _panel_rows(False, ih_panels, valid, H, I, u,
-                            x + (t0 * st.stride_t + b * st.stride_b) * I, st.stride_t * I,
-                            gates + b * G, B * G, poll, master)
-        return
-    if n <= 0:
-        return
+    cdef Py_ssize_t b, valid, t0, B = st.batch
     if not st.reverse and st.stride_b == 1:
-        _gemm_pieces(False, True, <int>(rows.hi - rows.lo), n, <int>I,
-                     x + (s0 * B + rows.lo) * I, <int>I, w_ih + cols.lo * I, <int>I,
-                     gates + rows.lo * G + cols.lo, <int>G, _piece_work, _piece_min_rows, poll,
-                     master)
+        _project((s1 - s0) * B, x + s0 * B * I, I, gates, G, I, G, w_ih, ih_panels, u, tid, team,
+                 poll)
         return
-    for b in range(rows.lo, rows.hi):
+    for b in range(B):
         valid = min(s1, st.lengths[b]) - s0
-        if valid <= 0:
-            continue
-        t0 = st.lengths[b] - s0 - valid if st.reverse else s0
-        gemm(False, True, <int>valid, n, <int>I, 1, x + (t0 * st.stride_t + b * st.stride_b) * I,
-             <int>(st.stride_t * I), w_ih + cols.lo * I, <int>I, 0, gates + b * G + cols.lo,
-             <int>(B * G))
+        if valid > 0:
+            t0 = st.lengths[b] - s0 - valid if st.reverse else s0
+            _project(valid, x + (t0 * st.stride_t + b * st.stride_b) * I, st.stride_t * I,
+                     gates + b * G, B * G, I, G, w_ih, ih_panels, u, tid, team, poll)
 
 
 cdef void _forward_units(
@@ -830,8 +826,7 @@ def forward(
     cdef bint projected = w_hr is not None, training, chunked
     cdef Py_ssize_t chunk = steps, s0 = 0, s1 = 0
     cdef int tid = 0, team = 1
-    cdef Slice r, u, q, gcols
-    cdef Tile tile
+    cdef Slice u, q
     # Every array's first element (NULL for None or empty), taken once for the region
     # without the GIL. Backward repeats this list for its own arrays, on purpose.
     cdef const floating* x_p = _cptr(x)
@@ -907,18 +902,10 @@ def forward(
         if ih_panels_p != NULL:
             # This thread's units of W_ih: it alone projects, and reads, their gates.
             _pack_panels(w_ih_p, H, I, u, ih_panels_p)
-        if not chunked and ih_panels_p != NULL:
+        if not chunked:
             # The input projection of every position at once (in training the
             # gates are kept for the backward pass anyway).
-            _panel_rows(False, ih_panels_p, rows, H, I, u, x_p, I, gates_p, G, &poll, tid == 0)
-        elif not chunked:
-            tile = _tile(rows, G, tid, team)
-            r, gcols = tile.rows, tile.cols
-            if gcols.hi > gcols.lo:
-                _gemm_pieces(False, True, <int>(r.hi - r.lo), <int>(gcols.hi - gcols.lo), <int>I,
-                             x_p + r.lo * I, <int>I, w_ih_p + gcols.lo * I, <int>I,
-                             gates_p + r.lo * G + gcols.lo, <int>G, _piece_work, _piece_min_rows,
-                             &poll, tid == 0)
+            _project(rows, x_p, I, gates_p, G, I, G, w_ih_p, ih_panels_p, u, tid, team, &poll)
         if panels_p != NULL and not lstm_poll_raised(&poll):
             _pack_panels(w_hh_p, H, P, u, panels_p)
         lstm_barrier_wait(&barrier, team)
@@ -927,14 +914,9 @@ def forward(
                 # Inference: the input projection of the next chunk of steps.
                 s0 = s
                 s1 = min(steps, s + chunk)
-                if st.reverse or st.stride_b != 1:
-                    tile = _tile(B, G, tid, team)  # rows of the batch: a GEMM each
-                else:
-                    tile = _tile((s1 - s0) * B, G, tid, team)  # positions: one GEMM
-                r, gcols = tile.rows, tile.cols
                 if not lstm_poll_raised(&poll):
-                    _project_chunk(st, r, gcols, s0, s1, I, G, x_p, w_ih_p, ih_panels_p, u,
-                                   gates_p, &poll, tid == 0)
+                    _project_chunk(st, s0, s1, I, G, x_p, w_ih_p, ih_panels_p, u, tid, team,
+                                   gates_p, &poll)
                 if ih_panels_p == NULL:
                     lstm_barrier_wait(&barrier, team)  # BLAS split the chunk across units
             if tid == 0:

@@ -330,13 +330,18 @@ def test_inference_in_chunks_equals_the_training_forward_and_the_reference(
     )
 
 
+@pytest.mark.parametrize("input_products", ["panels", "blas"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "case", ["few_positions_wide_input", "few_positions_wide_input_batch_first_reverse", "batch_80_reverse"]
 )
-def test_inference_chunks_split_between_two_threads_match_the_reference(case, dtype, small_chunks):
-    # Large enough for two threads: a chunk's projection is split by gate columns
-    # (fewer positions than columns) or by rows.
+def test_inference_chunks_split_between_two_threads_match_the_reference(
+    case, dtype, input_products, small_chunks, monkeypatch
+):
+    # Large enough for two threads: a chunk's projection is split by units (panels),
+    # or through BLAS by gate columns (fewer positions than columns) or by rows.
+    if input_products == "blas":
+        monkeypatch.setattr(functional, "_INPUT_PANELS_MAX_BYTES", -1)
     make, options = split(PATH_CASES[case])
     problem = make_problem(np.random.default_rng(zlib.crc32(case.encode())), **make, dtype=dtype)
     ours = lstm_c.lstm_forward(**problem, **options, training=False, num_threads=2)[:3]
