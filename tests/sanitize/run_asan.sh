@@ -88,7 +88,10 @@ if ! LSTM_C_DEBUG=1 CFLAGS="$sanitize ${CFLAGS:-}" LDFLAGS="$sanitize ${LDFLAGS:
     exit 2
 fi
 compiled="$(ls "$work"/site/lstm_c/_lstm*.so)"
-if ! ldd "$compiled" | grep -q libasan; then
+# ldd's output is captured before it is searched: with pipefail, `ldd | grep -q` fails
+# whenever grep stops reading before ldd has finished writing (SIGPIPE).
+dependencies="$(ldd "$compiled")"
+if ! grep -q libasan <<<"$dependencies"; then
     echo "run_asan.sh: $compiled is not linked with libasan: CFLAGS/LDFLAGS did not reach the build" >&2
     exit 2
 fi
