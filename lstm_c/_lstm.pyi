@@ -42,6 +42,7 @@ def forward(
     panels: _Array | None,  # SCRATCH packed W_hh (see functional._panels), or None for BLAS
     ih_panels: _Array | None,  # SCRATCH packed W_ih (functional._input_panels), or None for BLAS
     num_threads: int,
+    split_batch: bool,  # share the steps by rows of the batch (no barrier per step), not units
 ) -> None:
     """Run one layer and direction over the sequence (results written into the outputs)."""
 
@@ -78,6 +79,7 @@ def backward(
     panels: _Array | None,  # SCRATCH packed W_hh columns, or None for BLAS
     ih_panels: _Array | None,  # SCRATCH packed W_ih columns, or None for BLAS
     num_threads: int,
+    split_batch: bool,  # as in forward
 ) -> None:
     """Backpropagate through one layer and direction (gradients written into the outputs)."""
 

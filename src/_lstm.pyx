@@ -552,6 +552,31 @@ cdef inline Slice _slice(Py_ssize_t n, Py_ssize_t align, int part, int parts) no
     return sl
 
 
+cdef inline Py_ssize_t _row_cut(const Py_ssize_t[::1] lengths, int k, int team) noexcept nogil:
+    """Where thread k's rows start when the threads share the steps by rows: the first row
+    before which the rows' lengths (their work) add up to k/team of the total."""
+    cdef Py_ssize_t b, B = lengths.shape[0], total = 0, run = 0
+    if k <= 0:
+        return 0
+    if k >= team:
+        return B  # every row belongs to a thread, those of no step too
+    for b in range(B):
+        total += lengths[b]
+    for b in range(B):
+        if run * team >= total * k:
+            return b
+        run += lengths[b]
+    return B
+
+
+cdef inline Slice _rows_of(const Py_ssize_t[::1] lengths, int tid, int team) noexcept nogil:
+    """This thread's rows of the batch, contiguous and of about equal work (_row_cut)."""
+    cdef Slice sl
+    sl.lo = _row_cut(lengths, tid, team)
+    sl.hi = _row_cut(lengths, tid + 1, team)
+    return sl
+
+
 cdef struct Steps:
     # Where row b is at step s: see "Lengths and reverse" above.
     const Py_ssize_t* lengths
@@ -619,16 +644,16 @@ cdef inline Tile _tile(Py_ssize_t rows, Py_ssize_t cols, int tid, int team) noex
 
 cdef void _project(Py_ssize_t n, const floating* x, Py_ssize_t ldx, floating* out,
                    Py_ssize_t ldo, Py_ssize_t I, Py_ssize_t G, const floating* w_ih,
-                   const floating* ih_panels, Slice u, int tid, int team,
+                   const floating* ih_panels, Slice u, int tid, int team, bint alone,
                    lstm_poll_t* poll) noexcept nogil:
     """out (n rows, ld ldo) = x (n rows, ld ldx) W_ih^T, this thread's share: with
     ih_panels (W_ih packed, _pack_panels) its units u of every row, else its _tile
-    through BLAS."""
+    through BLAS; `alone`: all of it (these rows are this thread's alone)."""
     cdef Tile tile
     if ih_panels != NULL:
         _panel_rows(False, ih_panels, n, G // 4, I, u, x, ldx, out, ldo, poll, tid == 0)
         return
-    tile = _tile(n, G, tid, team)
+    tile = _tile(n, G, 0, 1) if alone else _tile(n, G, tid, team)
     if tile.cols.hi > tile.cols.lo:
         _gemm_pieces(False, True, <int>(tile.rows.hi - tile.rows.lo),
                      <int>(tile.cols.hi - tile.cols.lo), <int>I, x + tile.rows.lo * ldx,
@@ -637,38 +662,45 @@ cdef void _project(Py_ssize_t n, const floating* x, Py_ssize_t ldx, floating* ou
                      _piece_min_rows, poll, tid == 0)
 
 
-cdef void _project_chunk(Steps st, Py_ssize_t s0, Py_ssize_t s1, Py_ssize_t I, Py_ssize_t G,
-                         const floating* x, const floating* w_ih, const floating* ih_panels,
-                         Slice u, int tid, int team, floating* gates,
+cdef void _project_chunk(Steps st, Slice r, bint alone, Py_ssize_t s0, Py_ssize_t s1,
+                         Py_ssize_t I, Py_ssize_t G, const floating* x, const floating* w_ih,
+                         const floating* ih_panels, Slice u, int tid, int team, floating* gates,
                          lstm_poll_t* poll) noexcept nogil:
-    """gates rows of steps [s0, s1) = their inputs W_ih^T, this thread's share (_project).
+    """gates rows of steps [s0, s1) = their inputs W_ih^T for rows r of the batch, this
+    thread's share (_project; `alone`: rows r are this thread's, all of their units).
 
     Row b's step s lands in chunk row _chunk_row(s, b). Forward in time-major
-    layout, the chunk is one block of positions (a single product); otherwise
-    each row's valid steps are consecutive times of that row, one product per
-    row with the stride between its times as leading dimension.
+    layout, the chunk is one block of positions (a single product; one per
+    step for a part of the batch); otherwise each row's valid steps are
+    consecutive times of that row, one product per row with the stride between
+    its times as leading dimension.
     """
-    cdef Py_ssize_t b, valid, t0, B = st.batch
+    cdef Py_ssize_t b, t, valid, t0, B = st.batch
     if not st.reverse and st.stride_b == 1:
-        _project((s1 - s0) * B, x + s0 * B * I, I, gates, G, I, G, w_ih, ih_panels, u, tid, team,
-                 poll)
+        if r.lo == 0 and r.hi == B:
+            _project((s1 - s0) * B, x + s0 * B * I, I, gates, G, I, G, w_ih, ih_panels, u, tid,
+                     team, alone, poll)
+        else:
+            for t in range(s0, s1):
+                _project(r.hi - r.lo, x + (t * B + r.lo) * I, I, gates + ((t - s0) * B + r.lo) * G,
+                         G, I, G, w_ih, ih_panels, u, tid, team, alone, poll)
         return
-    for b in range(B):
+    for b in range(r.lo, r.hi):
         valid = min(s1, st.lengths[b]) - s0
         if valid > 0:
             t0 = st.lengths[b] - s0 - valid if st.reverse else s0
             _project(valid, x + (t0 * st.stride_t + b * st.stride_b) * I, st.stride_t * I,
-                     gates + b * G, B * G, I, G, w_ih, ih_panels, u, tid, team, poll)
+                     gates + b * G, B * G, I, G, w_ih, ih_panels, u, tid, team, alone, poll)
 
 
 cdef void _forward_units(
-    Py_ssize_t s, Slice u, Py_ssize_t H, Steps st,
+    Py_ssize_t s, Slice u, Slice r, Py_ssize_t H, Steps st,
     floating* gates, const floating* rec, const floating* bias, const floating* peep,
     const floating* h, floating* h_out, floating* c, floating* y, floating* h_prev,
     floating* c_prev, floating* m_step, floating* m_all, bint chunked, Py_ssize_t s0,
     Py_ssize_t s1,
 ) noexcept nogil:
-    """Hidden units u of every row at step s, whose incoming hidden state is h.
+    """Hidden units u of rows r at step s, whose incoming hidden state is h.
 
     Without projection (m_step NULL) the new h goes to h_out (another buffer
     than h: the other threads may still read h) and y; a row past its length
@@ -684,7 +716,7 @@ cdef void _forward_units(
     cdef floating* g
     if u.hi <= u.lo:
         return
-    for b in range(st.batch):
+    for b in range(r.lo, r.hi):
         p = _position(st, s, b)
         if chunked:
             g = gates + (_chunk_row(st, s, b, s0, s1) if s < st.lengths[b] else 0) * 4 * H
@@ -717,15 +749,15 @@ cdef void _forward_units(
 
 
 cdef void _projected_outputs(
-    Py_ssize_t s, Slice q, Py_ssize_t P, Steps st,
+    Py_ssize_t s, Slice q, Slice r, Py_ssize_t P, Steps st,
     const floating* proj, floating* h, floating* y, floating* h_prev,
 ) noexcept nogil:
-    """With a projection: features q of the new h (rows of `proj`) into the state and y."""
+    """With a projection: features q of rows r of the new h (`proj`) into the state and y."""
     cdef Py_ssize_t b, p
     cdef size_t size = (q.hi - q.lo) * sizeof(floating)
     if q.hi <= q.lo:
         return
-    for b in range(st.batch):
+    for b in range(r.lo, r.hi):
         p = _position(st, s, b)
         if s >= st.lengths[b]:
             _zero(y, p * P, q.lo, q.hi)
@@ -803,6 +835,7 @@ def forward(
     floating[:, ::1] h_prev, floating[:, ::1] c_prev, floating[:, ::1] m_all,
     floating[:, ::1] rec not None, floating[:, ::1] h_next, floating[:, ::1] m_step,
     floating[:, ::1] proj, floating[::1] panels, floating[::1] ih_panels, int num_threads,
+    bint split_batch,
 ):
     """Run one layer and direction over the sequence on `num_threads` threads.
 
@@ -817,6 +850,12 @@ def forward(
     panel_width(itemsize)) selects the packed-panel recurrent product instead
     of BLAS; None for BLAS. ih_panels (4*ceil(H/W)*I*W) likewise for the input
     projection. BLAS must be single-threaded while num_threads > 1.
+
+    The threads share the time steps by hidden units: each computes its units
+    of every row and meets the others at a barrier every step. With
+    `split_batch`, by rows: each runs every unit of its own rows of the batch
+    through all the steps, with no barrier (rows never read each other), but
+    reads all of W_hh (and w_hr) instead of its part.
     """
     cdef Py_ssize_t B = c.shape[0], H = c.shape[1], P = h.shape[1], I = x.shape[1]
     cdef Py_ssize_t G = 4 * H, rows = steps * B
@@ -826,7 +865,10 @@ def forward(
     cdef bint projected = w_hr is not None, training, chunked
     cdef Py_ssize_t chunk = steps, s0 = 0, s1 = 0
     cdef int tid = 0, team = 1
-    cdef Slice u, q
+    # u, q: this thread's hidden units and output features (packing, the projection
+    # of all positions); in the time loop it runs units lu and features lq of rows r
+    # (its u and q of every row, or with split_batch every unit of its own rows).
+    cdef Slice u, q, r, lu, lq
     # Every array's first element (NULL for None or empty), taken once for the region
     # without the GIL. Backward repeats this list for its own arrays, on purpose.
     cdef const floating* x_p = _cptr(x)
@@ -899,13 +941,23 @@ def forward(
         team = lstm_omp_num_threads()
         u = _slice(H, ALIGN, tid, team)
         q = _slice(P, ALIGN, tid, team)
+        if split_batch:
+            r = _rows_of(lengths, tid, team)
+            lu = _slice(H, ALIGN, 0, 1)
+            lq = _slice(P, ALIGN, 0, 1)
+        else:
+            r = _slice(B, 1, 0, 1)
+            lu = u
+            lq = q
         if ih_panels_p != NULL:
-            # This thread's units of W_ih: it alone projects, and reads, their gates.
+            # This thread's units of W_ih: it alone projects, and reads, their gates
+            # (with split_batch every thread reads them all, after the barrier below).
             _pack_panels(w_ih_p, H, I, u, ih_panels_p)
         if not chunked:
             # The input projection of every position at once (in training the
             # gates are kept for the backward pass anyway).
-            _project(rows, x_p, I, gates_p, G, I, G, w_ih_p, ih_panels_p, u, tid, team, &poll)
+            _project(rows, x_p, I, gates_p, G, I, G, w_ih_p, ih_panels_p, u, tid, team, False,
+                     &poll)
         if panels_p != NULL and not lstm_poll_raised(&poll):
             _pack_panels(w_hh_p, H, P, u, panels_p)
         lstm_barrier_wait(&barrier, team)
@@ -915,44 +967,52 @@ def forward(
                 s0 = s
                 s1 = min(steps, s + chunk)
                 if not lstm_poll_raised(&poll):
-                    _project_chunk(st, s0, s1, I, G, x_p, w_ih_p, ih_panels_p, u, tid, team,
-                                   gates_p, &poll)
-                if ih_panels_p == NULL:
+                    _project_chunk(st, r, split_batch, s0, s1, I, G, x_p, w_ih_p, ih_panels_p,
+                                   lu, tid, team, gates_p, &poll)
+                if ih_panels_p == NULL and not split_batch:
                     lstm_barrier_wait(&barrier, team)  # BLAS split the chunk across units
             if tid == 0:
                 _poll(&poll, s)
-            if s < max_length and u.hi > u.lo and not lstm_poll_raised(&poll):
-                # This thread's units of all four gates: h_{t-1} W_hh[rows of u]^T.
+            if s < max_length and lu.hi > lu.lo and r.hi > r.lo and not lstm_poll_raised(&poll):
+                # Units lu of all four gates of rows r: h_{t-1} W_hh[rows of lu]^T.
                 if panels_p != NULL:
-                    _panel_product(panels_p, B, H, P, u, h_in, P, rec_p, G)
+                    _panel_product(panels_p, r.hi - r.lo, H, P, lu, h_in + r.lo * P, P,
+                                   rec_p + r.lo * G, G)
                 else:
                     for k in range(4):
-                        _gemm_pieces(False, True, <int>B, <int>(u.hi - u.lo), <int>P, h_in, <int>P,
-                                     w_hh_p + (k * H + u.lo) * P, <int>P, rec_p + k * H + u.lo,
-                                     <int>G, _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
+                        _gemm_pieces(False, True, <int>(r.hi - r.lo), <int>(lu.hi - lu.lo), <int>P,
+                                     h_in + r.lo * P, <int>P, w_hh_p + (k * H + lu.lo) * P, <int>P,
+                                     rec_p + r.lo * G + k * H + lu.lo, <int>G, _step_piece_work,
+                                     _step_piece_min_rows, &poll, tid == 0)
             # The same units' new state (this thread's columns of rec: no barrier between).
-            _forward_units(s, u, H, st, gates_p, rec_p, bias_p, peep_p, h_in, h_out, c_p, y_p,
+            _forward_units(s, lu, r, H, st, gates_p, rec_p, bias_p, peep_p, h_in, h_out, c_p, y_p,
                            h_prev_p, c_prev_p, m_step_p, m_all_p, chunked, s0, s1)
-            lstm_barrier_wait(&barrier, team)
-            if lstm_poll_stopping(&poll, s):
-                # Decided by thread 0 before this barrier: every thread leaves here.
-                break
+            if split_batch:
+                if lstm_poll_raised(&poll):
+                    break  # no barrier follows in the loop: each thread may leave at its step
+            else:
+                lstm_barrier_wait(&barrier, team)
+                if lstm_poll_stopping(&poll, s):
+                    # Decided by thread 0 before this barrier: every thread leaves here.
+                    break
             if projected:
                 # h is written only here, after every thread has read it this step.
-                if s < max_length and q.hi > q.lo:
-                    _gemm_pieces(False, True, <int>B, <int>(q.hi - q.lo), <int>H, m_step_p, <int>H,
-                                 w_hr_p + q.lo * H, <int>H, proj_p + q.lo, <int>P,
-                                 _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
-                _projected_outputs(s, q, P, st, proj_p, h_p, y_p, h_prev_p)
-                lstm_barrier_wait(&barrier, team)
+                if s < max_length and lq.hi > lq.lo and r.hi > r.lo:
+                    _gemm_pieces(False, True, <int>(r.hi - r.lo), <int>(lq.hi - lq.lo), <int>H,
+                                 m_step_p + r.lo * H, <int>H, w_hr_p + lq.lo * H, <int>H,
+                                 proj_p + r.lo * P + lq.lo, <int>P, _step_piece_work,
+                                 _step_piece_min_rows, &poll, tid == 0)
+                _projected_outputs(s, lq, r, P, st, proj_p, h_p, y_p, h_prev_p)
+                if not split_batch:
+                    lstm_barrier_wait(&barrier, team)
             else:
                 h_swap = h_in
                 h_in = h_out
                 h_out = h_swap
         # Without a projection the final state is in h_in: bring it to h.
-        if not projected and h_in != h_p and not lstm_poll_raised(&poll) and u.hi > u.lo:
-            for k in range(B):
-                memcpy(h_p + k * H + u.lo, h_in + k * H + u.lo, (u.hi - u.lo) * sizeof(floating))
+        if not projected and h_in != h_p and not lstm_poll_raised(&poll) and lu.hi > lu.lo:
+            for k in range(r.lo, r.hi):
+                memcpy(h_p + k * H + lu.lo, h_in + k * H + lu.lo, (lu.hi - lu.lo) * sizeof(floating))
     if poll.raised:
         _raise_pending()
 
@@ -960,12 +1020,12 @@ def forward(
 # ---------------------------------------------------------------- backward
 
 cdef void _backward_units(
-    Py_ssize_t s, Slice u, Py_ssize_t H, Steps st,
+    Py_ssize_t s, Slice u, Slice r, Py_ssize_t H, Steps st,
     const floating* act, const floating* c_prev, const floating* peep,
     const floating* dy, const floating* dh_last, const floating* dh_rec, floating* dc,
     floating* dgates, floating* dgates_step,
 ) noexcept nogil:
-    """Hidden units u of every row at step s: gate gradients from dh and the carried dc.
+    """Hidden units u of rows r at step s: gate gradients from dh and the carried dc.
 
     dh (= dm with a projection) is dh_last at the row's last valid step (where
     dh_n enters) and dh_rec before it, plus dy when given (dy is NULL with a
@@ -975,7 +1035,7 @@ cdef void _backward_units(
     cdef floating* dg
     if u.hi <= u.lo:
         return
-    for b in range(st.batch):
+    for b in range(r.lo, r.hi):
         length = st.lengths[b]
         p = _position(st, s, b)
         dg = dgates + p * 4 * H
@@ -990,15 +1050,15 @@ cdef void _backward_units(
 
 
 cdef void _output_grads(
-    Py_ssize_t s, Slice q, Py_ssize_t P, Steps st,
+    Py_ssize_t s, Slice q, Slice r, Py_ssize_t P, Steps st,
     const floating* dy, const floating* dh_last, const floating* dh_rec,
     floating* dh_all, floating* dh_step,
 ) noexcept nogil:
-    """With a projection: features q of dh_t = dh from later steps (or dh_n) + dy."""
+    """With a projection: features q of rows r of dh_t = dh from later steps (or dh_n) + dy."""
     cdef Py_ssize_t b, p, j, length
     cdef const floating* dh_in
     cdef floating dh
-    for b in range(st.batch):
+    for b in range(r.lo, r.hi):
         length = st.lengths[b]
         p = _position(st, s, b)
         if s >= length:
@@ -1074,7 +1134,7 @@ def backward(
     floating[:, ::1] dw_hr, floating[:, ::1] dpeephole,
     floating[:, ::1] dgates not None, floating[:, ::1] dgates_step not None,
     floating[:, ::1] dh_all, floating[:, ::1] dh_step, floating[:, ::1] dm_step,
-    floating[::1] panels, floating[::1] ih_panels, int num_threads,
+    floating[::1] panels, floating[::1] ih_panels, int num_threads, bint split_batch,
 ):
     """Backpropagate through one layer and direction on `num_threads` threads.
 
@@ -1088,7 +1148,8 @@ def backward(
     dh_all (T*B, P), dh_step (B, P) and dm_step (B, H), else None. panels
     (4*ceil(P/W)*H*W) and ih_panels (4*ceil(I/W)*H*W), or None, select the
     packed-panel products dgates W_hh and dgates W_ih instead of BLAS. BLAS must
-    be single-threaded while num_threads > 1.
+    be single-threaded while num_threads > 1. `split_batch` as in forward: each
+    thread runs its own rows through the steps, with no barrier between them.
     """
     cdef Py_ssize_t B = dc0.shape[0], H = dc0.shape[1], P = dh0.shape[1], I = x.shape[1]
     cdef Py_ssize_t G = 4 * H, rows = steps * B
@@ -1097,7 +1158,9 @@ def backward(
     cdef Steps st = _steps(lengths, reverse, batch_first, steps)
     cdef bint projected = w_hr is not None
     cdef int tid = 0, team = 1
-    cdef Slice r, u, q, gcols, icols
+    # u, q, gcols: this thread's units, features and gate columns outside the time
+    # loop; in it, units lu and features lq of rows rb (as in forward).
+    cdef Slice r, u, q, gcols, icols, rb, lu, lq
     cdef Tile tile
     # Every array's first element, as in forward (the same shape of list, on purpose).
     cdef const floating* x_p = _cptr(x)
@@ -1189,8 +1252,19 @@ def backward(
         u = _slice(H, ALIGN, tid, team)
         q = _slice(P, ALIGN, tid, team)
         gcols = _slice(G, ALIGN, tid, team)
+        if split_batch:
+            rb = _rows_of(lengths, tid, team)
+            lu = _slice(H, ALIGN, 0, 1)
+            lq = _slice(P, ALIGN, 0, 1)
+        else:
+            rb = _slice(B, 1, 0, 1)
+            lu = u
+            lq = q
         if panels_p != NULL:
-            _pack_column_panels(w_hh_p, G, P, q, panels_p)  # only this thread reads them
+            # Columns q: without split_batch only this thread reads them.
+            _pack_column_panels(w_hh_p, G, P, q, panels_p)
+            if split_batch:
+                lstm_barrier_wait(&barrier, team)
         for s in range(steps - 1, -1, -1):
             # This step's half of dgates_step: the other half may still be read
             # by another thread's product of the step before (in time: after).
@@ -1198,27 +1272,37 @@ def backward(
             if tid == 0:
                 _poll(&poll, s)
             if projected:
-                _output_grads(s, q, P, st, dy_p, dh_n_p, dh0_p, dh_all_p, dh_step_p)
-                lstm_barrier_wait(&barrier, team)
-                if s < max_length and u.hi > u.lo:
-                    _gemm_pieces(False, False, <int>B, <int>(u.hi - u.lo), <int>P, dh_step_p,
-                                 <int>P, w_hr_p + u.lo, <int>H, dm_step_p + u.lo, <int>H,
-                                 _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
-            _backward_units(s, u, H, st, act_p, c_prev_p, peep_p, cell_dy, cell_dh_last,
+                _output_grads(s, lq, rb, P, st, dy_p, dh_n_p, dh0_p, dh_all_p, dh_step_p)
+                if not split_batch:
+                    lstm_barrier_wait(&barrier, team)
+                if s < max_length and lu.hi > lu.lo and rb.hi > rb.lo:
+                    _gemm_pieces(False, False, <int>(rb.hi - rb.lo), <int>(lu.hi - lu.lo), <int>P,
+                                 dh_step_p + rb.lo * P, <int>P, w_hr_p + lu.lo, <int>H,
+                                 dm_step_p + rb.lo * H + lu.lo, <int>H, _step_piece_work,
+                                 _step_piece_min_rows, &poll, tid == 0)
+            _backward_units(s, lu, rb, H, st, act_p, c_prev_p, peep_p, cell_dy, cell_dh_last,
                             cell_dh_rec, dc0_p, dgates_p, ds)
-            lstm_barrier_wait(&barrier, team)
-            if lstm_poll_stopping(&poll, s):
-                # Decided by thread 0 before this barrier: every thread leaves here.
-                break
-            if s < max_length and q.hi > q.lo:
-                # This thread's features of dh_{t-1} = dgates W_hh[:, q]. Without a
-                # projection the next step's units u (= q) read only these: no barrier.
+            if split_batch:
+                if lstm_poll_raised(&poll):
+                    break  # no barrier follows in the loop: each thread may leave at its step
+            else:
+                lstm_barrier_wait(&barrier, team)
+                if lstm_poll_stopping(&poll, s):
+                    # Decided by thread 0 before this barrier: every thread leaves here.
+                    break
+            if s < max_length and lq.hi > lq.lo and rb.hi > rb.lo:
+                # Features lq of rows rb of dh_{t-1} = dgates W_hh[:, lq]. Without a
+                # projection the next step's units lu (= lq) read only these: no barrier.
                 if panels_p != NULL:
-                    _column_panel_product(panels_p, B, G, q, ds, G, dh0_p, P)
+                    _column_panel_product(panels_p, rb.hi - rb.lo, G, lq, ds + rb.lo * G, G,
+                                          dh0_p + rb.lo * P, P)
                 else:
-                    _gemm_pieces(False, False, <int>B, <int>(q.hi - q.lo), <int>G, ds,
-                                 <int>G, w_hh_p + q.lo, <int>P, dh0_p + q.lo, <int>P,
-                                 _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
+                    _gemm_pieces(False, False, <int>(rb.hi - rb.lo), <int>(lq.hi - lq.lo), <int>G,
+                                 ds + rb.lo * G, <int>G, w_hh_p + lq.lo, <int>P,
+                                 dh0_p + rb.lo * P + lq.lo, <int>P, _step_piece_work,
+                                 _step_piece_min_rows, &poll, tid == 0)
+        if split_batch:
+            lstm_barrier_wait(&barrier, team)  # the products below read every row's dgates
         # Skipped once a handler has raised: the loop broke, or thread 0 learnt it
         # since (then reading `raised` only skips work: no barrier follows).
         if not lstm_poll_raised(&poll):

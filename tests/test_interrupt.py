@@ -82,7 +82,7 @@ fresh = small_call()
 blas_before = blas_threads()
 
 started = threading.Event()
-target = {"forward": "forward", "layer": "forward", "backward": "backward"}[kind]
+target = {"forward": "forward", "forward_by_rows": "forward", "layer": "forward", "backward": "backward"}[kind]
 
 
 class Kernels:
@@ -108,6 +108,10 @@ functional._lstm = Kernels()
 # thousands of steps of milliseconds each, seconds to minutes of work.
 rng = np.random.default_rng(0)
 T, B, I, H = 4000, 1, 8, 2048
+if kind == "forward_by_rows":
+    # Eight rows through a W_hh of 4 MiB: two threads share the steps by rows, with
+    # no barrier between them (each leaves the loop on its own once the call stops).
+    T, B, H = 40000, 8, 512
 x = rng.standard_normal((T, B, I)).astype(np.float32)
 w_ih = (0.05 * rng.standard_normal((4 * H, I))).astype(np.float32)
 w_hh = (0.02 * rng.standard_normal((4 * H, H))).astype(np.float32)
@@ -168,6 +172,7 @@ print(json.dumps({
     "users": _threads.single_threaded_blas._users,
     "blas_restored": blas_threads() == blas_before,
     "same_results": small_call() == fresh,
+    "split_batch": functional._split_batch(threads, B, w_hh),
 }))
 """
 
@@ -193,6 +198,14 @@ def test_ctrl_c_interrupts_a_long_kernel_call(kind, threads, tmp_path):
     report = run_child(kind, threads, "sigint", tmp_path)
     assert report["outcome"] == "KeyboardInterrupt"
     assert report["inside"], "KeyboardInterrupt was raised only after the kernel call returned"
+    check_clean(report)
+
+
+def test_ctrl_c_interrupts_a_call_whose_threads_share_the_steps_by_rows(tmp_path):
+    report = run_child("forward_by_rows", 2, "sigint", tmp_path)
+    assert report["split_batch"] or not lstm_c.openmp_enabled()
+    assert report["outcome"] == "KeyboardInterrupt"
+    assert report["inside"]
     check_clean(report)
 
 

@@ -62,6 +62,9 @@ def compare(case, spec, dtype, num_threads=None):
 # products with W_ih over all positions: panels up to _INPUT_PANELS_MAX_BYTES of
 # W_ih. Each path is forced here (both products at once).
 PATHS = {"panels": 1e30, "blas": -1}
+# functional._split_batch picks how the threads share the time steps: by hidden
+# units (a barrier every step) or by rows of the batch. Each is forced here.
+SHARES = {"units": (10**9, 0), "rows": (1, 1 << 62)}  # (_SPLIT_BATCH_MIN_ROWS, ..._MAX_WEIGHT_BYTES)
 PATH_CASES = {
     "small_plain_lengths": dict(T=5, B=5, I=6, H=20, lengths=[5, 0, 3, 5, 1]),
     "projection_peephole_reverse": dict(
@@ -82,9 +85,11 @@ PATH_CASES = {
 
 @pytest.fixture
 def kernel_path(monkeypatch):
-    """Forces a recurrent product (panels or BLAS); records the paths and thread plans taken."""
-    taken = dict(panels=[], input_panels=[], plans=[])
+    """Forces a recurrent product (panels or BLAS) and a sharing of the steps between
+    threads (units or rows); records the paths, thread plans and sharings taken."""
+    taken = dict(panels=[], input_panels=[], plans=[], split_batch=[])
     panels, input_panels, plan = functional._panels, functional._input_panels, _threads.plan
+    split_batch = functional._split_batch
 
     def record_panels(*args):
         result = panels(*args)
@@ -101,13 +106,22 @@ def kernel_path(monkeypatch):
         taken["plans"].append((num_threads, threads))
         return threads
 
+    def record_split_batch(*args):
+        result = split_batch(*args)
+        taken["split_batch"].append(result)
+        return result
+
     monkeypatch.setattr(functional, "_panels", record_panels)
     monkeypatch.setattr(functional, "_input_panels", record_input_panels)
     monkeypatch.setattr(_threads, "plan", record_plan)
+    monkeypatch.setattr(functional, "_split_batch", record_split_batch)
 
-    def force(path):
+    def force(path, share="units"):
         monkeypatch.setattr(functional, "_PANEL_MAX_STEP_FLOPS", PATHS[path])
         monkeypatch.setattr(functional, "_INPUT_PANELS_MAX_BYTES", PATHS[path])
+        min_rows, max_bytes = SHARES[share]
+        monkeypatch.setattr(functional, "_SPLIT_BATCH_MIN_ROWS", min_rows)
+        monkeypatch.setattr(functional, "_SPLIT_BATCH_MAX_WEIGHT_BYTES", max_bytes)
         return taken
 
     return force
@@ -144,12 +158,14 @@ def test_input_panels_up_to_the_size_limit_then_blas():
     assert functional._input_panels(256, inputs + 1, dtype) is None
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize(
+    "threads, share", [(1, "units"), (2, "units"), (2, "rows")], ids=["1", "2-units", "2-rows"]
+)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("case", PATH_CASES)
-def test_each_recurrent_product_matches_the_reference(case, path, dtype, threads, kernel_path):
-    taken = kernel_path(path)
+def test_each_recurrent_product_matches_the_reference(case, path, dtype, threads, share, kernel_path):
+    taken = kernel_path(path, share)
     compare(case, PATH_CASES[case], dtype, num_threads=threads)
     available = _lstm.panel_width(np.dtype(dtype).itemsize) > 0
     assert taken["panels"] == [path == "panels" and available] * 2  # forward and backward
@@ -162,6 +178,16 @@ def test_each_recurrent_product_matches_the_reference(case, path, dtype, threads
         and not _threads.is_small_step(spec["B"], spec["H"], spec.get("P") or spec["H"])
     ):
         assert [used for _, used in taken["plans"]] == [2, 2]  # big enough to split
+        assert taken["split_batch"] == [share == "rows"] * 2
+
+
+def test_the_steps_are_shared_by_rows_from_four_rows_per_thread_and_up_to_4_mib_of_w_hh():
+    w_hh = np.empty((4 * 512, 512), np.float32)  # 4 MiB
+    assert functional._split_batch(2, 8, w_hh)
+    assert not functional._split_batch(2, 7, w_hh)
+    assert not functional._split_batch(1, 64, w_hh)
+    assert functional._split_batch(3, 12, w_hh)
+    assert not functional._split_batch(2, 64, np.empty((4 * 512, 513), np.float32))
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -232,6 +258,7 @@ def _kernel_forward_arguments(T=3, B=2, I=4, H=5, dtype=np.float64):
         batch_first=False,
         steps=T,
         num_threads=1,
+        split_batch=False,
         **work,
     )
 
@@ -330,16 +357,19 @@ def test_inference_in_chunks_equals_the_training_forward_and_the_reference(
     )
 
 
+@pytest.mark.parametrize("share", SHARES)
 @pytest.mark.parametrize("input_products", ["panels", "blas"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "case", ["few_positions_wide_input", "few_positions_wide_input_batch_first_reverse", "batch_80_reverse"]
 )
 def test_inference_chunks_split_between_two_threads_match_the_reference(
-    case, dtype, input_products, small_chunks, monkeypatch
+    case, dtype, input_products, share, small_chunks, kernel_path, monkeypatch
 ):
     # Large enough for two threads: a chunk's projection is split by units (panels),
-    # or through BLAS by gate columns (fewer positions than columns) or by rows.
+    # or through BLAS by gate columns (fewer positions than columns) or by rows; with
+    # the steps shared by rows, each thread projects its own rows.
+    kernel_path("panels", share)
     if input_products == "blas":
         monkeypatch.setattr(functional, "_INPUT_PANELS_MAX_BYTES", -1)
     make, options = split(PATH_CASES[case])
