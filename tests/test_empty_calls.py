@@ -120,6 +120,7 @@ def kernel_arrays(steps, B, dtype, *, I=3, H=4, P=0, peephole=False):
         panels=None,
         ih_panels=None,
         num_threads=2,
+        split_batch=False,
     )
     dh_n = rng.standard_normal((B, out)).astype(dtype)
     dc_n = rng.standard_normal((B, H)).astype(dtype)
@@ -150,6 +151,7 @@ def kernel_arrays(steps, B, dtype, *, I=3, H=4, P=0, peephole=False):
         dh_n=dh_n,
         dx=nan(rows, I),
         num_threads=2,
+        split_batch=False,
         dgates=nan(rows, G),
         dgates_step=np.zeros((2 * B, G), dtype),
         dh_all=nan(rows, out) if P else None,
