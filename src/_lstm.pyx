@@ -552,22 +552,12 @@ cdef inline Slice _slice(Py_ssize_t n, Py_ssize_t align, int part, int parts) no
     return sl
 
 
-cdef struct Rows:
-    # Rows first, first + stride, ... of the batch: `count` of them.
-    Py_ssize_t first, count, stride
-
-
-cdef inline Rows _rows(Py_ssize_t B, int tid, int team, bint split) noexcept nogil:
-    """The rows a thread runs through the time steps: all of them, or with `split` its
-    contiguous part of the batch (by count: the same rows whatever the lengths, so that
-    a sequence run in segments gives the same bits; interleaved rows measured slower,
+cdef inline Slice _rows(Py_ssize_t B, int tid, int team, bint split) noexcept nogil:
+    """The rows of the batch a thread runs through the time steps: all of them, or with
+    `split` its contiguous part by count (the same rows whatever the lengths, so that a
+    sequence run in segments gives the same bits; interleaved rows measured slower,
     the threads then writing to the same cache lines)."""
-    cdef Slice part = _slice(B, 1, tid, team) if split else _slice(B, 1, 0, 1)
-    cdef Rows rows
-    rows.first = part.lo
-    rows.count = part.hi - part.lo
-    rows.stride = 1
-    return rows
+    return _slice(B, 1, tid, team) if split else _slice(B, 1, 0, 1)
 
 
 cdef struct Steps:
@@ -655,7 +645,7 @@ cdef void _project(Py_ssize_t n, const floating* x, Py_ssize_t ldx, floating* ou
                      _piece_min_rows, poll, tid == 0)
 
 
-cdef void _project_chunk(Steps st, Rows r, bint alone, Py_ssize_t s0, Py_ssize_t s1,
+cdef void _project_chunk(Steps st, Slice r, bint alone, Py_ssize_t s0, Py_ssize_t s1,
                          Py_ssize_t I, Py_ssize_t G, const floating* x, const floating* w_ih,
                          const floating* ih_panels, Slice u, int tid, int team, floating* gates,
                          lstm_poll_t* poll) noexcept nogil:
@@ -668,19 +658,18 @@ cdef void _project_chunk(Steps st, Rows r, bint alone, Py_ssize_t s0, Py_ssize_t
     consecutive times of that row, one product per row with the stride between
     its times as leading dimension.
     """
-    cdef Py_ssize_t i, b, t, valid, t0, B = st.batch
+    cdef Py_ssize_t b, t, valid, t0, B = st.batch
     if not st.reverse and st.stride_b == 1:
-        if r.count == B:
+        if r.lo == 0 and r.hi == B:
             _project((s1 - s0) * B, x + s0 * B * I, I, gates, G, I, G, w_ih, ih_panels, u, tid,
                      team, alone, poll)
-        elif r.count > 0:
+        elif r.hi > r.lo:
             for t in range(s0, s1):
-                _project(r.count, x + (t * B + r.first) * I, r.stride * I,
-                         gates + ((t - s0) * B + r.first) * G, r.stride * G, I, G, w_ih,
+                _project(r.hi - r.lo, x + (t * B + r.lo) * I, I,
+                         gates + ((t - s0) * B + r.lo) * G, G, I, G, w_ih,
                          ih_panels, u, tid, team, alone, poll)
         return
-    for i in range(r.count):
-        b = r.first + i * r.stride
+    for b in range(r.lo, r.hi):
         valid = min(s1, st.lengths[b]) - s0
         if valid > 0:
             t0 = st.lengths[b] - s0 - valid if st.reverse else s0
@@ -689,7 +678,7 @@ cdef void _project_chunk(Steps st, Rows r, bint alone, Py_ssize_t s0, Py_ssize_t
 
 
 cdef void _forward_units(
-    Py_ssize_t s, Slice u, Rows r, Py_ssize_t H, Steps st,
+    Py_ssize_t s, Slice u, Slice r, Py_ssize_t H, Steps st,
     floating* gates, const floating* rec, const floating* bias, const floating* peep,
     const floating* h, floating* h_out, floating* c, floating* y, floating* h_prev,
     floating* c_prev, floating* m_step, floating* m_all, bint chunked, Py_ssize_t s0,
@@ -705,14 +694,13 @@ cdef void _forward_units(
     `gates` by the activations and records the state. `chunked` (inference):
     `gates` holds only the chunk of steps [s0, s1).
     """
-    cdef Py_ssize_t i, b, p, k
+    cdef Py_ssize_t b, p, k
     cdef bint training = c_prev != NULL
     cdef size_t size = (u.hi - u.lo) * sizeof(floating)
     cdef floating* g
     if u.hi <= u.lo:
         return
-    for i in range(r.count):
-        b = r.first + i * r.stride
+    for b in range(r.lo, r.hi):
         p = _position(st, s, b)
         if chunked:
             g = gates + (_chunk_row(st, s, b, s0, s1) if s < st.lengths[b] else 0) * 4 * H
@@ -745,16 +733,15 @@ cdef void _forward_units(
 
 
 cdef void _projected_outputs(
-    Py_ssize_t s, Slice q, Rows r, Py_ssize_t P, Steps st,
+    Py_ssize_t s, Slice q, Slice r, Py_ssize_t P, Steps st,
     const floating* proj, floating* h, floating* y, floating* h_prev,
 ) noexcept nogil:
     """With a projection: features q of rows r of the new h (`proj`) into the state and y."""
-    cdef Py_ssize_t i, b, p
+    cdef Py_ssize_t b, p
     cdef size_t size = (q.hi - q.lo) * sizeof(floating)
     if q.hi <= q.lo:
         return
-    for i in range(r.count):
-        b = r.first + i * r.stride
+    for b in range(r.lo, r.hi):
         p = _position(st, s, b)
         if s >= st.lengths[b]:
             _zero(y, p * P, q.lo, q.hi)
@@ -866,7 +853,7 @@ def forward(
     # of all positions); in the time loop it runs units lu and features lq of rows r
     # (its u and q of every row, or with split_batch every unit of its own rows).
     cdef Slice u, q, lu, lq
-    cdef Rows r
+    cdef Slice r
     # Every array's first element (NULL for None or empty), taken once for the region
     # without the GIL. Backward repeats this list for its own arrays, on purpose.
     cdef const floating* x_p = _cptr(x)
@@ -970,17 +957,17 @@ def forward(
                     lstm_barrier_wait(&barrier, team)  # BLAS split the chunk across units
             if tid == 0:
                 _poll(&poll, s)
-            if s < max_length and lu.hi > lu.lo and r.count > 0 and not lstm_poll_raised(&poll):
+            if s < max_length and lu.hi > lu.lo and r.hi > r.lo and not lstm_poll_raised(&poll):
                 # Units lu of all four gates of rows r: h_{t-1} W_hh[rows of lu]^T.
                 if panels_p != NULL:
-                    _panel_product(panels_p, r.count, H, P, lu, h_in + r.first * P, r.stride * P,
-                                   rec_p + r.first * G, r.stride * G)
+                    _panel_product(panels_p, r.hi - r.lo, H, P, lu, h_in + r.lo * P, P,
+                                   rec_p + r.lo * G, G)
                 else:
                     for k in range(4):
-                        _gemm_pieces(False, True, <int>r.count, <int>(lu.hi - lu.lo), <int>P,
-                                     h_in + r.first * P, <int>(r.stride * P),
+                        _gemm_pieces(False, True, <int>(r.hi - r.lo), <int>(lu.hi - lu.lo), <int>P,
+                                     h_in + r.lo * P, <int>P,
                                      w_hh_p + (k * H + lu.lo) * P, <int>P,
-                                     rec_p + r.first * G + k * H + lu.lo, <int>(r.stride * G),
+                                     rec_p + r.lo * G + k * H + lu.lo, <int>G,
                                      _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
             # The same units' new state (this thread's columns of rec: no barrier between).
             _forward_units(s, lu, r, H, st, gates_p, rec_p, bias_p, peep_p, h_in, h_out, c_p, y_p,
@@ -995,10 +982,10 @@ def forward(
                     break
             if projected:
                 # h is written only here, after every thread has read it this step.
-                if s < max_length and lq.hi > lq.lo and r.count > 0:
-                    _gemm_pieces(False, True, <int>r.count, <int>(lq.hi - lq.lo), <int>H,
-                                 m_step_p + r.first * H, <int>(r.stride * H), w_hr_p + lq.lo * H,
-                                 <int>H, proj_p + r.first * P + lq.lo, <int>(r.stride * P),
+                if s < max_length and lq.hi > lq.lo and r.hi > r.lo:
+                    _gemm_pieces(False, True, <int>(r.hi - r.lo), <int>(lq.hi - lq.lo), <int>H,
+                                 m_step_p + r.lo * H, <int>H, w_hr_p + lq.lo * H,
+                                 <int>H, proj_p + r.lo * P + lq.lo, <int>P,
                                  _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
                 _projected_outputs(s, lq, r, P, st, proj_p, h_p, y_p, h_prev_p)
                 if not split_batch:
@@ -1009,9 +996,8 @@ def forward(
                 h_out = h_swap
         # Without a projection the final state is in h_in: bring it to h.
         if not projected and h_in != h_p and not lstm_poll_raised(&poll) and lu.hi > lu.lo:
-            for k in range(r.count):
-                memcpy(h_p + (r.first + k * r.stride) * H + lu.lo,
-                       h_in + (r.first + k * r.stride) * H + lu.lo, (lu.hi - lu.lo) * sizeof(floating))
+            for k in range(r.lo, r.hi):
+                memcpy(h_p + k * H + lu.lo, h_in + k * H + lu.lo, (lu.hi - lu.lo) * sizeof(floating))
     if poll.raised:
         _raise_pending()
 
@@ -1019,7 +1005,7 @@ def forward(
 # ---------------------------------------------------------------- backward
 
 cdef void _backward_units(
-    Py_ssize_t s, Slice u, Rows r, Py_ssize_t H, Steps st,
+    Py_ssize_t s, Slice u, Slice r, Py_ssize_t H, Steps st,
     const floating* act, const floating* c_prev, const floating* peep,
     const floating* dy, const floating* dh_last, const floating* dh_rec, floating* dc,
     floating* dgates, floating* dgates_step,
@@ -1030,12 +1016,11 @@ cdef void _backward_units(
     dh_n enters) and dh_rec before it, plus dy when given (dy is NULL with a
     projection, whose phase has added it already).
     """
-    cdef Py_ssize_t i, b, p, k, length
+    cdef Py_ssize_t b, p, k, length
     cdef floating* dg
     if u.hi <= u.lo:
         return
-    for i in range(r.count):
-        b = r.first + i * r.stride
+    for b in range(r.lo, r.hi):
         length = st.lengths[b]
         p = _position(st, s, b)
         dg = dgates + p * 4 * H
@@ -1050,16 +1035,15 @@ cdef void _backward_units(
 
 
 cdef void _output_grads(
-    Py_ssize_t s, Slice q, Rows r, Py_ssize_t P, Steps st,
+    Py_ssize_t s, Slice q, Slice r, Py_ssize_t P, Steps st,
     const floating* dy, const floating* dh_last, const floating* dh_rec,
     floating* dh_all, floating* dh_step,
 ) noexcept nogil:
     """With a projection: features q of rows r of dh_t = dh from later steps (or dh_n) + dy."""
-    cdef Py_ssize_t i, b, p, j, length
+    cdef Py_ssize_t b, p, j, length
     cdef const floating* dh_in
     cdef floating dh
-    for i in range(r.count):
-        b = r.first + i * r.stride
+    for b in range(r.lo, r.hi):
         length = st.lengths[b]
         p = _position(st, s, b)
         if s >= length:
@@ -1162,7 +1146,7 @@ def backward(
     # u, q, gcols: this thread's units, features and gate columns outside the time
     # loop; in it, units lu and features lq of rows rb (as in forward).
     cdef Slice r, u, q, gcols, icols, lu, lq
-    cdef Rows rb
+    cdef Slice rb
     cdef Tile tile
     # Every array's first element, as in forward (the same shape of list, on purpose).
     cdef const floating* x_p = _cptr(x)
@@ -1276,10 +1260,10 @@ def backward(
                 _output_grads(s, lq, rb, P, st, dy_p, dh_n_p, dh0_p, dh_all_p, dh_step_p)
                 if not split_batch:
                     lstm_barrier_wait(&barrier, team)
-                if s < max_length and lu.hi > lu.lo and rb.count > 0:
-                    _gemm_pieces(False, False, <int>rb.count, <int>(lu.hi - lu.lo), <int>P,
-                                 dh_step_p + rb.first * P, <int>(rb.stride * P), w_hr_p + lu.lo,
-                                 <int>H, dm_step_p + rb.first * H + lu.lo, <int>(rb.stride * H),
+                if s < max_length and lu.hi > lu.lo and rb.hi > rb.lo:
+                    _gemm_pieces(False, False, <int>(rb.hi - rb.lo), <int>(lu.hi - lu.lo), <int>P,
+                                 dh_step_p + rb.lo * P, <int>P, w_hr_p + lu.lo,
+                                 <int>H, dm_step_p + rb.lo * H + lu.lo, <int>H,
                                  _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
             _backward_units(s, lu, rb, H, st, act_p, c_prev_p, peep_p, cell_dy, cell_dh_last,
                             cell_dh_rec, dc0_p, dgates_p, ds)
@@ -1291,16 +1275,16 @@ def backward(
                 if lstm_poll_stopping(&poll, s):
                     # Decided by thread 0 before this barrier: every thread leaves here.
                     break
-            if s < max_length and lq.hi > lq.lo and rb.count > 0:
+            if s < max_length and lq.hi > lq.lo and rb.hi > rb.lo:
                 # Features lq of rows rb of dh_{t-1} = dgates W_hh[:, lq]. Without a
                 # projection the next step's units lu (= lq) read only these: no barrier.
                 if panels_p != NULL:
-                    _column_panel_product(panels_p, rb.count, G, lq, ds + rb.first * G,
-                                          rb.stride * G, dh0_p + rb.first * P, rb.stride * P)
+                    _column_panel_product(panels_p, rb.hi - rb.lo, G, lq, ds + rb.lo * G,
+                                          G, dh0_p + rb.lo * P, P)
                 else:
-                    _gemm_pieces(False, False, <int>rb.count, <int>(lq.hi - lq.lo), <int>G,
-                                 ds + rb.first * G, <int>(rb.stride * G), w_hh_p + lq.lo, <int>P,
-                                 dh0_p + rb.first * P + lq.lo, <int>(rb.stride * P),
+                    _gemm_pieces(False, False, <int>(rb.hi - rb.lo), <int>(lq.hi - lq.lo), <int>G,
+                                 ds + rb.lo * G, <int>G, w_hh_p + lq.lo, <int>P,
+                                 dh0_p + rb.lo * P + lq.lo, <int>P,
                                  _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
         if split_batch:
             lstm_barrier_wait(&barrier, team)  # the products below read every row's dgates
