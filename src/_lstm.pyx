@@ -82,6 +82,7 @@ cdef extern from "lstm_omp.h" nogil:
     void lstm_poll_decide(lstm_poll_t* poll, Py_ssize_t step)
     int lstm_poll_stopping(lstm_poll_t* poll, Py_ssize_t step)
     int lstm_try_threads(int n, size_t stack)
+    Py_ssize_t lstm_take(Py_ssize_t* counter)
 
 cdef extern from "lstm_cell.h" nogil:
     # The vectorised pointwise math of one row (see the header).
@@ -552,12 +553,33 @@ cdef inline Slice _slice(Py_ssize_t n, Py_ssize_t align, int part, int parts) no
     return sl
 
 
-cdef inline Slice _rows(Py_ssize_t B, int tid, int team, bint split) noexcept nogil:
-    """The rows of the batch a thread runs through the time steps: all of them, or with
-    `split` its contiguous part by count (the same rows whatever the lengths, so that a
-    sequence run in segments gives the same bits; interleaved rows measured slower,
-    the threads then writing to the same cache lines)."""
-    return _slice(B, 1, tid, team) if split else _slice(B, 1, 0, 1)
+# Rows per block when the threads share the batch; 0: _row_block's rule.
+cdef Py_ssize_t _row_block_rows = 0
+
+
+def _set_row_block(Py_ssize_t rows) -> int:
+    """Set the rows per block of a batch shared by rows (0: the default rule) and return
+    the previous value; for tests and measurements only."""
+    global _row_block_rows
+    previous = _row_block_rows
+    _row_block_rows = max(0, rows)
+    return previous
+
+
+cdef inline Py_ssize_t _row_block(Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
+                                   int team) noexcept nogil:
+    """Rows per block when the threads share the batch: a team-th of it, one block per
+    thread; or, when every thread gets two blocks or more and a block's step is at
+    least 4 MFLOP (H = P = 256), 8 rows, so that a thread that lost its core to other
+    work takes fewer blocks. Measured on 2 cores with the other core busy: 1.5x at
+    H = 256, B = 64; on a quiet machine smaller blocks lost 5-17% at H <= 128 (more
+    per-step overhead) and were even at H >= 256. Fixed by B, H, P and the team,
+    whatever the lengths: a sequence run in segments gives the same bits."""
+    if _row_block_rows > 0:
+        return _row_block_rows
+    if B >= 16 * team and 64.0 * H * P >= 4e6:
+        return 8
+    return (B + team - 1) // team
 
 
 cdef struct Steps:
@@ -851,9 +873,11 @@ def forward(
     cdef int tid = 0, team = 1
     # u, q: this thread's hidden units and output features (packing, the projection
     # of all positions); in the time loop it runs units lu and features lq of rows r
-    # (its u and q of every row, or with split_batch every unit of its own rows).
-    cdef Slice u, q, lu, lq
-    cdef Slice r
+    # (its u and q of every row, or with split_batch every unit of the rows of each
+    # block it takes).
+    cdef Slice u, q, lu, lq, r
+    # With split_batch: rows per block, and the next block to take (shared).
+    cdef Py_ssize_t block = 1, next_block = 0
     # Every array's first element (NULL for None or empty), taken once for the region
     # without the GIL. Backward repeats this list for its own arrays, on purpose.
     cdef const floating* x_p = _cptr(x)
@@ -926,7 +950,7 @@ def forward(
         team = lstm_omp_num_threads()
         u = _slice(H, ALIGN, tid, team)
         q = _slice(P, ALIGN, tid, team)
-        r = _rows(B, tid, team, split_batch)
+        r = _slice(B, 1, 0, 1)
         if split_batch:
             lu = _slice(H, ALIGN, 0, 1)
             lq = _slice(P, ALIGN, 0, 1)
@@ -945,59 +969,73 @@ def forward(
         if panels_p != NULL and not lstm_poll_raised(&poll):
             _pack_panels(w_hh_p, H, P, u, panels_p)
         lstm_barrier_wait(&barrier, team)
-        for s in range(steps):
-            if chunked and s % chunk == 0:
-                # Inference: the input projection of the next chunk of steps.
-                s0 = s
-                s1 = min(steps, s + chunk)
-                if not lstm_poll_raised(&poll):
-                    _project_chunk(st, r, split_batch, s0, s1, I, G, x_p, w_ih_p, ih_panels_p,
-                                   lu, tid, team, gates_p, &poll)
-                if ih_panels_p == NULL and not split_batch:
-                    lstm_barrier_wait(&barrier, team)  # BLAS split the chunk across units
-            if tid == 0:
-                _poll(&poll, s)
-            if s < max_length and lu.hi > lu.lo and r.hi > r.lo and not lstm_poll_raised(&poll):
-                # Units lu of all four gates of rows r: h_{t-1} W_hh[rows of lu]^T.
-                if panels_p != NULL:
-                    _panel_product(panels_p, r.hi - r.lo, H, P, lu, h_in + r.lo * P, P,
-                                   rec_p + r.lo * G, G)
-                else:
-                    for k in range(4):
-                        _gemm_pieces(False, True, <int>(r.hi - r.lo), <int>(lu.hi - lu.lo), <int>P,
-                                     h_in + r.lo * P, <int>P,
-                                     w_hh_p + (k * H + lu.lo) * P, <int>P,
-                                     rec_p + r.lo * G + k * H + lu.lo, <int>G,
-                                     _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
-            # The same units' new state (this thread's columns of rec: no barrier between).
-            _forward_units(s, lu, r, H, st, gates_p, rec_p, bias_p, peep_p, h_in, h_out, c_p, y_p,
-                           h_prev_p, c_prev_p, m_step_p, m_all_p, chunked, s0, s1)
+        # With split_batch the rows go in blocks (_row_block), each taken by the next free
+        # thread and run through all the steps: a thread slowed by other work takes fewer.
+        block = _row_block(B, H, P, team)
+        while True:
             if split_batch:
-                if lstm_poll_raised(&poll):
-                    break  # no barrier follows in the loop: each thread may leave at its step
-            else:
-                lstm_barrier_wait(&barrier, team)
-                if lstm_poll_stopping(&poll, s):
-                    # Decided by thread 0 before this barrier: every thread leaves here.
+                k = lstm_take(&next_block) * block
+                if k >= B:
                     break
-            if projected:
-                # h is written only here, after every thread has read it this step.
-                if s < max_length and lq.hi > lq.lo and r.hi > r.lo:
-                    _gemm_pieces(False, True, <int>(r.hi - r.lo), <int>(lq.hi - lq.lo), <int>H,
-                                 m_step_p + r.lo * H, <int>H, w_hr_p + lq.lo * H,
-                                 <int>H, proj_p + r.lo * P + lq.lo, <int>P,
-                                 _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
-                _projected_outputs(s, lq, r, P, st, proj_p, h_p, y_p, h_prev_p)
-                if not split_batch:
+                r.lo = k
+                r.hi = min(B, k + block)
+                h_in = h_p
+                h_out = h_next_p
+            for s in range(steps):
+                if chunked and s % chunk == 0:
+                    # Inference: the input projection of the next chunk of steps.
+                    s0 = s
+                    s1 = min(steps, s + chunk)
+                    if not lstm_poll_raised(&poll):
+                        _project_chunk(st, r, split_batch, s0, s1, I, G, x_p, w_ih_p, ih_panels_p,
+                                       lu, tid, team, gates_p, &poll)
+                    if ih_panels_p == NULL and not split_batch:
+                        lstm_barrier_wait(&barrier, team)  # BLAS split the chunk across units
+                if tid == 0:
+                    _poll(&poll, s)
+                if s < max_length and lu.hi > lu.lo and r.hi > r.lo and not lstm_poll_raised(&poll):
+                    # Units lu of all four gates of rows r: h_{t-1} W_hh[rows of lu]^T.
+                    if panels_p != NULL:
+                        _panel_product(panels_p, r.hi - r.lo, H, P, lu, h_in + r.lo * P, P,
+                                       rec_p + r.lo * G, G)
+                    else:
+                        for k in range(4):
+                            _gemm_pieces(False, True, <int>(r.hi - r.lo), <int>(lu.hi - lu.lo), <int>P,
+                                         h_in + r.lo * P, <int>P,
+                                         w_hh_p + (k * H + lu.lo) * P, <int>P,
+                                         rec_p + r.lo * G + k * H + lu.lo, <int>G,
+                                         _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
+                # The same units' new state (this thread's columns of rec: no barrier between).
+                _forward_units(s, lu, r, H, st, gates_p, rec_p, bias_p, peep_p, h_in, h_out, c_p, y_p,
+                               h_prev_p, c_prev_p, m_step_p, m_all_p, chunked, s0, s1)
+                if split_batch:
+                    if lstm_poll_raised(&poll):
+                        break  # no barrier follows in the loop: each thread may leave at its step
+                else:
                     lstm_barrier_wait(&barrier, team)
-            else:
-                h_swap = h_in
-                h_in = h_out
-                h_out = h_swap
-        # Without a projection the final state is in h_in: bring it to h.
-        if not projected and h_in != h_p and not lstm_poll_raised(&poll) and lu.hi > lu.lo:
-            for k in range(r.lo, r.hi):
-                memcpy(h_p + k * H + lu.lo, h_in + k * H + lu.lo, (lu.hi - lu.lo) * sizeof(floating))
+                    if lstm_poll_stopping(&poll, s):
+                        # Decided by thread 0 before this barrier: every thread leaves here.
+                        break
+                if projected:
+                    # h is written only here, after every thread has read it this step.
+                    if s < max_length and lq.hi > lq.lo and r.hi > r.lo:
+                        _gemm_pieces(False, True, <int>(r.hi - r.lo), <int>(lq.hi - lq.lo), <int>H,
+                                     m_step_p + r.lo * H, <int>H, w_hr_p + lq.lo * H,
+                                     <int>H, proj_p + r.lo * P + lq.lo, <int>P,
+                                     _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
+                    _projected_outputs(s, lq, r, P, st, proj_p, h_p, y_p, h_prev_p)
+                    if not split_batch:
+                        lstm_barrier_wait(&barrier, team)
+                else:
+                    h_swap = h_in
+                    h_in = h_out
+                    h_out = h_swap
+            # Without a projection the final state is in h_in: bring it to h.
+            if not projected and h_in != h_p and not lstm_poll_raised(&poll) and lu.hi > lu.lo:
+                for k in range(r.lo, r.hi):
+                    memcpy(h_p + k * H + lu.lo, h_in + k * H + lu.lo, (lu.hi - lu.lo) * sizeof(floating))
+            if not split_batch or lstm_poll_raised(&poll):
+                break
     if poll.raised:
         _raise_pending()
 
@@ -1145,8 +1183,8 @@ def backward(
     cdef int tid = 0, team = 1
     # u, q, gcols: this thread's units, features and gate columns outside the time
     # loop; in it, units lu and features lq of rows rb (as in forward).
-    cdef Slice r, u, q, gcols, icols, lu, lq
-    cdef Slice rb
+    cdef Slice r, u, q, gcols, icols, lu, lq, rb
+    cdef Py_ssize_t block = 1, next_block = 0
     cdef Tile tile
     # Every array's first element, as in forward (the same shape of list, on purpose).
     cdef const floating* x_p = _cptr(x)
@@ -1238,7 +1276,7 @@ def backward(
         u = _slice(H, ALIGN, tid, team)
         q = _slice(P, ALIGN, tid, team)
         gcols = _slice(G, ALIGN, tid, team)
-        rb = _rows(B, tid, team, split_batch)
+        rb = _slice(B, 1, 0, 1)
         if split_batch:
             lu = _slice(H, ALIGN, 0, 1)
             lq = _slice(P, ALIGN, 0, 1)
@@ -1250,42 +1288,53 @@ def backward(
             _pack_column_panels(w_hh_p, G, P, q, panels_p)
             if split_batch:
                 lstm_barrier_wait(&barrier, team)
-        for s in range(steps - 1, -1, -1):
-            # This step's half of dgates_step: the other half may still be read
-            # by another thread's product of the step before (in time: after).
-            ds = dgates_step_p + (s % 2) * B * G
-            if tid == 0:
-                _poll(&poll, s)
-            if projected:
-                _output_grads(s, lq, rb, P, st, dy_p, dh_n_p, dh0_p, dh_all_p, dh_step_p)
-                if not split_batch:
-                    lstm_barrier_wait(&barrier, team)
-                if s < max_length and lu.hi > lu.lo and rb.hi > rb.lo:
-                    _gemm_pieces(False, False, <int>(rb.hi - rb.lo), <int>(lu.hi - lu.lo), <int>P,
-                                 dh_step_p + rb.lo * P, <int>P, w_hr_p + lu.lo,
-                                 <int>H, dm_step_p + rb.lo * H + lu.lo, <int>H,
-                                 _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
-            _backward_units(s, lu, rb, H, st, act_p, c_prev_p, peep_p, cell_dy, cell_dh_last,
-                            cell_dh_rec, dc0_p, dgates_p, ds)
+        # With split_batch, blocks of rows as in forward.
+        block = _row_block(B, H, P, team)
+        while True:
             if split_batch:
-                if lstm_poll_raised(&poll):
-                    break  # no barrier follows in the loop: each thread may leave at its step
-            else:
-                lstm_barrier_wait(&barrier, team)
-                if lstm_poll_stopping(&poll, s):
-                    # Decided by thread 0 before this barrier: every thread leaves here.
+                b = lstm_take(&next_block) * block
+                if b >= B:
                     break
-            if s < max_length and lq.hi > lq.lo and rb.hi > rb.lo:
-                # Features lq of rows rb of dh_{t-1} = dgates W_hh[:, lq]. Without a
-                # projection the next step's units lu (= lq) read only these: no barrier.
-                if panels_p != NULL:
-                    _column_panel_product(panels_p, rb.hi - rb.lo, G, lq, ds + rb.lo * G,
-                                          G, dh0_p + rb.lo * P, P)
+                rb.lo = b
+                rb.hi = min(B, b + block)
+            for s in range(steps - 1, -1, -1):
+                # This step's half of dgates_step: the other half may still be read
+                # by another thread's product of the step before (in time: after).
+                ds = dgates_step_p + (s % 2) * B * G
+                if tid == 0:
+                    _poll(&poll, s)
+                if projected:
+                    _output_grads(s, lq, rb, P, st, dy_p, dh_n_p, dh0_p, dh_all_p, dh_step_p)
+                    if not split_batch:
+                        lstm_barrier_wait(&barrier, team)
+                    if s < max_length and lu.hi > lu.lo and rb.hi > rb.lo:
+                        _gemm_pieces(False, False, <int>(rb.hi - rb.lo), <int>(lu.hi - lu.lo), <int>P,
+                                     dh_step_p + rb.lo * P, <int>P, w_hr_p + lu.lo,
+                                     <int>H, dm_step_p + rb.lo * H + lu.lo, <int>H,
+                                     _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
+                _backward_units(s, lu, rb, H, st, act_p, c_prev_p, peep_p, cell_dy, cell_dh_last,
+                                cell_dh_rec, dc0_p, dgates_p, ds)
+                if split_batch:
+                    if lstm_poll_raised(&poll):
+                        break  # no barrier follows in the loop: each thread may leave at its step
                 else:
-                    _gemm_pieces(False, False, <int>(rb.hi - rb.lo), <int>(lq.hi - lq.lo), <int>G,
-                                 ds + rb.lo * G, <int>G, w_hh_p + lq.lo, <int>P,
-                                 dh0_p + rb.lo * P + lq.lo, <int>P,
-                                 _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
+                    lstm_barrier_wait(&barrier, team)
+                    if lstm_poll_stopping(&poll, s):
+                        # Decided by thread 0 before this barrier: every thread leaves here.
+                        break
+                if s < max_length and lq.hi > lq.lo and rb.hi > rb.lo:
+                    # Features lq of rows rb of dh_{t-1} = dgates W_hh[:, lq]. Without a
+                    # projection the next step's units lu (= lq) read only these: no barrier.
+                    if panels_p != NULL:
+                        _column_panel_product(panels_p, rb.hi - rb.lo, G, lq, ds + rb.lo * G,
+                                              G, dh0_p + rb.lo * P, P)
+                    else:
+                        _gemm_pieces(False, False, <int>(rb.hi - rb.lo), <int>(lq.hi - lq.lo), <int>G,
+                                     ds + rb.lo * G, <int>G, w_hh_p + lq.lo, <int>P,
+                                     dh0_p + rb.lo * P + lq.lo, <int>P,
+                                     _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
+            if not split_batch or lstm_poll_raised(&poll):
+                break
         if split_batch:
             lstm_barrier_wait(&barrier, team)  # the products below read every row's dgates
         # Skipped once a handler has raised: the loop broke, or thread 0 learnt it

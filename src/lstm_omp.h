@@ -211,6 +211,27 @@ static inline int lstm_poll_stopping(lstm_poll_t *p, ptrdiff_t step) {
     return LSTM_LOAD(p->stop[step & 1]);
 }
 
+/* ------------------------------------------------------------------ work sharing
+ *
+ * lstm_take(counter) returns *counter and adds 1 to it, atomically: the threads
+ * of a team take the next piece of work from a shared counter (zeroed before the
+ * parallel region), so that a thread that runs faster takes more pieces.
+ */
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+static ptrdiff_t lstm_take(ptrdiff_t *counter) {
+#if defined(_WIN64)
+    return (ptrdiff_t)_InterlockedExchangeAdd64((volatile __int64 *)counter, 1);
+#else
+    return (ptrdiff_t)_InterlockedExchangeAdd((volatile long *)counter, 1);
+#endif
+}
+#else
+static ptrdiff_t lstm_take(ptrdiff_t *counter) {
+    return __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
+}
+#endif
+
 /* ------------------------------------------------------------------ thread creation
  *
  * libgomp ends the process ("libgomp: Thread creation failed") when it cannot

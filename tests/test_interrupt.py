@@ -110,8 +110,10 @@ rng = np.random.default_rng(0)
 T, B, I, H = 4000, 1, 8, 2048
 if kind == "forward_by_rows":
     # Eight rows through a W_hh of 4 MiB: two threads share the steps by rows, with
-    # no barrier between them (each leaves the loop on its own once the call stops).
+    # no barrier between them (each leaves the loop on its own once the call stops),
+    # in blocks of 2 rows that each thread takes in turn.
     T, B, H = 40000, 8, 512
+    _lstm._set_row_block(2)
 x = rng.standard_normal((T, B, I)).astype(np.float32)
 w_ih = (0.05 * rng.standard_normal((4 * H, I))).astype(np.float32)
 w_hh = (0.02 * rng.standard_normal((4 * H, H))).astype(np.float32)

@@ -181,6 +181,27 @@ def test_each_recurrent_product_matches_the_reference(case, path, dtype, threads
         assert taken["split_batch"] == [share == "rows"] * 2
 
 
+@pytest.fixture(params=[1, 3, 8], ids=lambda n: f"row_block={n}")
+def row_blocks(request):
+    previous = _lstm._set_row_block(request.param)
+    yield request.param
+    _lstm._set_row_block(previous)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", PATH_CASES)
+def test_rows_taken_in_blocks_by_whichever_thread_is_free_match_the_reference(
+    case, dtype, row_blocks, kernel_path
+):
+    taken = kernel_path("panels", "rows")
+    compare(case, PATH_CASES[case], dtype, num_threads=2)
+    spec = PATH_CASES[case]
+    if lstm_c.openmp_enabled() and not _threads.is_small_step(
+        spec["B"], spec["H"], spec.get("P") or spec["H"]
+    ):
+        assert taken["split_batch"] == [True, True]
+
+
 def test_the_steps_are_shared_by_rows_from_four_rows_per_thread_and_up_to_4_mib_of_w_hh():
     w_hh = np.empty((4 * 512, 512), np.float32)  # 4 MiB
     assert functional._split_batch(2, 8, w_hh)
