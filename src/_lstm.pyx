@@ -83,6 +83,8 @@ cdef extern from "lstm_omp.h" nogil:
     int lstm_poll_stopping(lstm_poll_t* poll, Py_ssize_t step)
     int lstm_try_threads(int n, size_t stack)
     Py_ssize_t lstm_take(Py_ssize_t* counter)
+    Py_ssize_t lstm_peek(Py_ssize_t* counter)
+    void lstm_cpu_relax()
 
 cdef extern from "lstm_cell.h" nogil:
     # The vectorised pointwise math of one row (see the header).
@@ -566,6 +568,20 @@ def _set_row_block(Py_ssize_t rows) -> int:
     return previous
 
 
+cdef void _finish_blocks(Py_ssize_t* finished, int tid, int team,
+                         lstm_poll_t* poll) noexcept nogil:
+    """A thread with no block of rows left counts itself finished; thread 0, which
+    alone answers signals, keeps answering them until every thread has finished (a
+    slower thread may still run its block for long)."""
+    lstm_take(finished)
+    if tid != 0:
+        return
+    while lstm_peek(finished) < team:
+        if lstm_poll_due_now(poll):
+            _check_signals(poll)
+        lstm_cpu_relax()
+
+
 cdef inline Py_ssize_t _row_block(Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
                                    int team) noexcept nogil:
     """Rows per block when the threads share the batch: a team-th of it, one block per
@@ -876,8 +892,9 @@ def forward(
     # (its u and q of every row, or with split_batch every unit of the rows of each
     # block it takes).
     cdef Slice u, q, lu, lq, r
-    # With split_batch: rows per block, and the next block to take (shared).
-    cdef Py_ssize_t block = 1, next_block = 0
+    # With split_batch: rows per block, the next block to take and the threads that have
+    # none left (both shared).
+    cdef Py_ssize_t block = 1, next_block = 0, finished = 0
     # Every array's first element (NULL for None or empty), taken once for the region
     # without the GIL. Backward repeats this list for its own arrays, on purpose.
     cdef const floating* x_p = _cptr(x)
@@ -1036,6 +1053,8 @@ def forward(
                     memcpy(h_p + k * H + lu.lo, h_in + k * H + lu.lo, (lu.hi - lu.lo) * sizeof(floating))
             if not split_batch or lstm_poll_raised(&poll):
                 break
+        if split_batch:
+            _finish_blocks(&finished, tid, team, &poll)
     if poll.raised:
         _raise_pending()
 
@@ -1184,7 +1203,7 @@ def backward(
     # u, q, gcols: this thread's units, features and gate columns outside the time
     # loop; in it, units lu and features lq of rows rb (as in forward).
     cdef Slice r, u, q, gcols, icols, lu, lq, rb
-    cdef Py_ssize_t block = 1, next_block = 0
+    cdef Py_ssize_t block = 1, next_block = 0, finished = 0
     cdef Tile tile
     # Every array's first element, as in forward (the same shape of list, on purpose).
     cdef const floating* x_p = _cptr(x)
@@ -1336,6 +1355,7 @@ def backward(
             if not split_batch or lstm_poll_raised(&poll):
                 break
         if split_batch:
+            _finish_blocks(&finished, tid, team, &poll)
             lstm_barrier_wait(&barrier, team)  # the products below read every row's dgates
         # Skipped once a handler has raised: the loop broke, or thread 0 learnt it
         # since (then reading `raised` only skips work: no barrier follows).

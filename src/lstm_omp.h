@@ -48,6 +48,20 @@ static int64_t lstm_now_ns(void) {
 #endif
 }
 
+/* A hint to the CPU that this thread is polling (lets the other hardware thread run). */
+#if defined(_MSC_VER) && !defined(__clang__) && (defined(_M_X64) || defined(_M_IX86))
+#include <intrin.h>
+static inline void lstm_cpu_relax(void) { _mm_pause(); }
+#else
+static inline void lstm_cpu_relax(void) {
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_ia32_pause();
+#elif (defined(__GNUC__) || defined(__clang__)) && defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+#endif
+
 /* Shared by the team; zero it before the parallel region. */
 typedef struct {
     int count;      /* threads arrived at the current barrier */
@@ -70,13 +84,6 @@ typedef struct {
 #define LSTM_BARRIER_SPIN_NS 2000000LL
 #define LSTM_BARRIER_CLOCK_SPINS 256
 
-static inline void lstm_cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
 
 static void lstm_barrier_wait(lstm_barrier_t *b, int team) {
     int generation = __atomic_load_n(&b->generation, __ATOMIC_ACQUIRE);
@@ -216,6 +223,7 @@ static inline int lstm_poll_stopping(lstm_poll_t *p, ptrdiff_t step) {
  * lstm_take(counter) returns *counter and adds 1 to it, atomically: the threads
  * of a team take the next piece of work from a shared counter (zeroed before the
  * parallel region), so that a thread that runs faster takes more pieces.
+ * lstm_peek(counter) reads it.
  */
 #if defined(_MSC_VER) && !defined(__clang__)
 #include <intrin.h>
@@ -226,9 +234,13 @@ static ptrdiff_t lstm_take(ptrdiff_t *counter) {
     return (ptrdiff_t)_InterlockedExchangeAdd((volatile long *)counter, 1);
 #endif
 }
+static ptrdiff_t lstm_peek(ptrdiff_t *counter) { return *(volatile ptrdiff_t *)counter; }
 #else
 static ptrdiff_t lstm_take(ptrdiff_t *counter) {
     return __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
+}
+static ptrdiff_t lstm_peek(ptrdiff_t *counter) {
+    return __atomic_load_n(counter, __ATOMIC_RELAXED);
 }
 #endif
 
