@@ -150,8 +150,8 @@ _PANEL_MAX_STEP_FLOPS = 4e9
 
 # The threads of a call share its time steps by hidden units (each its units of
 # every row, all meeting at a barrier every step) or by rows of the batch (each
-# runs every unit of its own rows through all the steps: no barrier, but every
-# thread reads all of W_hh at every step). Measured on 2 cores (Zen 4), by rows
+# runs every unit of the blocks of rows it takes through all the steps: no
+# barrier, but every thread reads all of W_hh at every step). Measured on 2 cores (Zen 4), by rows
 # against by units: 1.1-1.7x faster from 4 rows per thread up to a W_hh of 4 MiB
 # (H = 512 in float32), 0.7-0.9x with 2 rows per thread at H >= 128, and 0.97x
 # at H = 1024 (16 MiB, which then streams from L3 on both cores).

@@ -598,6 +598,17 @@ cdef inline Py_ssize_t _row_block(Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
     return (B + team - 1) // team
 
 
+cdef inline Slice _next_rows(Py_ssize_t* taken, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
+                             int team) noexcept nogil:
+    """The next block of rows (_row_block) for the calling thread, from the counter of
+    blocks `taken` shared by the team; empty when none is left."""
+    cdef Py_ssize_t block = _row_block(B, H, P, team)
+    cdef Slice rows
+    rows.lo = min(B, lstm_take(taken) * block)
+    rows.hi = min(B, rows.lo + block)
+    return rows
+
+
 cdef struct Steps:
     # Where row b is at step s: see "Lengths and reverse" above.
     const Py_ssize_t* lengths
@@ -892,9 +903,9 @@ def forward(
     # (its u and q of every row, or with split_batch every unit of the rows of each
     # block it takes).
     cdef Slice u, q, lu, lq, r
-    # With split_batch: rows per block, the next block to take and the threads that have
-    # none left (both shared).
-    cdef Py_ssize_t block = 1, next_block = 0, finished = 0
+    # With split_batch: the blocks of rows taken and the threads that have none left
+    # (both shared by the team).
+    cdef Py_ssize_t blocks_taken = 0, finished = 0
     # Every array's first element (NULL for None or empty), taken once for the region
     # without the GIL. Backward repeats this list for its own arrays, on purpose.
     cdef const floating* x_p = _cptr(x)
@@ -968,12 +979,8 @@ def forward(
         u = _slice(H, ALIGN, tid, team)
         q = _slice(P, ALIGN, tid, team)
         r = _slice(B, 1, 0, 1)
-        if split_batch:
-            lu = _slice(H, ALIGN, 0, 1)
-            lq = _slice(P, ALIGN, 0, 1)
-        else:
-            lu = u
-            lq = q
+        lu = _slice(H, ALIGN, 0, 1) if split_batch else u
+        lq = _slice(P, ALIGN, 0, 1) if split_batch else q
         if ih_panels_p != NULL:
             # This thread's units of W_ih: it alone projects, and reads, their gates
             # (with split_batch every thread reads them all, after the barrier below).
@@ -988,14 +995,11 @@ def forward(
         lstm_barrier_wait(&barrier, team)
         # With split_batch the rows go in blocks (_row_block), each taken by the next free
         # thread and run through all the steps: a thread slowed by other work takes fewer.
-        block = _row_block(B, H, P, team)
         while True:
             if split_batch:
-                k = lstm_take(&next_block) * block
-                if k >= B:
+                r = _next_rows(&blocks_taken, B, H, P, team)
+                if r.hi <= r.lo:
                     break
-                r.lo = k
-                r.hi = min(B, k + block)
                 h_in = h_p
                 h_out = h_next_p
             for s in range(steps):
@@ -1203,7 +1207,7 @@ def backward(
     # u, q, gcols: this thread's units, features and gate columns outside the time
     # loop; in it, units lu and features lq of rows rb (as in forward).
     cdef Slice r, u, q, gcols, icols, lu, lq, rb
-    cdef Py_ssize_t block = 1, next_block = 0, finished = 0
+    cdef Py_ssize_t blocks_taken = 0, finished = 0
     cdef Tile tile
     # Every array's first element, as in forward (the same shape of list, on purpose).
     cdef const floating* x_p = _cptr(x)
@@ -1296,26 +1300,19 @@ def backward(
         q = _slice(P, ALIGN, tid, team)
         gcols = _slice(G, ALIGN, tid, team)
         rb = _slice(B, 1, 0, 1)
-        if split_batch:
-            lu = _slice(H, ALIGN, 0, 1)
-            lq = _slice(P, ALIGN, 0, 1)
-        else:
-            lu = u
-            lq = q
+        lu = _slice(H, ALIGN, 0, 1) if split_batch else u
+        lq = _slice(P, ALIGN, 0, 1) if split_batch else q
         if panels_p != NULL:
             # Columns q: without split_batch only this thread reads them.
             _pack_column_panels(w_hh_p, G, P, q, panels_p)
             if split_batch:
                 lstm_barrier_wait(&barrier, team)
         # With split_batch, blocks of rows as in forward.
-        block = _row_block(B, H, P, team)
         while True:
             if split_batch:
-                b = lstm_take(&next_block) * block
-                if b >= B:
+                rb = _next_rows(&blocks_taken, B, H, P, team)
+                if rb.hi <= rb.lo:
                     break
-                rb.lo = b
-                rb.hi = min(B, b + block)
             for s in range(steps - 1, -1, -1):
                 # This step's half of dgates_step: the other half may still be read
                 # by another thread's product of the step before (in time: after).
