@@ -31,8 +31,9 @@ Sharing a module between threads
 from __future__ import annotations
 
 import math
+import operator
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -184,8 +185,8 @@ class LSTM:
         self.num_threads: int | None = None
         self.grads: dict[str, np.ndarray] = {}
         self._trace: _Trace | None = None
-        # The compiled plan of `step`, and the parameter arrays it was built on.
-        self._step_plan: tuple[list[np.ndarray], _lstm.Stepper] | None = None
+        # The parameter arrays `step`'s compiled plan was built on, and its run method.
+        self._step_plan: tuple[list[np.ndarray], Callable[..., None]] | None = None
 
         # Index layer * D + direction.
         self._names: list[ParamNames] = layer_param_names(
@@ -630,8 +631,7 @@ class LSTM:
         layer_input = np.ascontiguousarray(x.reshape(batch, self.input_size))
         if _threads.is_small_step(batch, self.hidden_size, self.output_size, lone=True):
             # A step of microseconds: every layer in one compiled call.
-            plan = self._stepper()
-            run = plan.run_f if self.dtype == np.float32 else plan.run_d
+            run = self._stepper()
             h0 = None if h0 is None else np.ascontiguousarray(h0)
             c0 = None if c0 is None else np.ascontiguousarray(c0)
             if _threads.single_threaded_blas.compiled:
@@ -665,22 +665,24 @@ class LSTM:
             return y_t[0], (h_n[:, 0], c_n[:, 0])
         return y_t, (h_n, c_n)
 
-    def _stepper(self) -> _lstm.Stepper:
-        """The compiled plan of `step`, rebuilt when a parameter array was replaced.
+    def _stepper(self) -> Callable[..., None]:
+        """The run method of `step`'s compiled plan (`Stepper.run_f` or `run_d`), the plan
+        rebuilt when a parameter array was replaced.
 
         It reads the module's own arrays, so in-place updates need no rebuild.
         """
-        arrays = list(self._params.values())
-        if self._step_plan is None or any(a is not b for a, b in zip(arrays, self._step_plan[0])):
+        plan = self._step_plan
+        if plan is None or not all(map(operator.is_, self._params.values(), plan[0])):
             _threads.single_threaded_blas.bind()
             layers = [
                 tuple(None if name is None else self._params[name] for name in names) for names in self._names
             ]
-            plan = _lstm.Stepper(
+            stepper = _lstm.Stepper(
                 layers, self.input_size, self.hidden_size, self.output_size, self.dtype.itemsize
             )
-            self._step_plan = (arrays, plan)
-        return self._step_plan[1]
+            run = stepper.run_f if self.dtype == np.float32 else stepper.run_d
+            plan = self._step_plan = (list(self._params.values()), run)
+        return plan[1]
 
     def __getstate__(self) -> dict[str, Any]:
         # The step plan holds addresses of this module's arrays: a copy builds its own.

@@ -533,9 +533,9 @@ def test_the_step_plan_refuses_arrays_that_do_not_fit():
     from lstm_c import _lstm
 
     m = LSTM(3, 4, seed=0)
-    plan = m._stepper()
+    run = m._stepper()  # float32: Stepper.run_f
     with pytest.raises(ValueError, match="x must be"):
-        plan.run_f(
+        run(
             np.zeros((1, 5), np.float32),
             None,
             None,
@@ -543,7 +543,7 @@ def test_the_step_plan_refuses_arrays_that_do_not_fit():
             np.zeros((1, 1, 4), np.float32),
         )
     with pytest.raises(ValueError, match="h0 must be"):
-        plan.run_f(
+        run(
             np.zeros((2, 3), np.float32),
             np.zeros((1, 1, 4), np.float32),
             None,
