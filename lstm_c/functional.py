@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from lstm_c import _lstm, _threads
+from lstm_c import _lstm, _scratch, _threads
 from lstm_c._types import CheckpointCache, LSTMCache, LSTMGrads
 from lstm_c._validation import (
     ForwardArgs,
@@ -114,9 +114,11 @@ def lstm_forward(
     rows, batch = args.steps * args.batch, args.batch
     h = args.h0.copy()
     c = args.c0.copy()
-    work = _workspace(args, "training" if training else "inference")
+    phase = "training" if training else "inference"
+    work, scratch_shapes = _workspace(args, phase)
     if rows:  # with T·B = 0 there is no position to run: the state stays h0, c0
         threads = _threads.plan(num_threads, batch, args.hidden_size, args.output_size)
+        scratch = _scratch.take(phase, args.dtype, scratch_shapes)
         with _threads.single_threaded_blas:
             _lstm.forward(
                 x=args.x.reshape(rows, args.input_size),
@@ -134,7 +136,9 @@ def lstm_forward(
                 num_threads=threads,
                 split_batch=_split_batch(threads, batch, args.w_hh),
                 **work,
+                **scratch.arrays,
             )
+        _scratch.give(scratch)
     y = work["y"].reshape(args.y_shape)
     if not training:
         return y, h, c, None
@@ -168,8 +172,9 @@ def _split_batch(threads: int, batch: int, w_hh: np.ndarray) -> bool:
     )
 
 
-def _workspace(args: ForwardArgs, phase: str) -> dict[str, Any]:
-    """Every array a kernel call writes, keyed by the kernel's argument names.
+def _workspace(args: ForwardArgs, phase: str) -> tuple[dict[str, Any], _scratch.Shapes]:
+    """Every array a kernel call writes, keyed by the kernel's argument names: its
+    outputs (new arrays, None where unused) and the shapes of its scratch.
 
     `phase` is "inference" or "training" (a forward call: outputs, the
     training cache, scratch) or "backward" (the gradients and scratch). The
@@ -183,8 +188,11 @@ def _workspace(args: ForwardArgs, phase: str) -> dict[str, Any]:
     def new(shape: tuple[int, ...], used: bool = True) -> np.ndarray | None:
         return np.empty(shape, dtype) if used else None
 
+    def scratch(shape: tuple[int, ...], used: bool = True) -> tuple[int, ...] | None:
+        return shape if used else None
+
     if phase == "backward":
-        return {
+        outputs = {
             "dx": new((rows, I)),
             "dh0": new((B, P)),
             "dw_ih": new((G, I)),
@@ -192,34 +200,40 @@ def _workspace(args: ForwardArgs, phase: str) -> dict[str, Any]:
             "db": new((G,)),
             "dw_hr": new((P, H), projected),
             "dpeephole": new((3, H), args.peephole is not None),
-            "dgates": new((rows, G)),
-            "dgates_step": np.zeros((2 * B, G), dtype),
-            "dh_all": new((rows, P), projected),
-            "dh_step": new((B, P), projected),
-            "dm_step": new((B, H), projected),
+        }
+        return outputs, {
+            "dgates": (rows, G),
+            "dgates_step": (2 * B, G),
+            "dh_all": scratch((rows, P), projected),
+            "dh_step": scratch((B, P), projected),
+            "dm_step": scratch((B, H), projected),
             "panels": _panels(B, P, H, dtype) if rows else None,
             "ih_panels": _input_panels(I, H, dtype) if rows else None,
         }
     training = phase == "training"
-    # Inference computes the input projection in chunks of steps: its scratch does not grow with T.
-    gate_rows = rows if training else _lstm.inference_chunk_steps(args.steps, B) * B
-    return {
+    outputs = {
         "y": new((rows, P)),
-        "gates": new((gate_rows, G)),
         "h_prev": new((rows, P), training),
         "c_prev": new((rows, H), training),
         "m_all": new((rows, H), training and projected),
-        "rec": new((B, G)),
-        "h_next": new((B, P), not projected),
-        "m_step": new((B, H), projected),
-        "proj": new((B, P), projected),
+    }
+    # Training keeps every step's gates; inference projects the input in chunks of steps,
+    # so that its scratch does not grow with T.
+    if training:
+        outputs["gates"] = new((rows, G))
+    return outputs, {
+        **({} if training else {"gates": (_lstm.inference_chunk_steps(args.steps, B) * B, G)}),
+        "rec": (B, G),
+        "h_next": scratch((B, P), not projected),
+        "m_step": scratch((B, H), projected),
+        "proj": scratch((B, P), projected),
         "panels": _panels(B, H, P, dtype) if rows else None,
         "ih_panels": _input_panels(H, I, dtype) if rows else None,
     }
 
 
-def _panels(batch: int, blocked: int, other: int, dtype: np.dtype) -> np.ndarray | None:
-    """Scratch for a packed-panel recurrent product, or None to use BLAS.
+def _panels(batch: int, blocked: int, other: int, dtype: np.dtype) -> tuple[int] | None:
+    """The shape of the scratch for a packed-panel recurrent product, or None to use BLAS.
 
     The panels cover 4 * ceil(blocked / W) * other values of W_hh (W values
     per panel row): forward packs blocks of hidden units (blocked = H,
@@ -228,7 +242,7 @@ def _panels(batch: int, blocked: int, other: int, dtype: np.dtype) -> np.ndarray
     width = _lstm.panel_width(dtype.itemsize)
     if width == 0 or 8 * batch * blocked * other > _PANEL_MAX_STEP_FLOPS:
         return None
-    return _packed(blocked, other, dtype, width)
+    return _packed(blocked, other, width)
 
 
 # The input projection x W_ih^T and the input gradient dgates W_ih over all
@@ -240,20 +254,20 @@ def _panels(batch: int, blocked: int, other: int, dtype: np.dtype) -> np.ndarray
 _INPUT_PANELS_MAX_BYTES = 4 << 20
 
 
-def _input_panels(blocked: int, other: int, dtype: np.dtype) -> np.ndarray | None:
-    """Scratch for W_ih in panels (forward: blocked = H, other = I; backward:
-    blocked = I, other = H), or None to use BLAS."""
+def _input_panels(blocked: int, other: int, dtype: np.dtype) -> tuple[int] | None:
+    """The shape of the scratch for W_ih in panels (forward: blocked = H, other = I;
+    backward: blocked = I, other = H), or None to use BLAS."""
     width = _lstm.panel_width(dtype.itemsize)
     size = 4 * blocked * other * dtype.itemsize
     if width == 0 or size == 0 or size > _INPUT_PANELS_MAX_BYTES:  # no input: BLAS's empty product
         return None
-    return _packed(blocked, other, dtype, width)
+    return _packed(blocked, other, width)
 
 
-def _packed(blocked: int, other: int, dtype: np.dtype, width: int) -> np.ndarray:
-    """Room for a (4·blocked, other) weight packed in panels of `width` values (its
+def _packed(blocked: int, other: int, width: int) -> tuple[int]:
+    """The shape of a (4·blocked, other) weight packed in panels of `width` values (its
     blocked axis rounded up to whole panels per gate), as the kernels check it."""
-    return np.empty(4 * -(-blocked // width) * other * width, dtype)
+    return (4 * -(-blocked // width) * other * width,)
 
 
 def _finite_padding(args: ForwardArgs) -> np.ndarray:
@@ -337,8 +351,10 @@ def lstm_backward(
     if rows == 0:  # no position ran: the gradients pass straight through or are zero
         return _empty_grads(args, dh_n, dc_n)
     dc0 = np.zeros((batch, hidden), dtype) if dc_n is None else dc_n.copy()
-    work = _workspace(args, "backward")
+    work, scratch_shapes = _workspace(args, "backward")
     threads = _threads.plan(num_threads, batch, hidden, out)
+    scratch = _scratch.take("backward", dtype, scratch_shapes)
+    scratch.arrays["dgates_step"].fill(0)  # read past a row's length, never written there
     with _threads.single_threaded_blas:
         _lstm.backward(
             x=_finite_padding(args).reshape(rows, inputs),
@@ -360,7 +376,9 @@ def lstm_backward(
             num_threads=threads,
             split_batch=_split_batch(threads, batch, args.w_hh),
             **work,
+            **scratch.arrays,
         )
+    _scratch.give(scratch)
     return LSTMGrads(
         work["dx"].reshape(args.x.shape),
         work["dh0"],

@@ -256,7 +256,7 @@ def test_the_compiled_module_comes_from_the_installed_package():
 
 
 def _kernel_forward_arguments(T=3, B=2, I=4, H=5, dtype=np.float64):
-    from lstm_c import functional
+    from lstm_c import _scratch, functional
     from lstm_c._validation import check_forward
 
     rng = np.random.default_rng(0)
@@ -264,7 +264,7 @@ def _kernel_forward_arguments(T=3, B=2, I=4, H=5, dtype=np.float64):
     args = check_forward(
         x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, lengths=None, batch_first=False
     )
-    work = functional._workspace(args, "training")
+    work, scratch = functional._workspace(args, "training")
     return dict(
         x=args.x.reshape(T * B, I),
         w_ih=args.w_ih,
@@ -281,6 +281,7 @@ def _kernel_forward_arguments(T=3, B=2, I=4, H=5, dtype=np.float64):
         num_threads=1,
         split_batch=False,
         **work,
+        **_scratch.allocate(args.dtype, scratch),
     )
 
 

@@ -1,9 +1,12 @@
 """Peak extra memory of the functional API, as the user guide's "What is promised" page (Memory) states it.
 
 NumPy reports its allocations to tracemalloc, so the peak traced during a call
-is the memory the call needed beyond its inputs.
+is the memory the call needed beyond its inputs. A call's scratch is kept by its
+thread for the next call of the same sizes: the first call allocates it, the next
+ones only their outputs.
 """
 
+import math
 import tracemalloc
 
 import numpy as np
@@ -11,7 +14,8 @@ import pytest
 from helpers import make_problem
 
 import lstm_c
-from lstm_c import functional
+from lstm_c import _scratch, functional
+from lstm_c._validation import check_forward
 
 T, B, I, H = 60, 8, 16, 32
 N = T * B
@@ -35,7 +39,7 @@ def packed_weights(blocked_hh, other_hh, blocked_ih, other_ih):
         functional._panels(B, blocked_hh, other_hh, dtype),
         functional._input_panels(blocked_ih, other_ih, dtype),
     ]
-    return sum(a.nbytes for a in copies if a is not None)
+    return sum(math.prod(shape) * dtype.itemsize for shape in copies if shape is not None)
 
 
 def peak_of(call):
@@ -50,11 +54,15 @@ def peak_of(call):
 
 
 def test_inference_peak_is_output_plus_one_chunk_of_gate_preactivations(inputs):
+    _scratch.clear()
     _, peak = peak_of(lambda: lstm_c.lstm_forward(**inputs, training=False))
     chunk = lstm_c._lstm.inference_chunk_steps(T, B)
-    expected = (N * H + chunk * B * 4 * H) * ITEM  # y and one chunk of the input projection
-    expected += packed_weights(H, H, H, I)
-    assert expected <= peak <= expected + SMALL
+    output = N * H * ITEM
+    scratch = chunk * B * 4 * H * ITEM + packed_weights(H, H, H, I)  # one chunk of the input projection
+    assert output + scratch <= peak <= output + scratch + SMALL
+    # The next call of the same sizes reuses the scratch.
+    _, peak = peak_of(lambda: lstm_c.lstm_forward(**inputs, training=False))
+    assert output <= peak <= output + SMALL
 
 
 def test_inference_keeps_only_the_outputs(inputs):
@@ -87,7 +95,40 @@ def test_training_cache_is_six_h_per_position(inputs):
 def test_backward_peak_is_gradients_plus_gate_gradients(inputs):
     y, _, _, cache = lstm_c.lstm_forward(**inputs)
     dy = np.ones_like(y)
+    _scratch.clear()
     _, peak = peak_of(lambda: lstm_c.lstm_backward(cache, dy))
     grads = (N * I + 4 * H * (I + H + 1)) * ITEM
-    expected = grads + N * 4 * H * ITEM + packed_weights(H, H, I, H)
-    assert expected <= peak <= expected + SMALL
+    scratch = N * 4 * H * ITEM + packed_weights(H, H, I, H)
+    assert grads + scratch <= peak <= grads + scratch + SMALL
+    _, peak = peak_of(lambda: lstm_c.lstm_backward(cache, dy))
+    assert grads <= peak <= grads + SMALL
+
+
+def test_the_scratch_kept_between_calls_is_bounded():
+    rng = np.random.default_rng(1)
+    _scratch.clear()
+    for hidden in range(8, 200, 8):  # calls of many sizes, each leaving its scratch
+        p = make_problem(rng, 60, 16, 32, hidden, bias=False, state=False)
+        y, _, _, cache = lstm_c.lstm_forward(**p)
+        lstm_c.lstm_backward(cache, y)
+        assert 0 < _scratch.kept_bytes() <= _scratch.MAX_BYTES
+    # Scratch larger than the bound is never kept: the kept sets stay as they were.
+    p = make_problem(rng, 300, 64, 8, 128, bias=False, state=False)
+    y, _, _, cache = lstm_c.lstm_forward(**p)
+    kept = _scratch.kept_bytes()
+    lstm_c.lstm_backward(cache, y)  # gate gradients of 300·64 positions: 78 MiB
+    assert _scratch.kept_bytes() == kept
+
+
+def test_a_call_that_starts_while_another_holds_the_scratch_gets_its_own(inputs):
+    # As a signal handler's call would, in the same thread, while a call runs.
+    y, _, _, _ = lstm_c.lstm_forward(**inputs, training=False)
+    args = check_forward(inputs["x"], inputs["w_ih"], inputs["w_hh"], None, None, None, None, None, False)
+    shapes = functional._workspace(args, "inference")[1]
+    held = _scratch.take("inference", args.dtype, shapes)
+    assert held.arrays["gates"] is not None
+    y_inner, _, _, _ = lstm_c.lstm_forward(**inputs, training=False)
+    again = _scratch.take("inference", args.dtype, shapes)
+    assert all(again.arrays[k] is not a for k, a in held.arrays.items() if a is not None)
+    _scratch.give(held)
+    np.testing.assert_array_equal(y_inner, y)
