@@ -22,9 +22,11 @@ from typing import Any
 
 import numpy as np
 
-# What one thread keeps between calls: the scratch of a few calls of the sizes of a
-# medium model (T = 50, B = 16, H = 256 inference needs about 5 MiB).
-MAX_BYTES = 8 << 20
+# What one thread keeps between calls: the scratch of a few calls of a medium model
+# (T = 50, B = 16, H = 256 inference needs about 5 MiB), or of one large training
+# step (T = 18, B = 64, H = 512 backward: 11 MiB, whose faults cost 1.1x when it was
+# not kept).
+MAX_BYTES = 32 << 20
 
 Shapes = dict[str, "tuple[int, ...] | None"]
 Arrays = dict[str, Any]  # np.ndarray or None, passed to the kernels by keyword
