@@ -7,8 +7,8 @@ fault for every 4 KiB it touches. Whether it does depends on what the process
 allocated before; when it does, small and medium calls run up to 1.8x slower
 (measured on 2 cores, Zen 4: 255 faults per call in inference at T=50, B=4,
 H=128). So each thread keeps the scratch of its recent calls, up to
-`MAX_BYTES` in all, oldest dropped first. Larger scratch is allocated per call:
-there the faults are small next to the arithmetic.
+`MAX_BYTES` and `MAX_SETS` in all, oldest dropped first. Larger scratch is
+allocated per call: there the faults are small next to the arithmetic.
 
 A set of arrays is taken out while its call runs, so a call that starts
 meanwhile on the same thread (from a signal handler) gets arrays of its own.
@@ -27,6 +27,9 @@ import numpy as np
 # step (T = 18, B = 64, H = 512 backward: 11 MiB, whose faults cost 1.1x when it was
 # not kept).
 MAX_BYTES = 32 << 20
+# And at most this many sets (a stacked, bidirectional model in training needs about
+# six: forward and backward of its first layer and of the others).
+MAX_SETS = 16
 
 Shapes = dict[str, "tuple[int, ...] | None"]
 Arrays = dict[str, Any]  # np.ndarray or None, passed to the kernels by keyword
@@ -75,7 +78,7 @@ def give(scratch: Scratch) -> None:
     sets = kept.sets
     if scratch.key in sets:  # a call of the same sizes started and ended meanwhile
         kept.nbytes -= sets.pop(scratch.key).nbytes
-    while sets and kept.nbytes + scratch.nbytes > MAX_BYTES:
+    while sets and (kept.nbytes + scratch.nbytes > MAX_BYTES or len(sets) >= MAX_SETS):
         kept.nbytes -= sets.pop(next(iter(sets))).nbytes
     sets[scratch.key] = scratch
     kept.nbytes += scratch.nbytes

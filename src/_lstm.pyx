@@ -120,6 +120,8 @@ cdef extern from "lstm_cell.h" nogil:
                              float* panel)
     void lstm_pack_columns_d(const double* W, Py_ssize_t ldw, Py_ssize_t K, Py_ssize_t cols,
                              double* panel)
+    void lstm_gemv_f(Py_ssize_t N, Py_ssize_t K, const float* W, const float* v, float* out)
+    void lstm_gemv_d(Py_ssize_t N, Py_ssize_t K, const double* W, const double* v, double* out)
 
 cdef enum:
     # Slices of hidden units and of GEMM columns are multiples of this, so that
@@ -417,6 +419,15 @@ cdef inline void _panel_gemm(bint ordered, Py_ssize_t nb, Py_ssize_t K, const fl
             lstm_panel_gemm_ordered_d(nb, K, panel, a, lda, out, ldo, ncols)
         else:
             lstm_panel_gemm_d(nb, K, panel, a, lda, out, ldo, ncols)
+
+
+cdef inline void _gemv(Py_ssize_t N, Py_ssize_t K, const floating* w, const floating* v,
+                       floating* out) noexcept nogil:
+    """out[j] = w[j] . v for the N rows of w (N x K, row-major), read in place (lstm_cell.h)."""
+    if floating is float:
+        lstm_gemv_f(N, K, w, v, out)
+    else:
+        lstm_gemv_d(N, K, w, v, out)
 
 
 cdef void _pack_panels(const floating* w, Py_ssize_t H, Py_ssize_t K, Slice u,
@@ -868,7 +879,7 @@ def forward(
     floating[:, ::1] h_prev, floating[:, ::1] c_prev, floating[:, ::1] m_all,
     floating[:, ::1] rec not None, floating[:, ::1] h_next, floating[:, ::1] m_step,
     floating[:, ::1] proj, floating[::1] panels, floating[::1] ih_panels, int num_threads,
-    bint split_batch,
+    bint split_batch, bint in_place=False,
 ):
     """Run one layer and direction over the sequence on `num_threads` threads.
 
@@ -882,7 +893,9 @@ def forward(
     inference passes None for all three. panels (4*ceil(H/W)*P*W, W =
     panel_width(itemsize)) selects the packed-panel recurrent product instead
     of BLAS; None for BLAS. ih_panels (4*ceil(H/W)*I*W) likewise for the input
-    projection. BLAS must be single-threaded while num_threads > 1.
+    projection. BLAS must be single-threaded while num_threads > 1. `in_place`
+    (B = 1 only, panels None): the recurrent product reads W_hh as it is stored,
+    four of its rows at a time, instead of BLAS.
 
     The threads share the time steps by hidden units: each computes its units
     of every row and meets the others at a barrier every step. With
@@ -966,6 +979,8 @@ def forward(
     _check_matrix("proj", proj, B, P, projected)
     _check_panels("panels", panels, H, P)
     _check_panels("ih_panels", ih_panels, H, I)
+    if in_place and (B != 1 or panels is not None or not LSTM_HAVE_PANELS):
+        raise ValueError("in_place needs B = 1, no panels and a build with vector products")
     barrier.count = 0
     barrier.generation = 0
     if rows == 0:
@@ -1019,6 +1034,10 @@ def forward(
                     if panels_p != NULL:
                         _panel_product(panels_p, r.hi - r.lo, H, P, lu, h_in + r.lo * P, P,
                                        rec_p + r.lo * G, G)
+                    elif in_place:
+                        for k in range(4):
+                            _gemv(lu.hi - lu.lo, P, w_hh_p + (k * H + lu.lo) * P, h_in,
+                                  rec_p + k * H + lu.lo)
                     else:
                         for k in range(4):
                             _gemm_pieces(False, True, <int>(r.hi - r.lo), <int>(lu.hi - lu.lo), <int>P,
@@ -1705,6 +1724,17 @@ def _gemm(bint trans_a, bint trans_b, double alpha, const floating[:, ::1] a not
         raise ValueError("op(a) (m, k), op(b) (k, n) and c (m, n) do not fit")
     gemm(trans_a, trans_b, <int>m, <int>n, <int>k, <floating>alpha, _cptr(a), <int>max(a.shape[1], 1),
          _cptr(b), <int>max(b.shape[1], 1), <floating>beta, _ptr(c), <int>max(n, 1))
+
+
+def _gemv_product(const floating[:, ::1] w not None, const floating[::1] v not None,
+                  floating[::1] out not None):
+    """out = w v through the in-place product of a single row (lstm_gemv); for tests only."""
+    if not LSTM_HAVE_PANELS:
+        raise ValueError("this build has no vector products")
+    if v.shape[0] != w.shape[1] or out.shape[0] != w.shape[0]:
+        raise ValueError("w (N, K), v (K,) and out (N,) do not fit")
+    _gemv(w.shape[0], w.shape[1], &w[0, 0] if w.size else NULL, &v[0] if v.size else NULL,
+          &out[0] if out.size else NULL)
 
 
 def _panel_products(const floating[:, ::1] w_hh not None, const floating[:, ::1] h not None,

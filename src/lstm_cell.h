@@ -288,6 +288,38 @@ typedef double lstm_vd __attribute__((vector_size(64)));
             }                                                                                 \
         }                                                                                     \
     }                                                                                         \
+    /* out[0..3] = rows j..j+3 of W (ld K) times v, read in place: four rows at a time share \
+     * each load of v, and their sums are folded together (lstm_sum4). */                    \
+    LSTM_INLINE void lstm_dot4_##SUF(ptrdiff_t K, const T *LSTM_RESTRICT W,                    \
+                                     const T *LSTM_RESTRICT v, T *LSTM_RESTRICT out) {         \
+        const ptrdiff_t width = (ptrdiff_t)(sizeof(V) / sizeof(T));                           \
+        V acc[4] = {{0}, {0}, {0}, {0}};                                                      \
+        ptrdiff_t k = 0;                                                                      \
+        for (; k + width <= K; k += width) {                                                  \
+            V x, w;                                                                           \
+            memcpy(&x, v + k, sizeof x);                                                      \
+            for (int r = 0; r < 4; r++) {                                                     \
+                memcpy(&w, W + r * K + k, sizeof w);                                          \
+                acc[r] += w * x;                                                              \
+            }                                                                                 \
+        }                                                                                     \
+        lstm_sum4_##SUF(acc, out);                                                            \
+        for (int r = 0; r < 4; r++)                                                           \
+            for (ptrdiff_t t = k; t < K; t++) out[r] += W[r * K + t] * v[t];                  \
+    }                                                                                         \
+    /* out[j] = W[j] . v for the N rows of a row-major W (ld K): the recurrent product of a  \
+     * single row of the batch, read from W as it is stored (no packing: at one row,     \
+     * packing W costs as much as reading it for several steps). */                        \
+    LSTM_DISPATCH static void lstm_gemv_##SUF(ptrdiff_t N, ptrdiff_t K, const T *W,            \
+                                             const T *v, T *out) {                            \
+        ptrdiff_t j = 0;                                                                      \
+        for (; j + 4 <= N; j += 4) lstm_dot4_##SUF(K, W + j * K, v, out + j);                 \
+        for (; j < N; j++) {                                                                  \
+            T s = 0;                                                                          \
+            for (ptrdiff_t t = 0; t < K; t++) s += W[j * K + t] * v[t];                       \
+            out[j] = s;                                                                       \
+        }                                                                                     \
+    }                                                                                         \
     /* The recurrent product of one step: few rows, chains for latency. */                   \
     LSTM_DISPATCH static void lstm_panel_gemm_##SUF(ptrdiff_t nb, ptrdiff_t K, const T *panel, \
                                                    const T *h, ptrdiff_t ldh, T *out,         \
@@ -379,9 +411,44 @@ LSTM_INLINE void lstm_transpose_d(const double *W, ptrdiff_t K, double *out) {
                      (1, 9, 3, 11, 5, 13, 7, 15))
     for (int k = 0; k < 8; k++) memcpy(out + k * 8, &r[k], sizeof r[k]);
 }
+/* s[r] = the sum of a[r]'s lanes, r < 4: the four vectors folded into one, half their
+ * lanes at a time (lane by lane costs more than a short row's products). */
+LSTM_INLINE void lstm_sum4_f(const lstm_vf *a, float *s) {
+    lstm_vf s01 = __builtin_shufflevector(a[0], a[1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23)
+                + __builtin_shufflevector(a[0], a[1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    lstm_vf s23 = __builtin_shufflevector(a[2], a[3], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23)
+                + __builtin_shufflevector(a[2], a[3], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    lstm_vf q = __builtin_shufflevector(s01, s23, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27)
+              + __builtin_shufflevector(s01, s23, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+    lstm_vf t = q + __builtin_shufflevector(q, q, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    lstm_vf u = t + __builtin_shufflevector(t, t, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+    for (int r = 0; r < 4; r++) s[r] = u[4 * r];
+}
+LSTM_INLINE void lstm_sum4_d(const lstm_vd *a, double *s) {
+    lstm_vd s01 = __builtin_shufflevector(a[0], a[1], 0, 1, 2, 3, 8, 9, 10, 11)
+                + __builtin_shufflevector(a[0], a[1], 4, 5, 6, 7, 12, 13, 14, 15);
+    lstm_vd s23 = __builtin_shufflevector(a[2], a[3], 0, 1, 2, 3, 8, 9, 10, 11)
+                + __builtin_shufflevector(a[2], a[3], 4, 5, 6, 7, 12, 13, 14, 15);
+    lstm_vd q = __builtin_shufflevector(s01, s23, 0, 1, 4, 5, 8, 9, 12, 13)
+              + __builtin_shufflevector(s01, s23, 2, 3, 6, 7, 10, 11, 14, 15);
+    lstm_vd u = q + __builtin_shufflevector(q, q, 1, 0, 3, 2, 5, 4, 7, 6);
+    for (int r = 0; r < 4; r++) s[r] = u[2 * r];
+}
 #else
 LSTM_INLINE void lstm_transpose_f(const float *W, ptrdiff_t K, float *out) {}
 LSTM_INLINE void lstm_transpose_d(const double *W, ptrdiff_t K, double *out) {}
+LSTM_INLINE void lstm_sum4_f(const lstm_vf *a, float *s) {
+    for (int r = 0; r < 4; r++) {
+        s[r] = 0;
+        for (int l = 0; l < 16; l++) s[r] += a[r][l];
+    }
+}
+LSTM_INLINE void lstm_sum4_d(const lstm_vd *a, double *s) {
+    for (int r = 0; r < 4; r++) {
+        s[r] = 0;
+        for (int l = 0; l < 8; l++) s[r] += a[r][l];
+    }
+}
 #endif
 
 LSTM_DEFINE_PANELS(float, f, lstm_vf)
@@ -404,6 +471,8 @@ static void lstm_pack_columns_f(const float *W, ptrdiff_t ldw, ptrdiff_t K, ptrd
                                 float *panel) {}
 static void lstm_pack_columns_d(const double *W, ptrdiff_t ldw, ptrdiff_t K, ptrdiff_t cols,
                                 double *panel) {}
+static void lstm_gemv_f(ptrdiff_t N, ptrdiff_t K, const float *W, const float *v, float *out) {}
+static void lstm_gemv_d(ptrdiff_t N, ptrdiff_t K, const double *W, const double *v, double *out) {}
 #endif
 
 LSTM_DEFINE_FORWARD(float, f)

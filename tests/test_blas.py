@@ -1,5 +1,6 @@
 """The kernels' building blocks against NumPy: the row-major BLAS wrapper (src/_blas.pxd,
-its matrix-vector branch and its empty-size branch included) and the packed-panel products."""
+its matrix-vector branch and its empty-size branch included), the packed-panel products
+and the in-place product of a single row."""
 
 import numpy as np
 import pytest
@@ -66,3 +67,17 @@ def test_panel_products_match_numpy(H, P, B, part, dtype):
     features = np.arange(P)[(np.arange(P) >= lo) & (np.arange(P) < hi)]
     assert_close(dh[:, features], (dgates @ w_hh)[:, features], dtype)
     assert np.isnan(dh[:, np.setdiff1d(np.arange(P), features)]).all()
+
+
+@pytest.mark.skipif(_lstm.panel_width(4) == 0, reason="this build has no vector products")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N", [1, 3, 4, 5, 8, 13, 64])
+@pytest.mark.parametrize("K", [0, 1, 7, 8, 16, 17, 40])
+def test_the_in_place_product_of_a_single_row_matches_numpy(N, K, dtype):
+    # N past the four rows taken at a time; K below, at and past whole vectors (16 floats, 8 doubles).
+    rng = np.random.default_rng(N * 100 + K)
+    w = rng.standard_normal((N, K)).astype(dtype)
+    v = rng.standard_normal(K).astype(dtype)
+    out = np.full(N, np.nan, dtype)
+    _lstm._gemv_product(w, v, out)
+    assert_close(out, w @ v, dtype)

@@ -113,6 +113,7 @@ def test_the_scratch_kept_between_calls_is_bounded(monkeypatch):
         y, _, _, cache = lstm_c.lstm_forward(**p)
         lstm_c.lstm_backward(cache, y)
         assert 0 < _scratch.kept_bytes() <= _scratch.MAX_BYTES
+        assert len(_scratch._kept.sets) <= _scratch.MAX_SETS
     # Scratch larger than the bound is never kept: the kept sets stay as they were.
     p = make_problem(rng, 100, 16, 8, 64, bias=False, state=False)
     y, _, _, cache = lstm_c.lstm_forward(**p)
