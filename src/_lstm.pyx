@@ -68,8 +68,8 @@ cdef extern from "lstm_omp.h" nogil:
     int lstm_omp_thread_num()
     int lstm_omp_num_threads()
     ctypedef struct lstm_barrier_t:
-        int count
-        int generation
+        pass
+    void lstm_barrier_init(lstm_barrier_t* barrier)
     void lstm_barrier_wait(lstm_barrier_t* barrier, int team)
     ctypedef struct lstm_poll_t:
         int raised
@@ -981,8 +981,7 @@ def forward(
     _check_panels("ih_panels", ih_panels, H, I)
     if in_place and (B != 1 or panels is not None or not LSTM_HAVE_PANELS):
         raise ValueError("in_place needs B = 1, no panels and a build with vector products")
-    barrier.count = 0
-    barrier.generation = 0
+    lstm_barrier_init(&barrier)
     if rows == 0:
         return  # nothing to compute: h and c already hold h_n = h0 and c_n = c0
     # Thread 0 polls once per step (about this much work apart) for signals.
@@ -1300,8 +1299,7 @@ def backward(
     _check_matrix("dm_step", dm_step, B, H, projected)
     _check_panels("panels", panels, P, H)
     _check_panels("ih_panels", ih_panels, I, H)
-    barrier.count = 0
-    barrier.generation = 0
+    lstm_barrier_init(&barrier)
     if rows == 0:
         # Nothing ran (T = 0 or B = 0, however long the other): dh0 = dh_n, dc0
         # keeps dc_n, and the weight gradients are zero.
