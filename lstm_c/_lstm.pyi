@@ -135,7 +135,16 @@ class Stepper:
         hidden_size: int,
         output_size: int,
         itemsize: int,  # 4: float32, 8: float64
+        max_batch: int = 0,  # the largest batch try_run takes
     ) -> None: ...
+    def try_run(
+        self, x: object, hx: object
+    ) -> tuple[_Array, tuple[_Array, _Array]] | None:  # LSTM.step's usual call, or None
+        ...
+    def run(
+        self, x: _Array, h0: _Array | None, c0: _Array | None, h: _Array, c: _Array
+    ) -> None:  # run_f or run_d by the plan's dtype
+        ...
     def run_f(
         self, x: _Array, h0: _Array | None, c0: _Array | None, h: _Array, c: _Array
     ) -> None:  # float32: IN x (B, I), h0 (L, B, P), c0 (L, B, H); OUT h (L, B, P), c (L, B, H)

@@ -132,6 +132,11 @@ def is_small_step(batch: int, hidden: int, output: int, *, lone: bool = False) -
     return batch * hidden * (4 * output + 40) < minimum
 
 
+def largest_small_lone_step(hidden: int, output: int) -> int:
+    """The largest batch whose lone step `is_small_step` (0 if none)."""
+    return (MIN_PARALLEL_LONE_STEP_WORK - 1) // (hidden * (4 * output + 40))
+
+
 def plan(num_threads: int | None, batch: int, hidden: int, output: int) -> int:
     """Threads for one call: as asked, but one when a time step is too small to split
     (and in a process forked after multi-threaded calls: see _after_fork_in_child)."""

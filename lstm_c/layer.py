@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import operator
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -185,8 +185,8 @@ class LSTM:
         self.num_threads: int | None = None
         self.grads: dict[str, np.ndarray] = {}
         self._trace: _Trace | None = None
-        # The parameter arrays `step`'s compiled plan was built on, and its run method.
-        self._step_plan: tuple[list[np.ndarray], Callable[..., None]] | None = None
+        # The compiled plan of `step`, and the parameter arrays it was built on.
+        self._step_plan: tuple[list[np.ndarray], _lstm.Stepper] | None = None
 
         # Index layer * D + direction.
         self._names: list[ParamNames] = layer_param_names(
@@ -613,6 +613,13 @@ class LSTM:
             raise ValueError(
                 "step needs a unidirectional LSTM: the reverse direction needs the whole sequence"
             )
+        num_threads = check_num_threads(self.num_threads)
+        plan = self._stepper()
+        if _threads.single_threaded_blas.compiled:  # the plan holds SciPy's BLAS at one thread itself
+            # The usual call (arrays as the last step returned them, a small batch) in one go.
+            done = plan.try_run(x_t, hx)
+            if done is not None:
+                return done
         x = x_t if type(x_t) is np.ndarray and x_t.dtype == self.dtype else self._array("x_t", x_t)
         unbatched = x.ndim == 1
         if x.ndim not in (1, 2) or x.shape[-1] != self.input_size:
@@ -625,20 +632,18 @@ class LSTM:
             check_blas_sizes({"batch": batch})
         L = self.num_layers
         h0, c0 = self._states("hx", hx, L, batch, unbatched)
-        num_threads = check_num_threads(self.num_threads)
         h_n = np.empty((L, batch, self.output_size), self.dtype)
         c_n = np.empty((L, batch, self.hidden_size), self.dtype)
         layer_input = np.ascontiguousarray(x.reshape(batch, self.input_size))
         if _threads.is_small_step(batch, self.hidden_size, self.output_size, lone=True):
             # A step of microseconds: every layer in one compiled call.
-            run = self._stepper()
             h0 = None if h0 is None else np.ascontiguousarray(h0)
             c0 = None if c0 is None else np.ascontiguousarray(c0)
             if _threads.single_threaded_blas.compiled:
-                run(layer_input, h0, c0, h_n, c_n)  # holds SciPy's BLAS at one thread itself
+                plan.run(layer_input, h0, c0, h_n, c_n)  # holds SciPy's BLAS at one thread itself
             else:
                 with _threads.single_threaded_blas:
-                    run(layer_input, h0, c0, h_n, c_n)
+                    plan.run(layer_input, h0, c0, h_n, c_n)
             y_t = h_n[L - 1]
             if unbatched:
                 return y_t[0], (h_n[:, 0], c_n[:, 0])
@@ -665,9 +670,8 @@ class LSTM:
             return y_t[0], (h_n[:, 0], c_n[:, 0])
         return y_t, (h_n, c_n)
 
-    def _stepper(self) -> Callable[..., None]:
-        """The run method of `step`'s compiled plan (`Stepper.run_f` or `run_d`), the plan
-        rebuilt when a parameter array was replaced.
+    def _stepper(self) -> _lstm.Stepper:
+        """`step`'s compiled plan, rebuilt when a parameter array was replaced.
 
         It reads the module's own arrays, so in-place updates need no rebuild.
         """
@@ -678,10 +682,14 @@ class LSTM:
                 tuple(None if name is None else self._params[name] for name in names) for names in self._names
             ]
             stepper = _lstm.Stepper(
-                layers, self.input_size, self.hidden_size, self.output_size, self.dtype.itemsize
+                layers,
+                self.input_size,
+                self.hidden_size,
+                self.output_size,
+                self.dtype.itemsize,
+                _threads.largest_small_lone_step(self.hidden_size, self.output_size),
             )
-            run = stepper.run_f if self.dtype == np.float32 else stepper.run_d
-            plan = self._step_plan = (list(self._params.values()), run)
+            plan = self._step_plan = (list(self._params.values()), stepper)
         return plan[1]
 
     def __getstate__(self) -> dict[str, Any]:

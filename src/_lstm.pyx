@@ -49,6 +49,8 @@
 import os
 import threading
 
+import numpy as np
+
 from cython cimport floating
 from cython.parallel cimport parallel
 from libc.stdint cimport int64_t
@@ -1557,6 +1559,8 @@ cdef class Stepper:
     """
 
     cdef Py_ssize_t n_layers, n_in, n_hidden, n_out, itemsize
+    cdef Py_ssize_t max_batch      # the largest batch try_run takes
+    cdef object dtype
     cdef list _arrays              # keeps the parameter arrays alive
     cdef size_t* _params           # L * P_COUNT addresses, 0 for a parameter not present
     cdef char* _scratch            # gates, rec (B, 4H), bias (4H), m (B, H)
@@ -1572,12 +1576,13 @@ cdef class Stepper:
         free(self._scratch)
 
     def __init__(self, list layers, Py_ssize_t input_size, Py_ssize_t hidden_size,
-                 Py_ssize_t output_size, Py_ssize_t itemsize):
+                 Py_ssize_t output_size, Py_ssize_t itemsize, Py_ssize_t max_batch=0):
         """layers: per layer (w_ih, w_hh, b_ih, b_hh, w_hr, peephole), None where absent.
 
         Every array C-contiguous with `itemsize` bytes per value (4: float32,
         8: float64): w_ih (4H, I) (I = output_size past the first layer),
         w_hh (4H, P), b_ih and b_hh (4H,), w_hr (P, H), peephole (3, H).
+        `max_batch`: the largest batch `try_run` takes.
         """
         cdef Py_ssize_t l, k, G = 4 * hidden_size
         if itemsize not in (4, 8):
@@ -1586,6 +1591,8 @@ cdef class Stepper:
             raise ValueError("output_size differs from hidden_size without w_hr")
         self.n_layers, self.n_in, self.n_hidden, self.n_out, self.itemsize = (
             len(layers), input_size, hidden_size, output_size, itemsize)
+        self.max_batch = max_batch
+        self.dtype = np.dtype(np.float32 if itemsize == 4 else np.float64)
         self._arrays = []
         self._params = <size_t*>malloc(max(1, self.n_layers * P_COUNT) * sizeof(size_t))
         if self._params == NULL:
@@ -1620,6 +1627,23 @@ cdef class Stepper:
         self._scratch_batch = batch
         return 0
 
+    def try_run(self, x, hx):
+        """LSTM.step's usual call in one: x a C-contiguous (B, I) array of the plan's
+        dtype with 1 <= B <= max_batch, hx None or a tuple (h0, c0) of C-contiguous
+        arrays of that dtype, (L, B, P) and (L, B, H). Returns (y, (h, c)) as LSTM.step
+        does, y = h[L - 1]; None for any other arguments, which LSTM.step then checks
+        and converts. BLAS must be bound (see run_d)."""
+        if self.itemsize == 4:
+            return _try_run(self, x, hx, <float*>NULL)
+        return _try_run(self, x, hx, <double*>NULL)
+
+    def run(self, x, h0, c0, h, c):
+        """run_f or run_d, by the plan's dtype."""
+        if self.itemsize == 4:
+            self.run_f(x, h0, c0, h, c)
+        else:
+            self.run_d(x, h0, c0, h, c)
+
     def run_f(self, const float[:, ::1] x not None, const float[:, :, ::1] h0,
               const float[:, :, ::1] c0, float[:, :, ::1] h not None, float[:, :, ::1] c not None):
         """One step of every layer in float32 (see run_d)."""
@@ -1631,6 +1655,43 @@ cdef class Stepper:
         zeros; writes the new state into h (L, B, P) and c (L, B, H). The output of
         the last layer is h[L - 1]."""
         _run_plan(self, x, h0, c0, h, c)
+
+
+cdef object _try_run(Stepper plan, object x, object hx, floating* kind):
+    """Stepper.try_run in `floating` (`kind` selects it; never read)."""
+    cdef const floating[:, ::1] xv
+    cdef const floating[:, :, ::1] h0v
+    cdef const floating[:, :, ::1] c0v
+    cdef floating[:, :, ::1] hv
+    cdef floating[:, :, ::1] cv
+    cdef Py_ssize_t B, L = plan.n_layers
+    cdef bint given = hx is not None
+    if type(x) is not np.ndarray or x.ndim != 2:
+        return None
+    B = x.shape[0]
+    if not 1 <= B <= plan.max_batch or x.shape[1] != plan.n_in:
+        return None
+    if given and (type(hx) is not tuple or len(hx) != 2 or type(hx[0]) is not np.ndarray
+                  or type(hx[1]) is not np.ndarray):
+        return None
+    try:  # the dtype and the layout, checked by taking the buffers
+        xv = x
+        if given:
+            h0v = hx[0]
+            c0v = hx[1]
+    except (ValueError, TypeError):
+        return None
+    if given and (h0v.shape[0] != L or h0v.shape[1] != B or h0v.shape[2] != plan.n_out
+                  or c0v.shape[0] != L or c0v.shape[1] != B or c0v.shape[2] != plan.n_hidden):
+        return None
+    h = np.empty((L, B, plan.n_out), plan.dtype)
+    c = np.empty((L, B, plan.n_hidden), plan.dtype)
+    hv = h
+    cv = c
+    plan._reserve(B)
+    _run_step(plan, B, &xv[0, 0], &h0v[0, 0, 0] if given else NULL, &c0v[0, 0, 0] if given else NULL,
+              &hv[0, 0, 0], &cv[0, 0, 0])
+    return h[L - 1], (h, c)
 
 
 cdef int _check_state(str name, const floating[:, :, ::1] a, Py_ssize_t L, Py_ssize_t B,

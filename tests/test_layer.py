@@ -529,11 +529,40 @@ def test_step_sees_parameters_updated_in_place_and_replaced(dtype):
         assert_identical([y_c, h_c, c_c], [y, h, c])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_usual_step_call_and_any_other_give_the_same_bits(dtype):
+    # The usual call (arrays of the module's dtype, as the last step returned them) runs in
+    # one compiled call (Stepper.try_run); anything else goes through the checks first.
+    m = LSTM(5, 6, num_layers=2, proj_size=3, peephole=True, seed=1, dtype=dtype).eval()
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 5)).astype(dtype)
+    _, hx = m.step(x)
+    plan = m._stepper()
+    assert plan.try_run(x, hx) is not None
+    assert plan.try_run(x, None) is not None
+    usual = m.step(x, hx)
+    others = {
+        "list": (x.tolist(), hx),
+        "strided": (np.asfortranarray(x), hx),
+        "state_as_list": (x, list(hx)),
+        "state_strided": (x, (np.asfortranarray(hx[0]), hx[1])),
+    }
+    for name, (x_other, hx_other) in others.items():
+        assert plan.try_run(x_other, hx_other) is None, name
+        y, (h, c) = m.step(x_other, hx_other)
+        assert_identical([y, h, c], [usual[0], *usual[1]], [name] * 3)
+    other_dtype = np.float64 if dtype == np.float32 else np.float32
+    assert plan.try_run(x.astype(other_dtype), hx) is None  # step refuses it (TypeError)
+    assert plan.try_run(x[0], None) is None  # unbatched
+    too_many = _threads.largest_small_lone_step(6, 3) + 1  # a step worth splitting between threads
+    assert plan.try_run(np.ones((too_many, 5), dtype), None) is None
+
+
 def test_the_step_plan_refuses_arrays_that_do_not_fit():
     from lstm_c import _lstm
 
     m = LSTM(3, 4, seed=0)
-    run = m._stepper()  # float32: Stepper.run_f
+    run = m._stepper().run
     with pytest.raises(ValueError, match="x must be"):
         run(
             np.zeros((1, 5), np.float32),
