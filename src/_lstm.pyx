@@ -71,6 +71,7 @@ cdef extern from "lstm_omp.h" nogil:
     int lstm_omp_num_threads()
     ctypedef struct lstm_barrier_t:
         pass
+    int64_t lstm_barrier_spin_ns
     void lstm_barrier_init(lstm_barrier_t* barrier)
     void lstm_barrier_wait(lstm_barrier_t* barrier, int team)
     ctypedef struct lstm_poll_t:
@@ -570,6 +571,16 @@ cdef inline Slice _slice(Py_ssize_t n, Py_ssize_t align, int part, int parts) no
 
 # Rows per block when the threads share the batch; 0: _row_block's rule.
 cdef Py_ssize_t _row_block_rows = 0
+
+
+def _set_barrier_spin_ns(int64_t ns) -> int:
+    """Set how long a thread waiting at a barrier polls before it sleeps (0: it sleeps at
+    once) and return the previous value; for tests only (Linux: elsewhere the barrier is
+    OpenMP's own and ignores it)."""
+    global lstm_barrier_spin_ns
+    previous = lstm_barrier_spin_ns
+    lstm_barrier_spin_ns = max(0, ns)
+    return previous
 
 
 def _set_row_block(Py_ssize_t rows) -> int:

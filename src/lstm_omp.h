@@ -62,6 +62,11 @@ static inline void lstm_cpu_relax(void) {
 }
 #endif
 
+/* How long a thread waiting at lstm_barrier_wait polls before it sleeps (see there);
+ * a variable so that the tests can make every wait sleep. Unused where the barrier is
+ * OpenMP's own. */
+static int64_t lstm_barrier_spin_ns = 2000000;
+
 /* Shared by the team; lstm_barrier_init it before the parallel region. */
 typedef struct {
     int count;      /* threads arrived at the current barrier */
@@ -81,14 +86,13 @@ static void lstm_barrier_init(lstm_barrier_t *b) {
 #include <sys/syscall.h>
 #include <unistd.h>
 
-/* Polling for this long before sleeping: far longer than a step's usual
- * imbalance between threads, so that a thread sleeps only when another one
- * lost its core. Waking a sleeper costs little on bare metal but up to a few
- * milliseconds in a virtual machine whose idle virtual CPU the host has
+/* Polling for lstm_barrier_spin_ns (2 ms) before sleeping: far longer than a
+ * step's usual imbalance between threads, so that a thread sleeps only when
+ * another one lost its core. Waking a sleeper costs little on bare metal but up
+ * to a few milliseconds in a virtual machine whose idle virtual CPU the host has
  * descheduled: with 20-60 microseconds of polling, a call made 20 ms after the
  * last one took 7.8 ms instead of 1.3 (2 threads, KVM guest); with 2 ms, 1.9.
  * The clock is read once per LSTM_BARRIER_CLOCK_SPINS polls. */
-#define LSTM_BARRIER_SPIN_NS 2000000LL
 #define LSTM_BARRIER_CLOCK_SPINS 256
 
 
@@ -106,7 +110,7 @@ static void lstm_barrier_wait(lstm_barrier_t *b, int team) {
             syscall(SYS_futex, &b->generation, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
         return;
     }
-    for (int64_t until = lstm_now_ns() + LSTM_BARRIER_SPIN_NS; lstm_now_ns() < until;) {
+    for (int64_t until = lstm_now_ns() + lstm_barrier_spin_ns; lstm_now_ns() < until;) {
         for (int i = 0; i < LSTM_BARRIER_CLOCK_SPINS; i++) {
             if (__atomic_load_n(&b->generation, __ATOMIC_ACQUIRE) != generation) return;
             lstm_cpu_relax();

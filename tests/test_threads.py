@@ -352,6 +352,42 @@ def test_results_repeat_bitwise_in_a_fresh_process(threads, tmp_path):
     assert result.stdout.split() == here
 
 
+_ASLEEP_CHILD = """
+import sys
+sys.path[:0] = {path!r}
+import test_threads as t
+from lstm_c import _lstm, functional
+_lstm._set_barrier_spin_ns(0)  # every wait at a barrier sleeps at once
+for rows in (functional._SPLIT_BATCH_MIN_ROWS, 10**9):  # the batch shared by rows, then by units
+    functional._SPLIT_BATCH_MIN_ROWS = rows
+    for case in t.REPRODUCIBLE:
+        w, j, options = t.reproducible_case(case)
+        print(t.digest(t.forward_backward(w, j, 2, **options)))
+"""
+
+
+@pytest.mark.skipif(
+    not (lstm_c.openmp_enabled() and sys.platform.startswith("linux")),
+    reason="the barrier that sleeps is lstm_c's own on Linux only",
+)
+def test_threads_asleep_at_the_barrier_are_woken_at_every_step(tmp_path, monkeypatch):
+    """Each wait at the per-step barrier goes to sleep at once and is woken by the last
+    thread to arrive: the same bits as with polling. A lost wake-up would hang, hence
+    the child process with a time limit."""
+    here = []
+    for rows in (lstm_c.functional._SPLIT_BATCH_MIN_ROWS, 10**9):
+        monkeypatch.setattr(lstm_c.functional, "_SPLIT_BATCH_MIN_ROWS", rows)
+        for case in REPRODUCIBLE:
+            w, j, options = reproducible_case(case)
+            here.append(digest(forward_backward(w, j, 2, **options)))
+    script = _ASLEEP_CHILD.format(path=[os.path.dirname(os.path.abspath(__file__))])
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == here
+
+
 # ----------------------------------------------------------------------------- fork
 
 
