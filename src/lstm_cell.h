@@ -320,6 +320,49 @@ typedef double lstm_vd __attribute__((vector_size(64)));
             out[j] = s;                                                                       \
         }                                                                                     \
     }                                                                                         \
+    /* nb (<= 8) rows of a weight gradient, one vector of its columns: out[b][0..W) (+)=     \
+     * the sum over k < K of A[k][b] X[k][0..W), in order of k. */                           \
+    LSTM_INLINE void lstm_outer_rows_##SUF(ptrdiff_t K, const T *LSTM_RESTRICT A, ptrdiff_t lda, \
+                                           const T *LSTM_RESTRICT X, ptrdiff_t ldx,              \
+                                           T *LSTM_RESTRICT out, ptrdiff_t ldo, int accumulate,  \
+                                           const int nb) {                                       \
+        V acc[8];                                                                             \
+        for (int b = 0; b < nb; b++) {                                                        \
+            acc[b] = (V){0};                                                                  \
+            if (accumulate) memcpy(&acc[b], out + b * ldo, sizeof(V));                        \
+        }                                                                                     \
+        for (ptrdiff_t k = 0; k < K; k++) {                                                   \
+            V x;                                                                              \
+            memcpy(&x, X + k * ldx, sizeof x);                                                \
+            for (int b = 0; b < nb; b++) acc[b] += A[k * lda + b] * x;                        \
+        }                                                                                     \
+        for (int b = 0; b < nb; b++) memcpy(out + b * ldo, &acc[b], sizeof(V));               \
+    }                                                                                         \
+    /* out (rows x N, ld ldo) (+)= A^T X for A (K x rows, ld lda) and X (K x N, ld ldx), N a   \
+     * multiple of the vector width: the weight gradients dgates^T x and dgates^T h_prev of  \
+     * a block of positions, both read as stored (BLAS's GEMM would transpose dgates into    \
+     * its own copy first). Eight rows of out by one vector at a time meet each k. */        \
+    LSTM_DISPATCH static void lstm_outer_##SUF(ptrdiff_t K, ptrdiff_t rows, ptrdiff_t N,         \
+                                              const T *A, ptrdiff_t lda, const T *X,             \
+                                              ptrdiff_t ldx, T *out, ptrdiff_t ldo,              \
+                                              int accumulate) {                                  \
+        const ptrdiff_t width = (ptrdiff_t)(sizeof(V) / sizeof(T));                           \
+        for (ptrdiff_t g = 0; g < rows; g += 8)                                               \
+            for (ptrdiff_t i = 0; i + width <= N; i += width) {                               \
+                const T *a = A + g;                                                           \
+                T *o = out + g * ldo + i;                                                     \
+                switch (rows - g < 8 ? rows - g : 8) {                                        \
+                case 1: lstm_outer_rows_##SUF(K, a, lda, X + i, ldx, o, ldo, accumulate, 1); break; \
+                case 2: lstm_outer_rows_##SUF(K, a, lda, X + i, ldx, o, ldo, accumulate, 2); break; \
+                case 3: lstm_outer_rows_##SUF(K, a, lda, X + i, ldx, o, ldo, accumulate, 3); break; \
+                case 4: lstm_outer_rows_##SUF(K, a, lda, X + i, ldx, o, ldo, accumulate, 4); break; \
+                case 5: lstm_outer_rows_##SUF(K, a, lda, X + i, ldx, o, ldo, accumulate, 5); break; \
+                case 6: lstm_outer_rows_##SUF(K, a, lda, X + i, ldx, o, ldo, accumulate, 6); break; \
+                case 7: lstm_outer_rows_##SUF(K, a, lda, X + i, ldx, o, ldo, accumulate, 7); break; \
+                default: lstm_outer_rows_##SUF(K, a, lda, X + i, ldx, o, ldo, accumulate, 8); break; \
+                }                                                                             \
+            }                                                                                 \
+    }                                                                                         \
     /* The recurrent product of one step: few rows, chains for latency. */                   \
     LSTM_DISPATCH static void lstm_panel_gemm_##SUF(ptrdiff_t nb, ptrdiff_t K, const T *panel, \
                                                    const T *h, ptrdiff_t ldh, T *out,         \
@@ -473,6 +516,10 @@ static void lstm_pack_columns_d(const double *W, ptrdiff_t ldw, ptrdiff_t K, ptr
                                 double *panel) {}
 static void lstm_gemv_f(ptrdiff_t N, ptrdiff_t K, const float *W, const float *v, float *out) {}
 static void lstm_gemv_d(ptrdiff_t N, ptrdiff_t K, const double *W, const double *v, double *out) {}
+static void lstm_outer_f(ptrdiff_t K, ptrdiff_t rows, ptrdiff_t N, const float *A, ptrdiff_t lda,
+                         const float *X, ptrdiff_t ldx, float *out, ptrdiff_t ldo, int accumulate) {}
+static void lstm_outer_d(ptrdiff_t K, ptrdiff_t rows, ptrdiff_t N, const double *A, ptrdiff_t lda,
+                         const double *X, ptrdiff_t ldx, double *out, ptrdiff_t ldo, int accumulate) {}
 #endif
 
 LSTM_DEFINE_FORWARD(float, f)

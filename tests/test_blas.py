@@ -1,6 +1,6 @@
 """The kernels' building blocks against NumPy: the row-major BLAS wrapper (src/_blas.pxd,
 its matrix-vector branch and its empty-size branch included), the packed-panel products
-and the in-place product of a single row."""
+the in-place product of a single row and the weight gradients' product."""
 
 import numpy as np
 import pytest
@@ -81,3 +81,26 @@ def test_the_in_place_product_of_a_single_row_matches_numpy(N, K, dtype):
     out = np.full(N, np.nan, dtype)
     _lstm._gemv_product(w, v, out)
     assert_close(out, w @ v, dtype)
+
+
+@pytest.mark.skipif(_lstm.panel_width(4) == 0, reason="this build has no vector products")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "K, G, N, lo, hi",
+    [(1, 8, 16, 0, 8), (300, 21, 16, 3, 20), (600, 40, 32, 0, 40), (257, 64, 48, 8, 64), (0, 8, 16, 0, 8)],
+    ids=["one_position", "rows_past_eight_and_a_slice", "blocks_of_positions", "a_block_and_one", "none"],
+)
+def test_the_weight_gradients_product_matches_numpy(K, G, N, lo, hi, dtype):
+    # Blocks of 256 positions summed in order; rows of the gradient eight at a time.
+    rng = np.random.default_rng(K * 100 + G)
+    a = rng.standard_normal((K, G)).astype(dtype)
+    x = rng.standard_normal((K, N)).astype(dtype)
+    out = np.full((G, N), np.nan, dtype)
+    _lstm._outer_product(a, x, out, lo, hi)
+    assert_close(out[lo:hi], (a.T @ x)[lo:hi], dtype)
+    assert np.isnan(out[:lo]).all() and np.isnan(out[hi:]).all()  # only the rows asked for
+
+
+def test_the_weight_gradients_product_needs_whole_vectors_of_columns():
+    with pytest.raises(ValueError, match="do not fit"):
+        _lstm._outer_product(np.zeros((4, 8)), np.zeros((4, 5)), np.zeros((8, 5)), 0, 8)

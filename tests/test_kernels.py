@@ -231,6 +231,30 @@ def test_a_single_row_reads_w_hh_in_place_and_matches_the_reference(case, dtype,
     assert chosen == [_lstm.panel_width(np.dtype(dtype).itemsize) > 0]  # forward only
 
 
+# The weight gradients dgates^T x and dgates^T h_prev: lstm_outer up to 256 KiB of
+# gradient with whole vectors of columns (I and P multiples of 16 floats or 8 doubles),
+# BLAS's GEMM otherwise. Both forced here, on sizes the first can take.
+OUTER_CASES = {
+    "whole_vectors": dict(T=5, B=6, I=16, H=32, lengths=[5, 0, 3, 5, 1, 4]),
+    "projection_peephole_reverse": dict(T=4, B=5, I=32, H=24, P=16, peephole=True, reverse=True),
+    "over_a_block_of_positions_batch_first": dict(T=30, B=12, I=16, H=48, batch_first=True),
+}
+
+
+@pytest.fixture(params=["outer", "blas"])
+def weight_gradients_by(request):
+    previous = _lstm._set_outer_max_bytes(1 << 40 if request.param == "outer" else 0)
+    yield request.param
+    _lstm._set_outer_max_bytes(previous)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", OUTER_CASES)
+def test_each_weight_gradients_product_matches_the_reference(case, dtype, threads, weight_gradients_by):
+    compare(case, OUTER_CASES[case], dtype, num_threads=threads)
+
+
 def test_w_hh_is_read_in_place_for_a_single_row_up_to_4_mib():
     w_hh = np.empty((4 * 512, 512), np.float32)  # 4 MiB
     assert functional._in_place(1, w_hh) == (_lstm.panel_width(4) > 0)
