@@ -225,6 +225,14 @@ cdef inline void _poll(lstm_poll_t* poll, Py_ssize_t step) noexcept nogil:
     lstm_poll_decide(poll, step)
 
 
+cdef inline bint _stop_between_pieces(lstm_poll_t* poll, bint master) noexcept nogil:
+    """Between two pieces of a long product: thread 0 (`master`) asks Python about
+    signals when a check is due; whether the call is stopping."""
+    if master and lstm_poll_due_now(poll):
+        _check_signals(poll)
+    return lstm_poll_raised(poll)
+
+
 cdef int _raise_pending() except -1:
     """Propagate the exception a signal handler raised during the call."""
     return -1
@@ -313,10 +321,7 @@ cdef void _gemm_pieces(bint sum_rows, bint trans_b, int m, int n, int k, const f
             gemm(False, trans_b, m, n, k, 1, a, lda, b, ldb, 0, c, ldc)
         return
     while lo < rows:
-        if master:
-            if lstm_poll_due_now(poll):
-                _check_signals(poll)
-        if lstm_poll_raised(poll):
+        if _stop_between_pieces(poll, master):
             return
         hi = min(rows, lo + piece)
         if sum_rows:
@@ -515,9 +520,7 @@ cdef void _panel_rows(bint columns, const floating* panels, Py_ssize_t rows, Py_
     if part.hi <= part.lo:
         return
     while r0 < rows:
-        if master and lstm_poll_due_now(poll):
-            _check_signals(poll)
-        if lstm_poll_raised(poll):
+        if _stop_between_pieces(poll, master):
             return
         n = min(block, rows - r0)
         if columns:
@@ -564,10 +567,8 @@ cdef void _outer_pieces(Py_ssize_t rows, Slice g, Py_ssize_t N, const floating* 
     cdef Py_ssize_t r0 = 0, n
     if g.hi <= g.lo:
         return
-    while r0 < rows or r0 == 0:
-        if master and lstm_poll_due_now(poll):
-            _check_signals(poll)
-        if lstm_poll_raised(poll):
+    while True:  # at least once: no position gives zeros
+        if _stop_between_pieces(poll, master):
             return
         n = min(_outer_block_rows, rows - r0)
         if floating is float:
@@ -577,8 +578,20 @@ cdef void _outer_pieces(Py_ssize_t rows, Slice g, Py_ssize_t N, const floating* 
             lstm_outer_d(n, g.hi - g.lo, N, a + r0 * lda + g.lo, lda, x + r0 * ldx, ldx,
                          out + g.lo * ldo, ldo, r0 > 0)
         r0 += n
-        if n == 0:
-            break
+        if r0 >= rows:
+            return
+
+
+cdef void _weight_gradient(Py_ssize_t rows, Slice g, Py_ssize_t G, Py_ssize_t N,
+                           const floating* dgates, const floating* a, floating* out,
+                           lstm_poll_t* poll, bint master) noexcept nogil:
+    """Rows g of a weight gradient out (G x N) = dgates^T a over `rows` positions (a: x or
+    h_prev, N wide): lstm_outer when it fits (_outer_fits), else BLAS's GEMM in pieces."""
+    if _outer_fits(G, N, out):
+        _outer_pieces(rows, g, N, dgates, G, a, N, out, N, poll, master)
+    else:
+        _gemm_pieces(True, False, <int>(g.hi - g.lo), <int>N, <int>rows, dgates + g.lo, <int>G,
+                     a, <int>N, out + g.lo * N, <int>N, _piece_work, _piece_min_inner, poll, master)
 
 
 cdef inline const floating* _cptr(const floating[:, ::1] m) noexcept nogil:
@@ -1213,9 +1226,7 @@ cdef inline bint _stopping(Py_ssize_t r, lstm_poll_t* poll, bint master) noexcep
     """In a sum over rows: whether to stop before row r (polling every POLL_ROWS rows)."""
     if r % POLL_ROWS != 0 or r == 0:
         return False
-    if master and lstm_poll_due_now(poll):
-        _check_signals(poll)
-    return lstm_poll_raised(poll)
+    return _stop_between_pieces(poll, master)
 
 
 cdef void _column_sums(const floating* m, Py_ssize_t rows, Py_ssize_t cols, Slice part,
@@ -1464,18 +1475,8 @@ def backward(
                                  <int>G, dgates_p + r.lo * G, <int>G, w_ih_p + icols.lo, <int>I,
                                  dx_p + r.lo * I + icols.lo, <int>I, _piece_work,
                                  _piece_min_rows, &poll, tid == 0)
-            if _outer_fits(G, I, dw_ih_p):
-                _outer_pieces(rows, gcols, I, dgates_p, G, x_p, I, dw_ih_p, I, &poll, tid == 0)
-            else:
-                _gemm_pieces(True, False, <int>(gcols.hi - gcols.lo), <int>I, <int>rows,
-                             dgates_p + gcols.lo, <int>G, x_p, <int>I, dw_ih_p + gcols.lo * I, <int>I,
-                             _piece_work, _piece_min_inner, &poll, tid == 0)
-            if _outer_fits(G, P, dw_hh_p):
-                _outer_pieces(rows, gcols, P, dgates_p, G, h_prev_p, P, dw_hh_p, P, &poll, tid == 0)
-            else:
-                _gemm_pieces(True, False, <int>(gcols.hi - gcols.lo), <int>P, <int>rows,
-                             dgates_p + gcols.lo, <int>G, h_prev_p, <int>P, dw_hh_p + gcols.lo * P,
-                             <int>P, _piece_work, _piece_min_inner, &poll, tid == 0)
+            _weight_gradient(rows, gcols, G, I, dgates_p, x_p, dw_ih_p, &poll, tid == 0)
+            _weight_gradient(rows, gcols, G, P, dgates_p, h_prev_p, dw_hh_p, &poll, tid == 0)
             _column_sums(dgates_p, rows, G, gcols, db_p, &poll, tid == 0)
             if projected:
                 _gemm_pieces(True, False, <int>(q.hi - q.lo), <int>H, <int>rows, dh_all_p + q.lo,
@@ -1592,11 +1593,8 @@ def step(
     with nogil:
         lo = 0
         while lo < B:
-            if lo > 0:
-                if lstm_poll_due_now(&poll):
-                    _check_signals(&poll)
-                if lstm_poll_raised(&poll):
-                    break
+            if lo > 0 and _stop_between_pieces(&poll, True):
+                break
             n = min(piece, B - lo)
             _step_rows(n, I, H, P, x_p + lo * I, w_ih_p, w_hh_p, bias_p, w_hr_p, peep_p,
                        h0_p + lo * P, c_p + lo * H, h_p + lo * P, gates_p + lo * G,
@@ -1756,8 +1754,7 @@ cdef object _try_run(Stepper plan, object x, object hx, floating* kind):
             c0v = hx[1]
     except (ValueError, TypeError):
         return None
-    if given and (h0v.shape[0] != L or h0v.shape[1] != B or h0v.shape[2] != plan.n_out
-                  or c0v.shape[0] != L or c0v.shape[1] != B or c0v.shape[2] != plan.n_hidden):
+    if given and not (_state_fits(h0v, L, B, plan.n_out) and _state_fits(c0v, L, B, plan.n_hidden)):
         return None
     h = np.empty((L, B, plan.n_out), plan.dtype)
     c = np.empty((L, B, plan.n_hidden), plan.dtype)
@@ -1769,9 +1766,14 @@ cdef object _try_run(Stepper plan, object x, object hx, floating* kind):
     return h[L - 1], (h, c)
 
 
+cdef inline bint _state_fits(const floating[:, :, ::1] a, Py_ssize_t L, Py_ssize_t B,
+                             Py_ssize_t n) noexcept:
+    return a.shape[0] == L and a.shape[1] == B and a.shape[2] == n
+
+
 cdef int _check_state(str name, const floating[:, :, ::1] a, Py_ssize_t L, Py_ssize_t B,
                       Py_ssize_t n) except -1:
-    if a.shape[0] != L or a.shape[1] != B or a.shape[2] != n:
+    if not _state_fits(a, L, B, n):
         raise ValueError(f"{name} must be ({L}, {B}, {n}), got ({a.shape[0]}, {a.shape[1]}, {a.shape[2]})")
     return 0
 

@@ -95,7 +95,6 @@ static void lstm_barrier_init(lstm_barrier_t *b) {
  * The clock is read once per LSTM_BARRIER_CLOCK_SPINS polls. */
 #define LSTM_BARRIER_CLOCK_SPINS 256
 
-
 /* The last arrival wakes sleepers only when there are some: a futex call costs a
  * system call (about 0.25 us in a KVM guest), at every step of a call otherwise.
  * Sequentially consistent on both sides, a sleeper's count and the generation
