@@ -99,7 +99,7 @@ def stack_forward(
         layer_input = outputs[0] if D == 1 else np.concatenate(outputs, axis=-1)
         caches.append(layer_caches)
     trace = StackTrace(caches, masks) if training else None
-    return layer_input, np.stack(h_n), np.stack(c_n), trace
+    return layer_input, _stacked(h_n), _stacked(c_n), trace
 
 
 def stack_backward(
@@ -158,4 +158,10 @@ def stack_backward(
             d_in = d_in * trace.masks[layer - 1]
         d_out = d_in
     assert d_out is not None
-    return d_out, np.stack(dh0), np.stack(dc0), grads
+    return d_out, _stacked(dh0), _stacked(dc0), grads
+
+
+def _stacked(states: list[np.ndarray]) -> np.ndarray:
+    """`np.stack(states)`; a single layer and direction's state as a view of it, since
+    np.stack costs microseconds, as much as a small layer's whole step."""
+    return states[0][None] if len(states) == 1 else np.stack(states)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -120,7 +121,8 @@ def lstm_forward(
     if rows:  # with T·B = 0 there is no position to run: the state stays h0, c0
         threads = _threads.plan(num_threads, batch, args.hidden_size, args.output_size)
         scratch = _scratch.take(phase, args.dtype, scratch_shapes)
-        with _threads.single_threaded_blas:
+        blas = _threads.single_threaded_blas if _calls_blas(args, scratch_shapes, in_place) else _NO_BLAS
+        with blas:
             _lstm.forward(
                 x=args.x.reshape(rows, args.input_size),
                 w_ih=args.w_ih,
@@ -170,6 +172,22 @@ def _in_place(batch: int, w_hh: np.ndarray) -> bool:
         batch == 1
         and w_hh.nbytes <= _IN_PLACE_MAX_WEIGHT_BYTES
         and _lstm.panel_width(w_hh.itemsize) > 0  # a build with vector products
+    )
+
+
+# Holding SciPy's BLAS at one thread costs about a microsecond per call: a forward
+# call whose products all run on the kernels' own loops skips it.
+_NO_BLAS = contextlib.nullcontext()
+
+
+def _calls_blas(args: ForwardArgs, scratch_shapes: _scratch.Shapes, in_place: bool) -> bool:
+    """Whether a forward call's kernel calls BLAS: for the input projection without
+    `ih_panels`, the recurrent product without `panels` (unless `in_place`), and a
+    projection's product."""
+    return (
+        args.w_hr is not None
+        or scratch_shapes["ih_panels"] is None
+        or (scratch_shapes["panels"] is None and not in_place)
     )
 
 

@@ -1522,10 +1522,17 @@ cdef void _step_rows(Py_ssize_t n, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
     cdef Slice u
     u.lo = 0
     u.hi = H
-    gemm(False, True, <int>n, <int>G, <int>I, 1, x, <int>I, w_ih, <int>I, 0, gates, <int>G)
-    if h0 != NULL:
-        gemm(False, True, <int>n, <int>G, <int>P, 1, h0, <int>P, w_hh, <int>P, 0, rec, <int>G)
+    if n == 1 and LSTM_HAVE_PANELS:
+        # A single row reads the weights as they are stored (lstm_gemv): BLAS's GEMM
+        # over one row took 1.5x as long (H = 128, float32, on one Zen 4 core).
+        _gemv(G, I, w_ih, x, gates)
+        if h0 != NULL:
+            _gemv(G, P, w_hh, h0, rec)
     else:
+        gemm(False, True, <int>n, <int>G, <int>I, 1, x, <int>I, w_ih, <int>I, 0, gates, <int>G)
+        if h0 != NULL:
+            gemm(False, True, <int>n, <int>G, <int>P, 1, h0, <int>P, w_hh, <int>P, 0, rec, <int>G)
+    if h0 == NULL:
         memset(rec, 0, n * G * sizeof(floating))
     for b in range(n):
         _forward_row(H, u, gates + b * G, rec + b * G, bias, peep, c + b * H, NULL,
@@ -1831,8 +1838,14 @@ cdef void _run_step(Stepper plan, Py_ssize_t B, const floating* x, const floatin
         b_ih = <const floating*>p[P_B_IH]
         b_hh = <const floating*>p[P_B_HH]
         w_hr = <const floating*>p[P_W_HR]
-        for j in range(G):
-            bias[j] = (b_ih[j] if b_ih != NULL else 0) + (b_hh[j] if b_hh != NULL else 0)
+        # Each case its own loop, so that the compiler vectorises it.
+        if b_ih != NULL and b_hh != NULL:
+            for j in range(G):
+                bias[j] = b_ih[j] + b_hh[j]
+        elif b_ih != NULL or b_hh != NULL:
+            memcpy(bias, b_ih if b_ih != NULL else b_hh, G * sizeof(floating))
+        else:
+            memset(bias, 0, G * sizeof(floating))
         if c0 != NULL:
             memcpy(c_l, c0 + l * B * H, B * H * sizeof(floating))
         else:

@@ -89,9 +89,9 @@ PATH_CASES = {
 def kernel_path(monkeypatch):
     """Forces a recurrent product (panels or BLAS) and a sharing of the steps between
     threads (units or rows); records the paths, thread plans and sharings taken."""
-    taken = dict(panels=[], input_panels=[], plans=[], split_batch=[])
+    taken = dict(panels=[], input_panels=[], plans=[], split_batch=[], forward_blas=[])
     panels, input_panels, plan = functional._panels, functional._input_panels, _threads.plan
-    split_batch = functional._split_batch
+    split_batch, calls_blas = functional._split_batch, functional._calls_blas
 
     def record_panels(*args):
         result = panels(*args)
@@ -113,6 +113,12 @@ def kernel_path(monkeypatch):
         taken["split_batch"].append(result)
         return result
 
+    def record_calls_blas(*args):
+        result = calls_blas(*args)
+        taken["forward_blas"].append(result)
+        return result
+
+    monkeypatch.setattr(functional, "_calls_blas", record_calls_blas)
     monkeypatch.setattr(functional, "_panels", record_panels)
     monkeypatch.setattr(functional, "_input_panels", record_input_panels)
     monkeypatch.setattr(_threads, "plan", record_plan)
@@ -173,6 +179,9 @@ def test_each_recurrent_product_matches_the_reference(case, path, dtype, threads
     available = _lstm.panel_width(np.dtype(dtype).itemsize) > 0
     assert taken["panels"] == [path == "panels" and available] * 2  # forward and backward
     assert taken["input_panels"] == [path == "panels" and available] * 2
+    # SciPy's BLAS is held at one thread exactly when a forward product goes to it.
+    projected = "P" in PATH_CASES[case]
+    assert taken["forward_blas"] == [path == "blas" or not available or projected]
     assert [asked for asked, _ in taken["plans"]] == [threads] * 2
     spec = PATH_CASES[case]
     if (

@@ -558,6 +558,48 @@ def test_the_usual_step_call_and_any_other_give_the_same_bits(dtype):
     assert plan.try_run(np.ones((too_many, 5), dtype), None) is None
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hidden", [5, 37], ids=["short_rows", "vectors_and_tail"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+def test_a_single_rows_step_reads_the_weights_in_place_and_equals_the_sequence(dtype, hidden, bias):
+    # One row: the products read W_ih and W_hh as stored, for the compiled plan and for the
+    # checked path (the step kernel) alike; a batch of two goes to BLAS. All three must give
+    # the sequence kernel's result, from a given state and from zeros.
+    m = LSTM(17, hidden, num_layers=2, bias=bias, seed=3, dtype=dtype).eval()
+    rng = np.random.default_rng(4)
+    for batch in (1, 2):
+        x = rng.standard_normal((batch, 17)).astype(dtype)
+        hx = tuple(rng.standard_normal((2, batch, hidden)).astype(dtype) for _ in range(2))
+        for state in (hx, None):
+            y, (h, c) = m(x[None], state)
+            for name, stepped in {
+                "plan": m.step(x, state),
+                "checked": m.step(np.asfortranarray(x), state),  # declined by the plan
+            }.items():
+                assert_close([stepped[0], *stepped[1]], [y[0], h, c], dtype, names=[name] * 3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_step_plan_with_one_bias(dtype):
+    from lstm_c import _lstm
+
+    rng = np.random.default_rng(5)
+    w_ih, w_hh = (rng.standard_normal((4 * 18, n)).astype(dtype) for n in (3, 18))
+    b = rng.standard_normal(4 * 18).astype(dtype)
+    x = rng.standard_normal((1, 3)).astype(dtype)
+    h = np.empty((1, 1, 18), dtype)
+    c = np.empty_like(h)
+    expected = LSTM(3, 18, dtype=dtype).eval()
+    for b_ih, b_hh in ((b, None), (None, b)):
+        plan = _lstm.Stepper([(w_ih, w_hh, b_ih, b_hh, None, None)], 3, 18, 18, np.dtype(dtype).itemsize)
+        plan.run(x, None, None, h, c)
+        expected.load_state_dict(
+            {"weight_ih_l0": w_ih, "weight_hh_l0": w_hh, "bias_ih_l0": b, "bias_hh_l0": 0 * b}
+        )
+        y, (h_n, c_n) = expected(x[None])
+        assert_close([h, c], [h_n, c_n], dtype)
+
+
 def test_the_step_plan_refuses_arrays_that_do_not_fit():
     from lstm_c import _lstm
 
