@@ -107,16 +107,12 @@ cdef extern from "lstm_cell.h" nogil:
 cdef extern from "lstm_cell.h" nogil:
     # The packed-panel recurrent product for small and medium batches (see the header).
     int LSTM_HAVE_PANELS
-    void lstm_panel_gemm_f(Py_ssize_t nb, Py_ssize_t K, const float* panel, const float* h,
-                           Py_ssize_t ldh, float* out, Py_ssize_t ldo, Py_ssize_t ncols)
-    void lstm_panel_gemm_d(Py_ssize_t nb, Py_ssize_t K, const double* panel, const double* h,
-                           Py_ssize_t ldh, double* out, Py_ssize_t ldo, Py_ssize_t ncols)
-    void lstm_panel_gemm_ordered_f(Py_ssize_t nb, Py_ssize_t K, const float* panel,
-                                   const float* h, Py_ssize_t ldh, float* out, Py_ssize_t ldo,
-                                   Py_ssize_t ncols)
-    void lstm_panel_gemm_ordered_d(Py_ssize_t nb, Py_ssize_t K, const double* panel,
-                                   const double* h, Py_ssize_t ldh, double* out, Py_ssize_t ldo,
-                                   Py_ssize_t ncols)
+    void lstm_panel_gemm_f(Py_ssize_t nb, Py_ssize_t K, Py_ssize_t npanels, const float* panel,
+                           const float* h, Py_ssize_t ldh, float* out, Py_ssize_t ldo,
+                           Py_ssize_t ncols, int ordered)
+    void lstm_panel_gemm_d(Py_ssize_t nb, Py_ssize_t K, Py_ssize_t npanels, const double* panel,
+                           const double* h, Py_ssize_t ldh, double* out, Py_ssize_t ldo,
+                           Py_ssize_t ncols, int ordered)
     void lstm_pack_panel_f(const float* W, Py_ssize_t K, Py_ssize_t rows, float* panel)
     void lstm_pack_panel_d(const double* W, Py_ssize_t K, Py_ssize_t rows, double* panel)
     void lstm_pack_columns_f(const float* W, Py_ssize_t ldw, Py_ssize_t K, Py_ssize_t cols,
@@ -417,20 +413,22 @@ cdef inline Py_ssize_t _panel_width(floating* unused) noexcept nogil:
     return 64 // sizeof(floating)
 
 
-cdef inline void _panel_gemm(bint ordered, Py_ssize_t nb, Py_ssize_t K, const floating* panel,
-                             const floating* a, Py_ssize_t lda, floating* out, Py_ssize_t ldo,
-                             Py_ssize_t ncols) noexcept nogil:
-    """nb rows of a times one panel (lstm_cell.h); `ordered`: each row summed in order of k."""
+cdef inline void _panel_gemm(bint ordered, Py_ssize_t nb, Py_ssize_t K, Slice cols,
+                             const floating* panels, const floating* a, Py_ssize_t lda,
+                             floating* out, Py_ssize_t ldo) noexcept nogil:
+    """nb rows of a times the panels of columns `cols` (lo a multiple of the panel width;
+    `panels` points at the first of them), into out[:, cols.lo:cols.hi] (lstm_cell.h);
+    `ordered`: each row summed in order of k."""
+    cdef Py_ssize_t width = _panel_width(<floating*>panels)
+    cdef Py_ssize_t n = (cols.hi - cols.lo + width - 1) // width
+    if n <= 0:
+        return
     if floating is float:
-        if ordered:
-            lstm_panel_gemm_ordered_f(nb, K, panel, a, lda, out, ldo, ncols)
-        else:
-            lstm_panel_gemm_f(nb, K, panel, a, lda, out, ldo, ncols)
+        lstm_panel_gemm_f(nb, K, n, panels, a, lda, out + cols.lo, ldo,
+                          cols.hi - cols.lo - (n - 1) * width, ordered)
     else:
-        if ordered:
-            lstm_panel_gemm_ordered_d(nb, K, panel, a, lda, out, ldo, ncols)
-        else:
-            lstm_panel_gemm_d(nb, K, panel, a, lda, out, ldo, ncols)
+        lstm_panel_gemm_d(nb, K, n, panels, a, lda, out + cols.lo, ldo,
+                          cols.hi - cols.lo - (n - 1) * width, ordered)
 
 
 cdef inline void _gemv(Py_ssize_t N, Py_ssize_t K, const floating* w, const floating* v,
@@ -466,13 +464,10 @@ cdef void _panel_product(const floating* panels, Py_ssize_t B, Py_ssize_t H, Py_
     """out[:, g*H + j] = a w[g*H + j]^T for the B rows of a (K wide) and units j in u,
     from the panels of w (_pack_panels)."""
     cdef Py_ssize_t width = _panel_width(<floating*>panels), nblocks = (H + width - 1) // width
-    cdef Py_ssize_t g, j0
+    cdef Py_ssize_t g
     for g in range(4):
-        j0 = u.lo
-        while j0 < u.hi:
-            _panel_gemm(ordered, B, K, panels + (g * nblocks + j0 // width) * K * width, a, lda,
-                        out + g * H + j0, ldo, min(width, u.hi - j0))
-            j0 += width
+        _panel_gemm(ordered, B, K, u, panels + (g * nblocks + u.lo // width) * K * width, a, lda,
+                    out + g * H, ldo)
 
 
 cdef void _pack_column_panels(const floating* w, Py_ssize_t G, Py_ssize_t P, Slice q,
@@ -494,11 +489,7 @@ cdef void _column_panel_product(const floating* panels, Py_ssize_t B, Py_ssize_t
                                 Py_ssize_t ldo, bint ordered=False) noexcept nogil:
     """out[:, q] = a w[:, q] for the B rows of a (G wide), from the column panels of w."""
     cdef Py_ssize_t width = _panel_width(<floating*>panels)
-    cdef Py_ssize_t j0 = q.lo
-    while j0 < q.hi:
-        _panel_gemm(ordered, B, G, panels + (j0 // width) * G * width, a, lda, out + j0, ldo,
-                    min(width, q.hi - j0))
-        j0 += width
+    _panel_gemm(ordered, B, G, q, panels + (q.lo // width) * G * width, a, lda, out, ldo)
 
 
 # The products over all positions from panels take their rows in blocks of

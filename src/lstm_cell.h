@@ -226,68 +226,102 @@ LSTM_INLINE float lstm_tanh_f(float x) {
                                      dg3, ds, ds1, ds2, ds3, 0, 0);                           \
     }
 
-/* The recurrent product at small and medium batch: h (nb x K, ld ldh) times a
- * block of W^T packed as a panel (K x LSTM_PANEL(T) values: row k holds W's
- * entries k of LSTM_PANEL(T) consecutive rows, zero-padded), into ncols
- * columns of out (ld ldo). BLAS's GEMM would repack W_hh on every time step,
- * which at small batch costs more than the arithmetic; a panel is packed once
- * per call and then read straight from cache. Eight rows of h at a time meet
- * each panel row in vector registers (GCC/clang vector extensions, split by
- * the compiler for narrower ISAs); sums run over k in order (reproducible). */
+/* The recurrent product at small and medium batch: h (nb x K, ld ldh) times
+ * blocks of W^T packed as panels (each K x W values, W = LSTM_PANEL(T): row k
+ * holds W's entries k of W consecutive rows, zero-padded), into columns of out
+ * (ld ldo). BLAS's GEMM would repack W_hh on every time step, which at small
+ * batch costs more than the arithmetic; the panels are packed once per call and
+ * then read straight from cache.
+ *
+ * A tile of NP panels by NB rows of h meets each k in vector registers (GCC/clang
+ * vector extensions, split by the compiler for narrower ISAs): one panel from four
+ * rows up, up to four panels below, so that each value loaded feeds several FMAs
+ * (one panel against one to three rows ran at half the FMA rate). Small tiles of a
+ * time step also split k into CH chains, to keep several FMAs in flight; products
+ * over positions, whose rows fall in blocks that vary with the call (segments,
+ * chunks), use one chain, so each row is summed in order of k whatever its block. */
 #if defined(__GNUC__) || defined(__clang__)
 #define LSTM_HAVE_PANELS 1
 typedef float lstm_vf __attribute__((vector_size(64)));
 typedef double lstm_vd __attribute__((vector_size(64)));
-#define LSTM_DEFINE_PANELS(T, SUF, V)                                                        \
-    LSTM_INLINE void lstm_panel_rows_##SUF(ptrdiff_t K, const T *LSTM_RESTRICT panel,         \
-                                           const T *LSTM_RESTRICT h, ptrdiff_t ldh,           \
-                                           T *LSTM_RESTRICT out, ptrdiff_t ldo,               \
-                                           ptrdiff_t ncols, const int nb, const int ordered) { \
-        /* 8 / nb independent chains per row of h over k = c mod chains, so that few rows  \
-         * still keep several FMAs in flight; summed in chain order at the end. `ordered`:  \
-         * one chain whatever nb, so that a row's sums do not depend on its neighbours. */  \
-        const int width = (int)(sizeof(V) / sizeof(T)), chains = ordered ? 1 : 8 / nb;        \
-        V acc[8];                                                                             \
-        for (int a = 0; a < 8; a++) acc[a] = (V){0};                                          \
+/* out[b][p * W + l] = sum over k of h[b][k] panel_p[k][l] for NP panels ps values apart,
+ * the last one's first ncols columns only. */
+#define LSTM_DEFINE_TILE(T, SUF, V, NP, NB, CH)                                               \
+    LSTM_INLINE void lstm_tile_##SUF##_##NP##_##NB##_##CH(                                    \
+        ptrdiff_t K, const T *LSTM_RESTRICT panel, ptrdiff_t ps, const T *LSTM_RESTRICT h,    \
+        ptrdiff_t ldh, T *LSTM_RESTRICT out, ptrdiff_t ldo, ptrdiff_t ncols) {                \
+        const int width = (int)(sizeof(V) / sizeof(T));                                       \
+        V acc[NP * NB * CH], w[NP];                                                           \
+        for (int a = 0; a < NP * NB * CH; a++) acc[a] = (V){0};                               \
         ptrdiff_t k = 0;                                                                      \
-        for (; k + chains <= K; k += chains)                                                  \
-            for (int c = 0; c < chains; c++) {                                                \
-                V w;                                                                          \
-                memcpy(&w, panel + (k + c) * width, sizeof w);                                \
-                for (int b = 0; b < nb; b++) acc[c * nb + b] += w * h[b * ldh + k + c];       \
+        for (; k + CH <= K; k += CH)                                                          \
+            for (int c = 0; c < CH; c++) {                                                    \
+                for (int p = 0; p < NP; p++) memcpy(&w[p], panel + p * ps + (k + c) * width, sizeof(V)); \
+                for (int b = 0; b < NB; b++) {                                                \
+                    T v = h[b * ldh + k + c];                                                 \
+                    for (int p = 0; p < NP; p++) acc[(c * NB + b) * NP + p] += w[p] * v;      \
+                }                                                                             \
             }                                                                                 \
         for (; k < K; k++) {                                                                  \
-            V w;                                                                              \
-            memcpy(&w, panel + k * width, sizeof w);                                          \
-            for (int b = 0; b < nb; b++) acc[b] += w * h[b * ldh + k];                        \
+            for (int p = 0; p < NP; p++) memcpy(&w[p], panel + p * ps + k * width, sizeof(V)); \
+            for (int b = 0; b < NB; b++)                                                      \
+                for (int p = 0; p < NP; p++) acc[b * NP + p] += w[p] * h[b * ldh + k];       \
         }                                                                                     \
-        for (int b = 0; b < nb; b++) {                                                        \
-            V sum = acc[b];                                                                   \
-            for (int c = 1; c < chains; c++) sum += acc[c * nb + b];                          \
-            if (ncols == width)                                                               \
-                memcpy(out + b * ldo, &sum, sizeof(V));                                       \
-            else                                                                              \
-                for (ptrdiff_t l = 0; l < ncols; l++) out[b * ldo + l] = sum[l];              \
-        }                                                                                     \
-    }                                                                                         \
-    LSTM_INLINE void lstm_panel_blocks_##SUF(ptrdiff_t nb, ptrdiff_t K, const T *panel,         \
-                                             const T *h, ptrdiff_t ldh, T *out, ptrdiff_t ldo,  \
-                                             ptrdiff_t ncols, const int ordered) {              \
-        for (ptrdiff_t b0 = 0; b0 < nb; b0 += 8) {                                            \
-            const T *hb = h + b0 * ldh;                                                       \
-            T *ob = out + b0 * ldo;                                                           \
-            switch (nb - b0 < 8 ? nb - b0 : 8) {                                              \
-            case 1: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 1, ordered); break; \
-            case 2: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 2, ordered); break; \
-            case 3: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 3, ordered); break; \
-            case 4: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 4, ordered); break; \
-            case 5: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 5, ordered); break; \
-            case 6: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 6, ordered); break; \
-            case 7: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 7, ordered); break; \
-            default: lstm_panel_rows_##SUF(K, panel, hb, ldh, ob, ldo, ncols, 8, ordered); break; \
+        for (int b = 0; b < NB; b++)                                                          \
+            for (int p = 0; p < NP; p++) {                                                    \
+                V sum = acc[b * NP + p];                                                      \
+                for (int c = 1; c < CH; c++) sum += acc[(c * NB + b) * NP + p];               \
+                T *o = out + b * ldo + p * width;                                             \
+                if (p < NP - 1 || ncols == width)                                             \
+                    memcpy(o, &sum, sizeof(V));                                               \
+                else                                                                          \
+                    for (ptrdiff_t l = 0; l < ncols; l++) o[l] = sum[l];                      \
+            }                                                                                 \
+    }
+/* Every tile lstm_panel_gemm uses: NP 1 (NB 1-8), 2 and 4 (NB 1-3), in one chain, and
+ * the chains of a time step's small tiles (at most four accumulators). */
+#define LSTM_DEFINE_TILES(T, SUF, V)                                                          \
+    LSTM_DEFINE_TILE(T, SUF, V, 1, 1, 1) LSTM_DEFINE_TILE(T, SUF, V, 1, 1, 4)                 \
+    LSTM_DEFINE_TILE(T, SUF, V, 1, 2, 1) LSTM_DEFINE_TILE(T, SUF, V, 1, 2, 2)                 \
+    LSTM_DEFINE_TILE(T, SUF, V, 1, 3, 1) LSTM_DEFINE_TILE(T, SUF, V, 1, 4, 1)                 \
+    LSTM_DEFINE_TILE(T, SUF, V, 1, 5, 1) LSTM_DEFINE_TILE(T, SUF, V, 1, 6, 1)                 \
+    LSTM_DEFINE_TILE(T, SUF, V, 1, 7, 1) LSTM_DEFINE_TILE(T, SUF, V, 1, 8, 1)                 \
+    LSTM_DEFINE_TILE(T, SUF, V, 2, 1, 1) LSTM_DEFINE_TILE(T, SUF, V, 2, 1, 2)                 \
+    LSTM_DEFINE_TILE(T, SUF, V, 2, 2, 1) LSTM_DEFINE_TILE(T, SUF, V, 2, 3, 1)                 \
+    LSTM_DEFINE_TILE(T, SUF, V, 4, 1, 1) LSTM_DEFINE_TILE(T, SUF, V, 4, 2, 1)                 \
+    LSTM_DEFINE_TILE(T, SUF, V, 4, 3, 1)                                                      \
+    LSTM_INLINE void lstm_tile_##SUF(int np, int nb, int ordered, ptrdiff_t K, const T *panel, \
+                                     ptrdiff_t ps, const T *h, ptrdiff_t ldh, T *out,         \
+                                     ptrdiff_t ldo, ptrdiff_t ncols) {                        \
+        if (np == 4) {                                                                        \
+            if (nb == 1) lstm_tile_##SUF##_4_1_1(K, panel, ps, h, ldh, out, ldo, ncols);      \
+            else if (nb == 2) lstm_tile_##SUF##_4_2_1(K, panel, ps, h, ldh, out, ldo, ncols); \
+            else lstm_tile_##SUF##_4_3_1(K, panel, ps, h, ldh, out, ldo, ncols);              \
+        } else if (np == 2) {                                                                 \
+            if (nb == 1 && ordered) lstm_tile_##SUF##_2_1_1(K, panel, ps, h, ldh, out, ldo, ncols); \
+            else if (nb == 1) lstm_tile_##SUF##_2_1_2(K, panel, ps, h, ldh, out, ldo, ncols); \
+            else if (nb == 2) lstm_tile_##SUF##_2_2_1(K, panel, ps, h, ldh, out, ldo, ncols); \
+            else lstm_tile_##SUF##_2_3_1(K, panel, ps, h, ldh, out, ldo, ncols);              \
+        } else {                                                                              \
+            switch (nb) {                                                                     \
+            case 1:                                                                           \
+                if (ordered) lstm_tile_##SUF##_1_1_1(K, panel, ps, h, ldh, out, ldo, ncols);  \
+                else lstm_tile_##SUF##_1_1_4(K, panel, ps, h, ldh, out, ldo, ncols);          \
+                break;                                                                        \
+            case 2:                                                                           \
+                if (ordered) lstm_tile_##SUF##_1_2_1(K, panel, ps, h, ldh, out, ldo, ncols);  \
+                else lstm_tile_##SUF##_1_2_2(K, panel, ps, h, ldh, out, ldo, ncols);          \
+                break;                                                                        \
+            case 3: lstm_tile_##SUF##_1_3_1(K, panel, ps, h, ldh, out, ldo, ncols); break;    \
+            case 4: lstm_tile_##SUF##_1_4_1(K, panel, ps, h, ldh, out, ldo, ncols); break;    \
+            case 5: lstm_tile_##SUF##_1_5_1(K, panel, ps, h, ldh, out, ldo, ncols); break;    \
+            case 6: lstm_tile_##SUF##_1_6_1(K, panel, ps, h, ldh, out, ldo, ncols); break;    \
+            case 7: lstm_tile_##SUF##_1_7_1(K, panel, ps, h, ldh, out, ldo, ncols); break;    \
+            default: lstm_tile_##SUF##_1_8_1(K, panel, ps, h, ldh, out, ldo, ncols); break;   \
             }                                                                                 \
         }                                                                                     \
-    }                                                                                         \
+    }
+#define LSTM_DEFINE_PANELS(T, SUF, V)                                                        \
     /* out[0..3] = rows j..j+3 of W (ld K) times v, read in place: four rows at a time share \
      * each load of v, and their sums are folded together (lstm_sum4). */                    \
     LSTM_INLINE void lstm_dot4_##SUF(ptrdiff_t K, const T *LSTM_RESTRICT W,                    \
@@ -363,19 +397,25 @@ typedef double lstm_vd __attribute__((vector_size(64)));
                 }                                                                             \
             }                                                                                 \
     }                                                                                         \
-    /* The recurrent product of one step: few rows, chains for latency. */                   \
-    LSTM_DISPATCH static void lstm_panel_gemm_##SUF(ptrdiff_t nb, ptrdiff_t K, const T *panel, \
-                                                   const T *h, ptrdiff_t ldh, T *out,         \
-                                                   ptrdiff_t ldo, ptrdiff_t ncols) {          \
-        lstm_panel_blocks_##SUF(nb, K, panel, h, ldh, out, ldo, ncols, 0);                    \
-    }                                                                                         \
-    /* Products over many positions, taken in blocks that vary with the call (segments,     \
-     * chunks): each row summed in order of k, the same in whichever block it falls. */       \
-    LSTM_DISPATCH static void lstm_panel_gemm_ordered_##SUF(ptrdiff_t nb, ptrdiff_t K,         \
-                                                           const T *panel, const T *h,        \
-                                                           ptrdiff_t ldh, T *out,             \
-                                                           ptrdiff_t ldo, ptrdiff_t ncols) {  \
-        lstm_panel_blocks_##SUF(nb, K, panel, h, ldh, out, ldo, ncols, 1);                    \
+    /* nb rows of h times npanels consecutive panels (K * W values apart) into npanels * W \
+     * columns of out, the last panel's first ncols only: eight rows at a time, each block  \
+     * in tiles of panels (see above); `ordered`: one chain (products over positions).    */ \
+    LSTM_DISPATCH static void lstm_panel_gemm_##SUF(ptrdiff_t nb, ptrdiff_t K, ptrdiff_t npanels, \
+                                                   const T *panel, const T *h, ptrdiff_t ldh, \
+                                                   T *out, ptrdiff_t ldo, ptrdiff_t ncols,    \
+                                                   int ordered) {                            \
+        const ptrdiff_t width = (ptrdiff_t)(sizeof(V) / sizeof(T)), ps = K * width;           \
+        const ptrdiff_t full = ncols == width ? npanels : npanels - 1;                        \
+        for (ptrdiff_t b0 = 0; b0 < nb; b0 += 8) {                                            \
+            const int rows = (int)(nb - b0 < 8 ? nb - b0 : 8);                                \
+            for (ptrdiff_t p = 0; p < npanels;) {                                             \
+                const ptrdiff_t left = full - p;                                              \
+                const int np = rows >= 4 || left < 2 ? 1 : (left < 4 ? 2 : 4);                \
+                lstm_tile_##SUF(np, rows, ordered, K, panel + p * ps, ps, h + b0 * ldh, ldh,  \
+                                out + b0 * ldo + p * width, ldo, p + np == npanels ? ncols : width); \
+                p += np;                                                                      \
+            }                                                                                 \
+        }                                                                                     \
     }                                                                                         \
     /* cols (<= the panel width) columns of the K x ? matrix W (ld ldw), as a zero-padded    \
      * panel: for the backward product dh = dgates W_hh, read by column blocks. */            \
@@ -494,20 +534,18 @@ LSTM_INLINE void lstm_sum4_d(const lstm_vd *a, double *s) {
 }
 #endif
 
+LSTM_DEFINE_TILES(float, f, lstm_vf)
+LSTM_DEFINE_TILES(double, d, lstm_vd)
 LSTM_DEFINE_PANELS(float, f, lstm_vf)
 LSTM_DEFINE_PANELS(double, d, lstm_vd)
 #else
 #define LSTM_HAVE_PANELS 0 /* MSVC: BLAS for every batch size */
-static void lstm_panel_gemm_f(ptrdiff_t nb, ptrdiff_t K, const float *panel, const float *h,
-                              ptrdiff_t ldh, float *out, ptrdiff_t ldo, ptrdiff_t ncols) {}
-static void lstm_panel_gemm_d(ptrdiff_t nb, ptrdiff_t K, const double *panel, const double *h,
-                              ptrdiff_t ldh, double *out, ptrdiff_t ldo, ptrdiff_t ncols) {}
-static void lstm_panel_gemm_ordered_f(ptrdiff_t nb, ptrdiff_t K, const float *panel,
-                                      const float *h, ptrdiff_t ldh, float *out, ptrdiff_t ldo,
-                                      ptrdiff_t ncols) {}
-static void lstm_panel_gemm_ordered_d(ptrdiff_t nb, ptrdiff_t K, const double *panel,
-                                      const double *h, ptrdiff_t ldh, double *out, ptrdiff_t ldo,
-                                      ptrdiff_t ncols) {}
+static void lstm_panel_gemm_f(ptrdiff_t nb, ptrdiff_t K, ptrdiff_t npanels, const float *panel,
+                              const float *h, ptrdiff_t ldh, float *out, ptrdiff_t ldo,
+                              ptrdiff_t ncols, int ordered) {}
+static void lstm_panel_gemm_d(ptrdiff_t nb, ptrdiff_t K, ptrdiff_t npanels, const double *panel,
+                              const double *h, ptrdiff_t ldh, double *out, ptrdiff_t ldo,
+                              ptrdiff_t ncols, int ordered) {}
 static void lstm_pack_panel_f(const float *W, ptrdiff_t K, ptrdiff_t rows, float *panel) {}
 static void lstm_pack_panel_d(const double *W, ptrdiff_t K, ptrdiff_t rows, double *panel) {}
 static void lstm_pack_columns_f(const float *W, ptrdiff_t ldw, ptrdiff_t K, ptrdiff_t cols,

@@ -43,7 +43,22 @@ def test_gemm_refuses_operands_that_do_not_fit():
 
 @pytest.mark.skipif(_lstm.panel_width(4) == 0, reason="this build has no packed-panel products")
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("H, P, B", [(7, 7, 3), (16, 16, 1), (40, 24, 5), (70, 66, 64), (33, 3, 2)])
+# Rows of h in blocks of eight with their tail, one to three rows against several panels at
+# once (four, two, then one, and a last panel cut short), in both products.
+@pytest.mark.parametrize(
+    "H, P, B",
+    [
+        (7, 7, 3),
+        (16, 16, 1),
+        (40, 24, 5),
+        (70, 66, 64),
+        (33, 3, 2),
+        (100, 70, 3),
+        (80, 80, 1),
+        (130, 9, 2),
+        (70, 66, 11),
+    ],
+)
 @pytest.mark.parametrize("part", ["all", "from_one_panel_on", "up_to_one_panel"])
 def test_panel_products_match_numpy(H, P, B, part, dtype):
     width = _lstm.panel_width(np.dtype(dtype).itemsize)
