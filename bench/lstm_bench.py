@@ -40,11 +40,26 @@ from lstm_c._cli.peers import BUILDERS, DTYPES, LABELS, Case, flops
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# lstm_c timed right after PyTorch and ONNX Runtime ran, with no pause (the coexistence cases).
-AFTER_PEERS = "lstm_c_after_peers"
-# Implementation ids: those of `lstm_c._cli.peers.BUILDERS`, and the coexistence column.
-IMPLS = (*BUILDERS, AFTER_PEERS)
-IMPL_LABELS = {**LABELS, AFTER_PEERS: "lstm_c right after PyTorch + ONNX Runtime"}
+# The coexistence cases time each of these right after the other two ran, with no pause
+# (id: the implementation's with AFTER_PEERS appended), and after a pause.
+COEXISTING = ("lstm_c", "torch", "onnxruntime")
+AFTER_PEERS = "_after_peers"
+
+
+def others(impl: str) -> tuple[str, ...]:
+    """The implementations that run right before `impl` in its coexistence rounds."""
+    return tuple(i for i in COEXISTING if i != impl)
+
+
+# Implementation ids: those of `lstm_c._cli.peers.BUILDERS`, and the coexistence columns.
+IMPLS = (*BUILDERS, *(i + AFTER_PEERS for i in COEXISTING))
+IMPL_LABELS = {
+    **LABELS,
+    **{
+        i + AFTER_PEERS: f"{LABELS[i]} right after {' + '.join(LABELS[o] for o in others(i))}"
+        for i in COEXISTING
+    },
+}
 
 
 def default_threads() -> int:
@@ -189,7 +204,7 @@ def suite(threads: tuple[int, ...]) -> list[BenchCase]:
             dtypes=DTYPES,
         )
     )
-    # Coexistence: lstm_c after a pause against lstm_c right after PyTorch and ONNX Runtime ran.
+    # Coexistence: each implementation after a pause against it right after the other two ran.
     coexist = (
         ("inference", 50, 2, 96, 384, True),
         ("training", 60, 32, 64, 64, True),
@@ -208,7 +223,7 @@ def suite(threads: tuple[int, ...]) -> list[BenchCase]:
                 H,
                 threads=top,
                 group="coexist",
-                impls=("lstm_c", AFTER_PEERS),
+                impls=(*COEXISTING, *(i + AFTER_PEERS for i in COEXISTING)),
                 quick=("float32",) if quick_case else (),
                 note="coexistence",
             )

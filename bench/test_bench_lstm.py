@@ -28,7 +28,7 @@ import pytest
 
 pytest.importorskip("pytest_benchmark")
 
-from lstm_bench import AFTER_PEERS, IMPL_LABELS, suite, thread_counts  # noqa: E402  (see conftest.py)
+from lstm_bench import AFTER_PEERS, IMPL_LABELS, others, suite, thread_counts  # noqa: E402  (see conftest.py)
 
 from lstm_c._cli import peers  # noqa: E402
 from lstm_c._cli.peers import BUILDERS, Unavailable  # noqa: E402
@@ -111,20 +111,22 @@ def _checked(case, dtype, impl, state) -> tuple[peers.Runner, float]:
     return runner, seconds
 
 
-def _peers_before(case, state) -> tuple[list[str], object, float]:
-    """PyTorch and ONNX Runtime on the case's shape (ONNX Runtime: its inference), run one after the other.
+def _peers_before(case, state, impl) -> tuple[list[str], object, float]:
+    """The implementations that coexist with `impl` (lstm_bench.others) on the case's shape
+    (ONNX Runtime: its inference), run one after the other.
 
     Returns the peers found, a function that runs each of them once, and that function's seconds.
     """
     runs, names = [], []
-    for impl, peer_case in (("torch", case), ("onnxruntime", dataclasses.replace(case, kind="inference"))):
+    for peer in others(impl):
+        peer_case = dataclasses.replace(case, kind="inference") if peer == "onnxruntime" else case
         try:
-            runner = BUILDERS[impl](peer_case, state["data"], case.threads)
+            runner = BUILDERS[peer](peer_case, state["data"], case.threads)
         except Unavailable:
             continue
         runner.run()
         runs.append(runner.run)
-        names.append(impl)
+        names.append(peer)
 
     def run_peers() -> None:
         for run in runs:
@@ -143,18 +145,18 @@ def _build(case, dtype, impl, state, settings) -> dict:
             f"(over the {settings['reference_limit']:g} s limit)"
         }
     try:
-        runner, first_seconds = _checked(case, dtype, "lstm_c" if impl == AFTER_PEERS else impl, state)
+        runner, first_seconds = _checked(case, dtype, impl.removesuffix(AFTER_PEERS), state)
     except Unavailable as exc:
         return {"skip": str(exc)}
     except AssertionError as exc:
         return {"fail": str(exc)}
     per_call = _seconds_per_call(runner.run, first_seconds)
     plan = {"runner": runner, "per_call": per_call, "fresh": True}
-    if impl == AFTER_PEERS:
-        names, run_peers, peers_seconds = _peers_before(case, state)
+    if impl.endswith(AFTER_PEERS):
+        names, run_peers, peers_seconds = _peers_before(case, state, impl.removesuffix(AFTER_PEERS))
         if not names:
             return {"skip": "neither PyTorch nor ONNX Runtime is installed"}
-        # One lstm_c call per round, right after the peers' calls (pytest-benchmark's setup).
+        # One call per round, right after the peers' calls (pytest-benchmark's setup).
         plan.update(iterations=1, peers_before=names, setup=run_peers, round_seconds=per_call + peers_seconds)
     else:
         # Rounds of at least 1 ms (several calls for the streaming step).
@@ -178,7 +180,7 @@ def test_lstm(benchmark, bench_settings, case_name, dtype, pass_index, impl):
     if "fail" in plan:
         pytest.fail(plan["fail"])
     runner = plan["runner"]
-    if impl != AFTER_PEERS:
+    if not impl.endswith(AFTER_PEERS):
         # Let the previous implementation's threads go idle, then warm up again (unless just built).
         time.sleep(bench_settings["pause"])
         if not plan.pop("fresh", False) and plan["per_call"] < 0.25:
