@@ -228,7 +228,7 @@ def _workspace(
     projected = args.w_hr is not None
 
     def new(shape: tuple[int, ...], used: bool = True) -> np.ndarray | None:
-        return np.empty(shape, dtype) if used else None
+        return _scratch.output(shape, dtype) if used else None
 
     def scratch(shape: tuple[int, ...], used: bool = True) -> tuple[int, ...] | None:
         return shape if used else None

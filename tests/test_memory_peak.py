@@ -135,3 +135,62 @@ def test_a_call_that_starts_while_another_holds_the_scratch_gets_its_own(inputs)
     assert all(again.arrays[k] is not a for k, a in held.arrays.items() if a is not None)
     _scratch.give(held)
     np.testing.assert_array_equal(y_inner, y)
+
+
+# --------------------------------------------------------------------------------------
+# The memory of large outputs is kept once freed and serves a later output
+
+
+@pytest.fixture
+def no_kept_outputs():
+    _scratch.clear_outputs()
+    yield
+    _scratch.clear_outputs()
+
+
+def test_a_freed_large_output_lends_its_memory_to_the_next_one(no_kept_outputs):
+    f8 = np.dtype(np.float64)
+    shape = (_scratch.OUTPUT_MIN_BYTES // 8 // 8, 16)  # twice the size worth keeping
+    first = _scratch.output(shape, f8)
+    address = first.ctypes.data
+    second = _scratch.output(shape, f8)  # the first is alive: memory of its own
+    assert not np.shares_memory(first, second)
+    view = first[1:]
+    del first
+    third = _scratch.output(shape, f8)  # a view of the first is alive
+    assert not np.shares_memory(third, view)
+    del view
+    fourth = _scratch.output((shape[0] - 1, 16), f8)  # a little smaller: fits the first's block
+    assert fourth.ctypes.data == address
+    assert fourth.shape == (shape[0] - 1, 16) and fourth.dtype == f8 and fourth.flags.c_contiguous
+    assert fourth.flags.writeable
+    small = _scratch.output((4, 4), f8)  # below the size worth keeping: NumPy's own
+    assert small.flags.owndata
+
+
+def test_the_kept_output_memory_is_bounded(no_kept_outputs, monkeypatch):
+    monkeypatch.setattr(_scratch, "OUTPUTS_MAX_BYTES", 4 * _scratch.OUTPUT_MIN_BYTES)
+    alive = []
+    for k in range(1, 12):  # outputs of many sizes, some kept alive
+        out = _scratch.output((k * _scratch.OUTPUT_MIN_BYTES // 4,), np.dtype(np.float32))
+        if k % 3 == 0:
+            alive.append(out)
+        assert _scratch.kept_output_bytes() <= _scratch.OUTPUTS_MAX_BYTES
+    assert all(not np.shares_memory(a, b) for i, a in enumerate(alive) for b in alive[i + 1 :])
+
+
+def test_a_call_never_writes_into_the_outputs_of_an_earlier_call_still_alive(no_kept_outputs):
+    # Training outputs of 2 MiB: large enough to be kept.
+    rng = np.random.default_rng(3)
+    p = make_problem(rng, 64, 32, 16, 64, bias=False, state=False)
+    y, h_n, c_n, cache = lstm_c.lstm_forward(**p)
+    assert cache.act.nbytes >= _scratch.OUTPUT_MIN_BYTES
+    kept = [a.copy() for a in (y, cache.act, cache.c_prev, cache.h_prev)]
+    grads = lstm_c.lstm_backward(cache, np.ones_like(y))
+    p2 = dict(p, x=2 * p["x"])
+    for _ in range(3):  # calls whose outputs are freed at once reuse memory among themselves
+        lstm_c.lstm_backward(lstm_c.lstm_forward(**p2)[3], np.ones_like(y))
+    for a, b in zip(kept, (y, cache.act, cache.c_prev, cache.h_prev)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(lstm_c.lstm_backward(cache, np.ones_like(y)).dx, grads.dx)
+    assert _scratch.kept_output_bytes() > 0
