@@ -398,23 +398,29 @@ typedef double lstm_vd __attribute__((vector_size(64)));
             }                                                                                 \
     }                                                                                         \
     /* nb rows of h times npanels consecutive panels (K * W values apart) into npanels * W \
-     * columns of out, the last panel's first ncols only: eight rows at a time, each block  \
-     * in tiles of panels (see above); `ordered`: one chain (products over positions).    */ \
+     * columns of out, the last panel's first ncols only; `ordered`: one chain (products   \
+     * over positions). Rows go in blocks of four to eight, one panel at a time (which    \
+     * then stays in L1 while the blocks pass); the last one to three rows in tiles of    \
+     * several panels (see above).                                                         */ \
     LSTM_DISPATCH static void lstm_panel_gemm_##SUF(ptrdiff_t nb, ptrdiff_t K, ptrdiff_t npanels, \
                                                    const T *panel, const T *h, ptrdiff_t ldh, \
                                                    T *out, ptrdiff_t ldo, ptrdiff_t ncols,    \
                                                    int ordered) {                            \
         const ptrdiff_t width = (ptrdiff_t)(sizeof(V) / sizeof(T)), ps = K * width;           \
         const ptrdiff_t full = ncols == width ? npanels : npanels - 1;                        \
-        for (ptrdiff_t b0 = 0; b0 < nb; b0 += 8) {                                            \
-            const int rows = (int)(nb - b0 < 8 ? nb - b0 : 8);                                \
-            for (ptrdiff_t p = 0; p < npanels;) {                                             \
-                const ptrdiff_t left = full - p;                                              \
-                const int np = rows >= 4 || left < 2 ? 1 : (left < 4 ? 2 : 4);                \
-                lstm_tile_##SUF(np, rows, ordered, K, panel + p * ps, ps, h + b0 * ldh, ldh,  \
-                                out + b0 * ldo + p * width, ldo, p + np == npanels ? ncols : width); \
-                p += np;                                                                      \
-            }                                                                                 \
+        const ptrdiff_t tail = nb % 8 < 4 ? nb % 8 : 0, head = nb - tail;                     \
+        for (ptrdiff_t p = 0; p < npanels; p++)                                               \
+            for (ptrdiff_t b0 = 0; b0 < head; b0 += 8)                                        \
+                lstm_tile_##SUF(1, (int)(head - b0 < 8 ? head - b0 : 8), ordered, K,          \
+                                panel + p * ps, ps, h + b0 * ldh, ldh, out + b0 * ldo + p * width, \
+                                ldo, p + 1 == npanels ? ncols : width);                       \
+        if (tail == 0) return;                                                                \
+        for (ptrdiff_t p = 0; p < npanels;) {                                                 \
+            const ptrdiff_t left = full - p;                                                  \
+            const int np = left < 2 ? 1 : (left < 4 ? 2 : 4);                                 \
+            lstm_tile_##SUF(np, (int)tail, ordered, K, panel + p * ps, ps, h + head * ldh, ldh, \
+                            out + head * ldo + p * width, ldo, p + np == npanels ? ncols : width); \
+            p += np;                                                                          \
         }                                                                                     \
     }                                                                                         \
     /* cols (<= the panel width) columns of the K x ? matrix W (ld ldw), as a zero-padded    \
