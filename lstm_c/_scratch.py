@@ -120,15 +120,18 @@ def _refs(blocks: list[np.ndarray], i: int) -> int:
     return sys.getrefcount(blocks[i])
 
 
-# The references to a block no array uses: the list's, and those of the call above.
-_UNUSED_REFS = _refs([np.empty(0, np.uint8)], 0)
+# Whether a block in use can be told apart (an interpreter without reference counts
+# allocates every output anew), and the references to a block no array uses: the
+# list's, and those of the call above.
+_COUNTS_REFERENCES = hasattr(sys, "getrefcount")
+_UNUSED_REFS = _refs([np.empty(0, np.uint8)], 0) if _COUNTS_REFERENCES else 0
 
 
 def output(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """A new array of `shape` and `dtype`, of any content as from np.empty; a large one
     on a kept block that no live array uses any more."""
     nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes < OUTPUT_MIN_BYTES:
+    if nbytes < OUTPUT_MIN_BYTES or not _COUNTS_REFERENCES:
         return np.empty(shape, dtype)
     with _blocks_lock:
         block = _take_block(nbytes)
