@@ -47,10 +47,13 @@
 # only compute, with the GIL released.
 
 import os
+import sys
 import threading
 
 import numpy as np
 
+from cpython.buffer cimport (PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_ND, PyBUF_WRITABLE,
+                             PyBuffer_Release, PyObject_GetBuffer)
 from cython cimport floating
 from cython.parallel cimport parallel
 from libc.stdint cimport int64_t
@@ -614,11 +617,12 @@ cdef inline void _zero(floating* base, Py_ssize_t row, Py_ssize_t j0, Py_ssize_t
         memset(base + row + j0, 0, (j1 - j0) * sizeof(floating))
 
 
-cdef inline Py_ssize_t _max_length(const Py_ssize_t[::1] lengths) noexcept nogil:
+cdef inline Py_ssize_t _max_length(Mat lengths) noexcept nogil:
     cdef Py_ssize_t b, m = 0
+    cdef const Py_ssize_t* values = <const Py_ssize_t*>lengths.data
     for b in range(lengths.shape[0]):
-        if lengths[b] > m:
-            m = lengths[b]
+        if values[b] > m:
+            m = values[b]
     return m
 
 
@@ -704,10 +708,10 @@ cdef struct Steps:
     Py_ssize_t stride_b     # position rows between consecutive batch rows
 
 
-cdef inline Steps _steps(const Py_ssize_t[::1] lengths, bint reverse, bint batch_first,
+cdef inline Steps _steps(Mat lengths, bint reverse, bint batch_first,
                          Py_ssize_t steps) noexcept nogil:
     cdef Steps st
-    st.lengths = &lengths[0] if lengths.shape[0] else NULL
+    st.lengths = <const Py_ssize_t*>lengths.data
     st.batch = lengths.shape[0]
     st.reverse = reverse
     st.stride_t = 1 if batch_first else lengths.shape[0]
@@ -888,73 +892,167 @@ cdef void _projected_outputs(
         memcpy(y + p * P + q.lo, proj + b * P + q.lo, size)
 
 
+# ---------------------------------------------------------------- array arguments
+#
+# The entry points take their arrays as Python objects and read each one's buffer
+# directly: a typed memoryview per argument cost about 130 ns to set up, 2-4 us per
+# call for the 12-30 arrays of an entry point, as much as a small layer's whole
+# step. Each buffer is checked as a typed memoryview would check it (C-contiguous,
+# its dimensions, its value type, writable when written) and held until the call
+# returns, so that no array can be resized meanwhile.
+
+cdef enum:
+    MAX_HELD = 32   # more than any entry point's arrays
+
+
+cdef struct Held:
+    # The buffers an entry point holds for its call.
+    int n
+    Py_buffer views[MAX_HELD]
+
+
+cdef struct Mat:
+    # An array argument: its first value (NULL for None or no value), its shape
+    # ((n, 1) for a vector, (0, 0) for None) and whether it was given.
+    char* data
+    Py_ssize_t shape[2]
+    bint given
+
+
+cdef bint _little_endian = sys.byteorder == "little"
+
+
+cdef bint _holds(const Py_buffer* view, Py_ssize_t itemsize) noexcept:
+    """Whether the buffer holds `itemsize`-byte floats (float32 or float64), or, for
+    itemsize 0, Py_ssize_t values (NumPy's intp), in the machine's byte order."""
+    cdef const char* f = view.format
+    if f == NULL:
+        return False
+    if f[0] == c'@' or f[0] == c'=' or (f[0] == c'<' and _little_endian):
+        f += 1
+    if f[0] == 0 or f[1] != 0:
+        return False
+    if itemsize == 0:
+        return (view.itemsize == sizeof(Py_ssize_t)
+                and (f[0] == c'n' or f[0] == c'l' or f[0] == c'q'))
+    return view.itemsize == itemsize and f[0] == (c'f' if itemsize == 4 else c'd')
+
+
+cdef int _take(Held* held, object a, str name, Py_ssize_t itemsize, int ndim, bint writable,
+               Mat* m) except -1:
+    """m = array argument `a` (None for none): a C-contiguous buffer of `ndim`
+    dimensions of the values `_holds` names, writable when `writable`, held in `held`
+    until _release."""
+    cdef Py_buffer* view
+    m.data = NULL
+    m.shape[0] = 0
+    m.shape[1] = 0
+    m.given = a is not None
+    if a is None:
+        return 0
+    if held.n == MAX_HELD:
+        raise RuntimeError("too many array arguments")
+    view = &held.views[held.n]
+    PyObject_GetBuffer(a, view,
+                       PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (PyBUF_WRITABLE if writable else 0))
+    held.n += 1
+    if view.ndim != ndim or not _holds(view, itemsize):
+        kind = "intp" if itemsize == 0 else ("float32" if itemsize == 4 else "float64")
+        raise ValueError(f"{name} must be a {ndim}-D array of {kind}, got a {view.ndim}-D buffer "
+                         f"of format {view.format.decode() if view.format != NULL else 'B'}")
+    m.shape[0] = view.shape[0]
+    m.shape[1] = view.shape[1] if ndim == 2 else 1
+    if view.len:
+        m.data = <char*>view.buf
+    return 0
+
+
+cdef int _require(str name, Mat m) except -1:
+    """An array the call's sizes come from must be given."""
+    if not m.given:
+        raise ValueError(f"{name} is missing")
+    return 0
+
+
+cdef void _release(Held* held) noexcept:
+    while held.n > 0:
+        held.n -= 1
+        PyBuffer_Release(&held.views[held.n])
+
+
+cdef Py_ssize_t _float_size(object a, str name) except -1:
+    """The bytes per value of array `a`: 4 (float32) or 8 (float64)."""
+    cdef Py_buffer view
+    PyObject_GetBuffer(a, &view, PyBUF_FORMAT | PyBUF_ND)
+    try:
+        if _holds(&view, 4):
+            return 4
+        if _holds(&view, 8):
+            return 8
+        raise ValueError(f"{name} must hold float32 or float64 values")
+    finally:
+        PyBuffer_Release(&view)
+
+
 # ---------------------------------------------------------------- argument checks
 #
-# The entry points take every array by keyword and check each one's shape
-# against the sizes the call implies before any pointer is taken, so that a
-# swapped, missing or mis-sized buffer is a ValueError, never a wild write.
-# (lstm_c.functional builds them all in one place; these checks are the last
-# line, and cost nanoseconds.)
+# The entry points check each array's shape against the sizes the call implies
+# before any pointer is used, so that a swapped, missing or mis-sized buffer is a
+# ValueError, never a wild write. (lstm_c.functional builds them all in one place;
+# these checks are the last line, and cost nanoseconds.)
 
-cdef int _check_matrix(str name, const floating[:, ::1] m, Py_ssize_t rows, Py_ssize_t cols,
-                       bint used) except -1:
+cdef int _check_matrix(str name, Mat m, Py_ssize_t rows, Py_ssize_t cols, bint used) except -1:
     """m must be (rows, cols) when `used`, and None otherwise."""
     if not used:
-        if m is not None:
+        if m.given:
             raise ValueError(f"{name} must be None in this call, got ({m.shape[0]}, {m.shape[1]})")
         return 0
-    if m is None:
+    if not m.given:
         raise ValueError(f"{name} ({rows}, {cols}) is missing")
     if m.shape[0] != rows or m.shape[1] != cols:
         raise ValueError(f"{name} must be ({rows}, {cols}), got ({m.shape[0]}, {m.shape[1]})")
     return 0
 
 
-cdef int _check_vector(str name, const floating[::1] v, Py_ssize_t size, bint exact) except -1:
+cdef int _check_vector(str name, Mat v, Py_ssize_t size, bint exact) except -1:
     """v must hold `size` values (at least `size` when not `exact`)."""
-    if v is None:
+    if not v.given:
         raise ValueError(f"{name} ({size},) is missing")
     if v.shape[0] < size or (exact and v.shape[0] != size):
         raise ValueError(f"{name} must hold {size} values, got {v.shape[0]}")
     return 0
 
 
-cdef int _check_lengths(const Py_ssize_t[::1] lengths, Py_ssize_t batch, Py_ssize_t steps) except -1:
+cdef int _check_lengths(Mat lengths, Py_ssize_t batch, Py_ssize_t steps) except -1:
     """lengths must be (batch,) values in [0, steps]: the kernels index memory with them."""
     cdef Py_ssize_t b
-    if lengths is None or lengths.shape[0] != batch:
+    cdef const Py_ssize_t* values = <const Py_ssize_t*>lengths.data
+    if not lengths.given or lengths.shape[0] != batch:
         raise ValueError(f"lengths must be ({batch},)")
     for b in range(batch):
-        if lengths[b] < 0 or lengths[b] > steps:
-            raise ValueError(f"lengths[{b}] = {lengths[b]} is outside [0, {steps}]")
+        if values[b] < 0 or values[b] > steps:
+            raise ValueError(f"lengths[{b}] = {values[b]} is outside [0, {steps}]")
     return 0
 
 
-cdef int _check_panels(str name, const floating[::1] panels, Py_ssize_t blocked,
-                       Py_ssize_t other) except -1:
+cdef int _check_panels(str name, Mat panels, Py_ssize_t blocked, Py_ssize_t other,
+                       Py_ssize_t itemsize) except -1:
     """None (BLAS products), or room for a weight packed in panels of `blocked`
-    (lstm_c.functional._panels)."""
+    (lstm_c.functional._panels) of `itemsize`-byte values."""
     cdef Py_ssize_t width
-    if panels is None:
+    if not panels.given:
         return 0
     if not LSTM_HAVE_PANELS:
         raise ValueError(f"{name} must be None: this build has no packed-panel products")
-    width = 64 // sizeof(floating)
+    width = 64 // itemsize
     return _check_vector(name, panels, 4 * ((blocked + width - 1) // width) * other * width, False)
 
 
 def forward(
     *,
-    const floating[:, ::1] x not None, const floating[:, ::1] w_ih not None,
-    const floating[:, ::1] w_hh not None, const floating[::1] bias not None,
-    const floating[:, ::1] w_hr, const floating[:, ::1] peephole,
-    floating[:, ::1] h not None, floating[:, ::1] c not None,
-    const Py_ssize_t[::1] lengths not None, bint reverse, bint batch_first, Py_ssize_t steps,
-    floating[:, ::1] gates not None, floating[:, ::1] y not None,
-    floating[:, ::1] h_prev, floating[:, ::1] c_prev, floating[:, ::1] m_all,
-    floating[:, ::1] rec not None, floating[:, ::1] h_next, floating[:, ::1] m_step,
-    floating[:, ::1] proj, floating[::1] panels, floating[::1] ih_panels, int num_threads,
-    bint split_batch, bint in_place=False,
+    x, w_ih, w_hh, bias, w_hr, peephole, h, c, lengths, bint reverse, bint batch_first,
+    Py_ssize_t steps, gates, y, h_prev, c_prev, m_all, rec, h_next, m_step, proj, panels,
+    ih_panels, int num_threads, bint split_batch, bint in_place=False,
 ):
     """Run one layer and direction over the sequence on `num_threads` threads.
 
@@ -978,12 +1076,59 @@ def forward(
     through all the steps, with no barrier (rows never read each other), but
     reads all of W_hh (and w_hr) instead of its part.
     """
+    cdef Held held
+    held.n = 0
+    try:
+        if _float_size(x, "x") == 4:
+            _forward(<float*>NULL, &held, x, w_ih, w_hh, bias, w_hr, peephole, h, c, lengths,
+                     reverse, batch_first, steps, gates, y, h_prev, c_prev, m_all, rec, h_next,
+                     m_step, proj, panels, ih_panels, num_threads, split_batch, in_place)
+        else:
+            _forward(<double*>NULL, &held, x, w_ih, w_hh, bias, w_hr, peephole, h, c, lengths,
+                     reverse, batch_first, steps, gates, y, h_prev, c_prev, m_all, rec, h_next,
+                     m_step, proj, panels, ih_panels, num_threads, split_batch, in_place)
+    finally:
+        _release(&held)
+
+
+cdef int _forward(floating* kind, Held* held, object x_, object w_ih_, object w_hh_,
+                  object bias_, object w_hr_, object peephole_, object h_, object c_,
+                  object lengths_, bint reverse, bint batch_first, Py_ssize_t steps,
+                  object gates_, object y_, object h_prev_, object c_prev_, object m_all_,
+                  object rec_, object h_next_, object m_step_, object proj_, object panels_,
+                  object ih_panels_, int num_threads, bint split_batch, bint in_place) except -1:
+    """forward in `floating` (`kind` selects it; never read), its arrays held in `held`."""
+    cdef Mat x, w_ih, w_hh, bias, w_hr, peephole, h, c, lengths, gates, y, h_prev, c_prev
+    cdef Mat m_all, rec, h_next, m_step, proj, panels, ih_panels
+    _take(held, x_, "x", sizeof(floating), 2, False, &x)
+    _take(held, w_ih_, "w_ih", sizeof(floating), 2, False, &w_ih)
+    _take(held, w_hh_, "w_hh", sizeof(floating), 2, False, &w_hh)
+    _take(held, bias_, "bias", sizeof(floating), 1, False, &bias)
+    _take(held, w_hr_, "w_hr", sizeof(floating), 2, False, &w_hr)
+    _take(held, peephole_, "peephole", sizeof(floating), 2, False, &peephole)
+    _take(held, h_, "h", sizeof(floating), 2, True, &h)
+    _take(held, c_, "c", sizeof(floating), 2, True, &c)
+    _take(held, lengths_, "lengths", 0, 1, False, &lengths)
+    _take(held, gates_, "gates", sizeof(floating), 2, True, &gates)
+    _take(held, y_, "y", sizeof(floating), 2, True, &y)
+    _take(held, h_prev_, "h_prev", sizeof(floating), 2, True, &h_prev)
+    _take(held, c_prev_, "c_prev", sizeof(floating), 2, True, &c_prev)
+    _take(held, m_all_, "m_all", sizeof(floating), 2, True, &m_all)
+    _take(held, rec_, "rec", sizeof(floating), 2, True, &rec)
+    _take(held, h_next_, "h_next", sizeof(floating), 2, True, &h_next)
+    _take(held, m_step_, "m_step", sizeof(floating), 2, True, &m_step)
+    _take(held, proj_, "proj", sizeof(floating), 2, True, &proj)
+    _take(held, panels_, "panels", sizeof(floating), 1, True, &panels)
+    _take(held, ih_panels_, "ih_panels", sizeof(floating), 1, True, &ih_panels)
+    _require("x", x)
+    _require("h", h)
+    _require("c", c)
     cdef Py_ssize_t B = c.shape[0], H = c.shape[1], P = h.shape[1], I = x.shape[1]
     cdef Py_ssize_t G = 4 * H, rows = steps * B
     # Initialised only because Cython makes them firstprivate in the parallel region.
     cdef Py_ssize_t s = 0, k = 0, max_length = _max_length(lengths)
     cdef Steps st = _steps(lengths, reverse, batch_first, steps)
-    cdef bint projected = w_hr is not None, training, chunked
+    cdef bint projected = w_hr.given, training, chunked
     cdef Py_ssize_t chunk = steps, s0 = 0, s1 = 0
     cdef int tid = 0, team = 1
     # u, q: this thread's hidden units and output features (packing, the projection
@@ -996,29 +1141,29 @@ def forward(
     cdef Py_ssize_t blocks_taken = 0, finished = 0
     # Every array's first element (NULL for None or empty), taken once for the region
     # without the GIL. Backward repeats this list for its own arrays, on purpose.
-    cdef const floating* x_p = _cptr(x)
-    cdef const floating* w_ih_p = _cptr(w_ih)
-    cdef const floating* w_hh_p = _cptr(w_hh)
-    cdef const floating* w_hr_p = _cptr(w_hr)
-    cdef const floating* peep_p = _cptr(peephole)
-    cdef floating* gates_p = _ptr(gates)
-    cdef floating* rec_p = _ptr(rec)
-    cdef floating* h_p = _ptr(h)
-    cdef floating* c_p = _ptr(c)
-    cdef floating* y_p = _ptr(y)
-    cdef floating* h_prev_p = _ptr(h_prev)
-    cdef floating* c_prev_p = _ptr(c_prev)
-    cdef floating* m_all_p = _ptr(m_all)
-    cdef floating* m_step_p = _ptr(m_step)
-    cdef floating* proj_p = _ptr(proj)
-    cdef floating* h_next_p = _ptr(h_next)
+    cdef const floating* x_p = <const floating*>x.data
+    cdef const floating* w_ih_p = <const floating*>w_ih.data
+    cdef const floating* w_hh_p = <const floating*>w_hh.data
+    cdef const floating* w_hr_p = <const floating*>w_hr.data
+    cdef const floating* peep_p = <const floating*>peephole.data
+    cdef floating* gates_p = <floating*>gates.data
+    cdef floating* rec_p = <floating*>rec.data
+    cdef floating* h_p = <floating*>h.data
+    cdef floating* c_p = <floating*>c.data
+    cdef floating* y_p = <floating*>y.data
+    cdef floating* h_prev_p = <floating*>h_prev.data
+    cdef floating* c_prev_p = <floating*>c_prev.data
+    cdef floating* m_all_p = <floating*>m_all.data
+    cdef floating* m_step_p = <floating*>m_step.data
+    cdef floating* proj_p = <floating*>proj.data
+    cdef floating* h_next_p = <floating*>h_next.data
     # Without a projection the hidden state alternates between h and h_next.
     cdef floating* h_in = h_p
     cdef floating* h_out = h_next_p
     cdef floating* h_swap = NULL
-    cdef const floating* bias_p = &bias[0]
-    cdef floating* panels_p = _vptr(panels)
-    cdef floating* ih_panels_p = _vptr(ih_panels)
+    cdef const floating* bias_p = <floating*>bias.data
+    cdef floating* panels_p = <floating*>panels.data
+    cdef floating* ih_panels_p = <floating*>ih_panels.data
     cdef lstm_barrier_t barrier
     cdef lstm_poll_t poll
     # IN x (T*B, I), w_ih (4H, I), w_hh (4H, P), bias (4H,), w_hr (P, H) or None,
@@ -1027,7 +1172,7 @@ def forward(
     # (T*B, 4H) (activations), else those None and gates SCRATCH (chunk*B, 4H), chunk =
     # inference_chunk_steps(T, B); SCRATCH rec (B, 4H), h_next (B, H) without w_hr,
     # m_step (B, H) and proj (B, P) with w_hr, panels and ih_panels or None.
-    training = c_prev is not None
+    training = c_prev.given
     if not training:
         chunk = inference_chunk_steps(steps, B)
     # One chunk is the whole sequence: then inference projects exactly as training
@@ -1040,7 +1185,7 @@ def forward(
     _check_matrix("w_hr", w_hr, P, H, projected)
     if not projected and P != H:
         raise ValueError(f"h must be (B, {H}) without w_hr, got (B, {P})")
-    if peephole is not None:
+    if peephole.given:
         _check_matrix("peephole", peephole, 3, H, True)
     _check_lengths(lengths, B, steps)
     _check_matrix("gates", gates, chunk * B, G, True)
@@ -1052,13 +1197,13 @@ def forward(
     _check_matrix("h_next", h_next, B, P, not projected)
     _check_matrix("m_step", m_step, B, H, projected)
     _check_matrix("proj", proj, B, P, projected)
-    _check_panels("panels", panels, H, P)
-    _check_panels("ih_panels", ih_panels, H, I)
-    if in_place and (B != 1 or panels is not None or not LSTM_HAVE_PANELS):
+    _check_panels("panels", panels, H, P, sizeof(floating))
+    _check_panels("ih_panels", ih_panels, H, I, sizeof(floating))
+    if in_place and (B != 1 or panels.given or not LSTM_HAVE_PANELS):
         raise ValueError("in_place needs B = 1, no panels and a build with vector products")
     lstm_barrier_init(&barrier)
     if rows == 0:
-        return  # nothing to compute: h and c already hold h_n = h0 and c_n = c0
+        return 0  # nothing to compute: h and c already hold h_n = h0 and c_n = c0
     # Thread 0 polls once per step (about this much work apart) for signals.
     lstm_poll_init(&poll, _may_check_signals(),
                    2.0 * B * G * P + (2.0 * B * P * H if projected else 0) + 40.0 * B * H)
@@ -1154,6 +1299,7 @@ def forward(
             _finish_blocks(&finished, tid, team, &poll)
     if poll.raised:
         _raise_pending()
+    return 0
 
 
 # ---------------------------------------------------------------- backward
@@ -1259,19 +1405,10 @@ cdef void _peephole_grads(const floating* dgates, const floating* act, const flo
 
 def backward(
     *,
-    const floating[:, ::1] x not None, const floating[:, ::1] w_ih not None,
-    const floating[:, ::1] w_hh not None, const floating[:, ::1] w_hr,
-    const floating[:, ::1] peephole,
-    const floating[:, ::1] act not None, const floating[:, ::1] c_prev not None,
-    const floating[:, ::1] h_prev not None, const floating[:, ::1] m_all,
-    const Py_ssize_t[::1] lengths not None, bint reverse, bint batch_first, Py_ssize_t steps,
-    const floating[:, ::1] dy, const floating[:, ::1] dh_n not None,
-    floating[:, ::1] dx not None, floating[:, ::1] dh0 not None, floating[:, ::1] dc0 not None,
-    floating[:, ::1] dw_ih not None, floating[:, ::1] dw_hh not None, floating[::1] db not None,
-    floating[:, ::1] dw_hr, floating[:, ::1] dpeephole,
-    floating[:, ::1] dgates not None, floating[:, ::1] dgates_step not None,
-    floating[:, ::1] dh_all, floating[:, ::1] dh_step, floating[:, ::1] dm_step,
-    floating[::1] panels, floating[::1] ih_panels, int num_threads, bint split_batch,
+    x, w_ih, w_hh, w_hr, peephole, act, c_prev, h_prev, m_all, lengths, bint reverse,
+    bint batch_first, Py_ssize_t steps, dy, dh_n, dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr,
+    dpeephole, dgates, dgates_step, dh_all, dh_step, dm_step, panels, ih_panels,
+    int num_threads, bint split_batch,
 ):
     """Backpropagate through one layer and direction on `num_threads` threads.
 
@@ -1288,12 +1425,71 @@ def backward(
     be single-threaded while num_threads > 1. `split_batch` as in forward: each
     thread runs its own rows through the steps, with no barrier between them.
     """
+    cdef Held held
+    held.n = 0
+    try:
+        if _float_size(x, "x") == 4:
+            _backward(<float*>NULL, &held, x, w_ih, w_hh, w_hr, peephole, act, c_prev, h_prev,
+                      m_all, lengths, reverse, batch_first, steps, dy, dh_n, dx, dh0, dc0, dw_ih,
+                      dw_hh, db, dw_hr, dpeephole, dgates, dgates_step, dh_all, dh_step, dm_step,
+                      panels, ih_panels, num_threads, split_batch)
+        else:
+            _backward(<double*>NULL, &held, x, w_ih, w_hh, w_hr, peephole, act, c_prev, h_prev,
+                      m_all, lengths, reverse, batch_first, steps, dy, dh_n, dx, dh0, dc0, dw_ih,
+                      dw_hh, db, dw_hr, dpeephole, dgates, dgates_step, dh_all, dh_step, dm_step,
+                      panels, ih_panels, num_threads, split_batch)
+    finally:
+        _release(&held)
+
+
+cdef int _backward(floating* kind, Held* held, object x_, object w_ih_, object w_hh_,
+                   object w_hr_, object peephole_, object act_, object c_prev_, object h_prev_,
+                   object m_all_, object lengths_, bint reverse, bint batch_first,
+                   Py_ssize_t steps, object dy_, object dh_n_, object dx_, object dh0_,
+                   object dc0_, object dw_ih_, object dw_hh_, object db_, object dw_hr_,
+                   object dpeephole_, object dgates_, object dgates_step_, object dh_all_,
+                   object dh_step_, object dm_step_, object panels_, object ih_panels_,
+                   int num_threads, bint split_batch) except -1:
+    """backward in `floating` (`kind` selects it; never read), its arrays held in `held`."""
+    cdef Mat x, w_ih, w_hh, w_hr, peephole, act, c_prev, h_prev, m_all, lengths, dy, dh_n, dx
+    cdef Mat dh0, dc0, dw_ih, dw_hh, db, dw_hr, dpeephole, dgates, dgates_step, dh_all, dh_step
+    cdef Mat dm_step, panels, ih_panels
+    _take(held, x_, "x", sizeof(floating), 2, False, &x)
+    _take(held, w_ih_, "w_ih", sizeof(floating), 2, False, &w_ih)
+    _take(held, w_hh_, "w_hh", sizeof(floating), 2, False, &w_hh)
+    _take(held, w_hr_, "w_hr", sizeof(floating), 2, False, &w_hr)
+    _take(held, peephole_, "peephole", sizeof(floating), 2, False, &peephole)
+    _take(held, act_, "act", sizeof(floating), 2, False, &act)
+    _take(held, c_prev_, "c_prev", sizeof(floating), 2, False, &c_prev)
+    _take(held, h_prev_, "h_prev", sizeof(floating), 2, False, &h_prev)
+    _take(held, m_all_, "m_all", sizeof(floating), 2, False, &m_all)
+    _take(held, lengths_, "lengths", 0, 1, False, &lengths)
+    _take(held, dy_, "dy", sizeof(floating), 2, False, &dy)
+    _take(held, dh_n_, "dh_n", sizeof(floating), 2, False, &dh_n)
+    _take(held, dx_, "dx", sizeof(floating), 2, True, &dx)
+    _take(held, dh0_, "dh0", sizeof(floating), 2, True, &dh0)
+    _take(held, dc0_, "dc0", sizeof(floating), 2, True, &dc0)
+    _take(held, dw_ih_, "dw_ih", sizeof(floating), 2, True, &dw_ih)
+    _take(held, dw_hh_, "dw_hh", sizeof(floating), 2, True, &dw_hh)
+    _take(held, db_, "db", sizeof(floating), 1, True, &db)
+    _take(held, dw_hr_, "dw_hr", sizeof(floating), 2, True, &dw_hr)
+    _take(held, dpeephole_, "dpeephole", sizeof(floating), 2, True, &dpeephole)
+    _take(held, dgates_, "dgates", sizeof(floating), 2, True, &dgates)
+    _take(held, dgates_step_, "dgates_step", sizeof(floating), 2, True, &dgates_step)
+    _take(held, dh_all_, "dh_all", sizeof(floating), 2, True, &dh_all)
+    _take(held, dh_step_, "dh_step", sizeof(floating), 2, True, &dh_step)
+    _take(held, dm_step_, "dm_step", sizeof(floating), 2, True, &dm_step)
+    _take(held, panels_, "panels", sizeof(floating), 1, True, &panels)
+    _take(held, ih_panels_, "ih_panels", sizeof(floating), 1, True, &ih_panels)
+    _require("x", x)
+    _require("dh0", dh0)
+    _require("dc0", dc0)
     cdef Py_ssize_t B = dc0.shape[0], H = dc0.shape[1], P = dh0.shape[1], I = x.shape[1]
     cdef Py_ssize_t G = 4 * H, rows = steps * B
     # Initialised only because Cython makes them firstprivate in the parallel region.
     cdef Py_ssize_t s = 0, b = 0, max_length = _max_length(lengths)
     cdef Steps st = _steps(lengths, reverse, batch_first, steps)
-    cdef bint projected = w_hr is not None
+    cdef bint projected = w_hr.given
     cdef int tid = 0, team = 1
     # u, q, gcols: this thread's units, features and gate columns outside the time
     # loop; in it, units lu and features lq of rows rb (as in forward).
@@ -1301,33 +1497,33 @@ def backward(
     cdef Py_ssize_t blocks_taken = 0, finished = 0
     cdef Tile tile
     # Every array's first element, as in forward (the same shape of list, on purpose).
-    cdef const floating* x_p = _cptr(x)
-    cdef const floating* w_ih_p = _cptr(w_ih)
-    cdef const floating* w_hh_p = _cptr(w_hh)
-    cdef const floating* w_hr_p = _cptr(w_hr)
-    cdef const floating* peep_p = _cptr(peephole)
-    cdef const floating* act_p = _cptr(act)
-    cdef const floating* c_prev_p = _cptr(c_prev)
-    cdef const floating* h_prev_p = _cptr(h_prev)
-    cdef const floating* m_all_p = _cptr(m_all)
-    cdef const floating* dy_p = _cptr(dy)
-    cdef const floating* dh_n_p = _cptr(dh_n)
-    cdef floating* dh0_p = _ptr(dh0)
-    cdef floating* dc0_p = _ptr(dc0)
-    cdef floating* dgates_p = _ptr(dgates)
-    cdef floating* dgates_step_p = _ptr(dgates_step)
+    cdef const floating* x_p = <const floating*>x.data
+    cdef const floating* w_ih_p = <const floating*>w_ih.data
+    cdef const floating* w_hh_p = <const floating*>w_hh.data
+    cdef const floating* w_hr_p = <const floating*>w_hr.data
+    cdef const floating* peep_p = <const floating*>peephole.data
+    cdef const floating* act_p = <const floating*>act.data
+    cdef const floating* c_prev_p = <const floating*>c_prev.data
+    cdef const floating* h_prev_p = <const floating*>h_prev.data
+    cdef const floating* m_all_p = <const floating*>m_all.data
+    cdef const floating* dy_p = <const floating*>dy.data
+    cdef const floating* dh_n_p = <const floating*>dh_n.data
+    cdef floating* dh0_p = <floating*>dh0.data
+    cdef floating* dc0_p = <floating*>dc0.data
+    cdef floating* dgates_p = <floating*>dgates.data
+    cdef floating* dgates_step_p = <floating*>dgates_step.data
     cdef floating* ds = NULL
-    cdef floating* dh_all_p = _ptr(dh_all)
-    cdef floating* dh_step_p = _ptr(dh_step)
-    cdef floating* dm_step_p = _ptr(dm_step)
-    cdef floating* dx_p = _ptr(dx)
-    cdef floating* dw_ih_p = _ptr(dw_ih)
-    cdef floating* dw_hh_p = _ptr(dw_hh)
-    cdef floating* dw_hr_p = _ptr(dw_hr)
-    cdef floating* dpeep_p = _ptr(dpeephole)
-    cdef floating* db_p = &db[0]
-    cdef floating* panels_p = _vptr(panels)
-    cdef floating* ih_panels_p = _vptr(ih_panels)
+    cdef floating* dh_all_p = <floating*>dh_all.data
+    cdef floating* dh_step_p = <floating*>dh_step.data
+    cdef floating* dm_step_p = <floating*>dm_step.data
+    cdef floating* dx_p = <floating*>dx.data
+    cdef floating* dw_ih_p = <floating*>dw_ih.data
+    cdef floating* dw_hh_p = <floating*>dw_hh.data
+    cdef floating* dw_hr_p = <floating*>dw_hr.data
+    cdef floating* dpeep_p = <floating*>dpeephole.data
+    cdef floating* db_p = <floating*>db.data
+    cdef floating* panels_p = <floating*>panels.data
+    cdef floating* ih_panels_p = <floating*>ih_panels.data
     # The cells' incoming dh: with a projection always dm (dy and dh_n already in it).
     cdef const floating* cell_dy = dy_p
     cdef const floating* cell_dh_last = dh_n_p
@@ -1351,27 +1547,27 @@ def backward(
     _check_matrix("w_hr", w_hr, P, H, projected)
     if not projected and P != H:
         raise ValueError(f"dh0 must be (B, {H}) without w_hr, got (B, {P})")
-    _check_matrix("peephole", peephole, 3, H, peephole is not None)
+    _check_matrix("peephole", peephole, 3, H, peephole.given)
     _check_matrix("act", act, rows, G, True)
     _check_matrix("c_prev", c_prev, rows, H, True)
     _check_matrix("h_prev", h_prev, rows, P, True)
     _check_matrix("m_all", m_all, rows, H, projected)
     _check_lengths(lengths, B, steps)
-    _check_matrix("dy", dy, rows, P, dy is not None)
+    _check_matrix("dy", dy, rows, P, dy.given)
     _check_matrix("dh_n", dh_n, B, P, True)
     _check_matrix("dx", dx, rows, I, True)
     _check_matrix("dw_ih", dw_ih, G, I, True)
     _check_matrix("dw_hh", dw_hh, G, P, True)
     _check_vector("db", db, G, True)
     _check_matrix("dw_hr", dw_hr, P, H, projected)
-    _check_matrix("dpeephole", dpeephole, 3, H, peephole is not None)
+    _check_matrix("dpeephole", dpeephole, 3, H, peephole.given)
     _check_matrix("dgates", dgates, rows, G, True)
     _check_matrix("dgates_step", dgates_step, 2 * B, G, True)
     _check_matrix("dh_all", dh_all, rows, P, projected)
     _check_matrix("dh_step", dh_step, B, P, projected)
     _check_matrix("dm_step", dm_step, B, H, projected)
-    _check_panels("panels", panels, P, H)
-    _check_panels("ih_panels", ih_panels, I, H)
+    _check_panels("panels", panels, P, H, sizeof(floating))
+    _check_panels("ih_panels", ih_panels, I, H, sizeof(floating))
     lstm_barrier_init(&barrier)
     if rows == 0:
         # Nothing ran (T = 0 or B = 0, however long the other): dh0 = dh_n, dc0
@@ -1379,7 +1575,7 @@ def backward(
         _empty_backward(B * P, dh_n_p, dh0_p, G * I, dw_ih_p, G * P, dw_hh_p, G, db_p,
                         P * H if projected else 0, dw_hr_p, 3 * H if peep_p != NULL else 0,
                         dpeep_p)
-        return
+        return 0
     # Thread 0 polls once per step (about this much work apart) for signals.
     lstm_poll_init(&poll, _may_check_signals(),
                    2.0 * B * G * P + (2.0 * B * P * H if projected else 0) + 40.0 * B * H)
@@ -1449,7 +1645,7 @@ def backward(
         if not lstm_poll_raised(&poll):
             # Rows that never ran pass dh_n straight through.
             for b in range(B):
-                if lengths[b] == 0 and q.hi > q.lo:
+                if st.lengths[b] == 0 and q.hi > q.lo:
                     memcpy(dh0_p + b * P + q.lo, dh_n_p + b * P + q.lo,
                            (q.hi - q.lo) * sizeof(floating))
             # The weight and input gradients of all positions at once, each thread its tile.
@@ -1477,6 +1673,7 @@ def backward(
                 _peephole_grads(dgates_p, act_p, c_prev_p, rows, H, u, dpeep_p, &poll, tid == 0)
     if poll.raised:
         _raise_pending()
+    return 0
 
 
 cdef void _empty_backward(Py_ssize_t n_dh, const floating* dh_n, floating* dh0,
@@ -1534,11 +1731,7 @@ cdef void _step_rows(Py_ssize_t n, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
 
 def step(
     *,
-    const floating[:, ::1] x not None, const floating[:, ::1] w_ih not None,
-    const floating[:, ::1] w_hh not None, const floating[::1] bias not None,
-    const floating[:, ::1] w_hr, const floating[:, ::1] peephole,
-    const floating[:, ::1] h0 not None, floating[:, ::1] c not None, floating[:, ::1] h not None,
-    floating[:, ::1] gates not None, floating[:, ::1] rec not None, floating[:, ::1] m,
+    x, w_ih, w_hh, bias, w_hr, peephole, h0, c, h, gates, rec, m,
 ):
     """One time step of one layer for every row, for streaming inference.
 
@@ -1549,13 +1742,45 @@ def step(
     more than about _step_piece_work flops runs in pieces of rows, with a
     check for signals between pieces.
     """
+    cdef Held held
+    held.n = 0
+    try:
+        if _float_size(x, "x") == 4:
+            _step(<float*>NULL, &held, x, w_ih, w_hh, bias, w_hr, peephole, h0, c, h, gates, rec, m)
+        else:
+            _step(<double*>NULL, &held, x, w_ih, w_hh, bias, w_hr, peephole, h0, c, h, gates, rec,
+                  m)
+    finally:
+        _release(&held)
+
+
+cdef int _step(floating* kind, Held* held, object x_, object w_ih_, object w_hh_, object bias_,
+               object w_hr_, object peephole_, object h0_, object c_, object h_, object gates_,
+               object rec_, object m_) except -1:
+    """step in `floating` (`kind` selects it; never read), its arrays held in `held`."""
+    cdef Mat x, w_ih, w_hh, bias, w_hr, peephole, h0, c, h, gates, rec, m
+    _take(held, x_, "x", sizeof(floating), 2, False, &x)
+    _take(held, w_ih_, "w_ih", sizeof(floating), 2, False, &w_ih)
+    _take(held, w_hh_, "w_hh", sizeof(floating), 2, False, &w_hh)
+    _take(held, bias_, "bias", sizeof(floating), 1, False, &bias)
+    _take(held, w_hr_, "w_hr", sizeof(floating), 2, False, &w_hr)
+    _take(held, peephole_, "peephole", sizeof(floating), 2, False, &peephole)
+    _take(held, h0_, "h0", sizeof(floating), 2, False, &h0)
+    _take(held, c_, "c", sizeof(floating), 2, True, &c)
+    _take(held, h_, "h", sizeof(floating), 2, True, &h)
+    _take(held, gates_, "gates", sizeof(floating), 2, True, &gates)
+    _take(held, rec_, "rec", sizeof(floating), 2, True, &rec)
+    _take(held, m_, "m", sizeof(floating), 2, True, &m)
+    _require("x", x)
+    _require("h", h)
+    _require("c", c)
     cdef Py_ssize_t B = c.shape[0], H = c.shape[1], P = h.shape[1], I = x.shape[1]
     cdef Py_ssize_t G = 4 * H, lo, n
     # Pieces of at least _step_piece_min_rows / 2 rows: a huge step still stops
     # within a few tens of milliseconds; repacking the weights per piece costs a
     # few percent at most.
     cdef Py_ssize_t piece = max(_step_piece_min_rows // 2, 1, _step_piece_work // max(
-        2 * G * (I + P) + (2 * P * H if m is not None else 0), 1))
+        2 * G * (I + P) + (2 * P * H if m.given else 0), 1))
     cdef lstm_poll_t poll
     # IN x (B, I), w_ih (4H, I), w_hh (4H, P), bias (4H,), w_hr (P, H) or None,
     # peephole (3, H) or None, h0 (B, P); INOUT c (B, H) (c0 in); OUT h (B, P);
@@ -1564,28 +1789,28 @@ def step(
     _check_matrix("w_ih", w_ih, G, I, True)
     _check_matrix("w_hh", w_hh, G, P, True)
     _check_vector("bias", bias, G, True)
-    _check_matrix("w_hr", w_hr, P, H, w_hr is not None)
-    if w_hr is None and P != H:
+    _check_matrix("w_hr", w_hr, P, H, w_hr.given)
+    if not w_hr.given and P != H:
         raise ValueError(f"h must be (B, {H}) without w_hr, got (B, {P})")
-    _check_matrix("peephole", peephole, 3, H, peephole is not None)
+    _check_matrix("peephole", peephole, 3, H, peephole.given)
     _check_matrix("h0", h0, B, P, True)
     _check_matrix("gates", gates, B, G, True)
     _check_matrix("rec", rec, B, G, True)
-    _check_matrix("m", m, B, H, w_hr is not None)
-    cdef floating* gates_p = _ptr(gates)
-    cdef floating* rec_p = _ptr(rec)
-    cdef floating* c_p = _ptr(c)
-    cdef floating* m_p = _ptr(m)
-    cdef floating* h_p = _ptr(h)
-    cdef const floating* x_p = _cptr(x)
-    cdef const floating* h0_p = _cptr(h0)
-    cdef const floating* w_ih_p = _cptr(w_ih)
-    cdef const floating* w_hh_p = _cptr(w_hh)
-    cdef const floating* w_hr_p = _cptr(w_hr)
-    cdef const floating* peep_p = _cptr(peephole)
-    cdef const floating* bias_p = &bias[0]
+    _check_matrix("m", m, B, H, w_hr.given)
+    cdef floating* gates_p = <floating*>gates.data
+    cdef floating* rec_p = <floating*>rec.data
+    cdef floating* c_p = <floating*>c.data
+    cdef floating* m_p = <floating*>m.data
+    cdef floating* h_p = <floating*>h.data
+    cdef const floating* x_p = <const floating*>x.data
+    cdef const floating* h0_p = <const floating*>h0.data
+    cdef const floating* w_ih_p = <const floating*>w_ih.data
+    cdef const floating* w_hh_p = <const floating*>w_hh.data
+    cdef const floating* w_hr_p = <const floating*>w_hr.data
+    cdef const floating* peep_p = <const floating*>peephole.data
+    cdef const floating* bias_p = <floating*>bias.data
     if B == 0:
-        return
+        return 0
     # The usual streaming step is one piece: then the main-thread test is not even made.
     lstm_poll_init(&poll, B > piece and _may_check_signals(), 0)
     with nogil:
@@ -1600,6 +1825,7 @@ def step(
             lo += n
     if poll.raised:
         _raise_pending()
+    return 0
 
 
 # ---------------------------------------------------------------- streaming: the step plan

@@ -497,3 +497,34 @@ def test_inference_scratch_does_not_grow_with_the_sequence():
     chunk_bytes = _lstm.inference_chunk_steps(16384, B) * B * 4 * H * 8
     for T, extra in peaks.items():
         assert extra < chunk_bytes + 256 * 1024, (T, extra)
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("x", lambda a: np.asfortranarray(a), "contiguous"),  # NumPy's own message
+        ("w_hh", lambda a: a.astype(np.float32), "w_hh must be a 2-D array of float64"),
+        ("bias", lambda a: a[None], "bias must be a 1-D array"),
+        ("lengths", lambda a: a.astype(np.int32), "lengths must be a 1-D array of intp"),
+        ("y", lambda a: _read_only(a), "read-only|not writable"),
+        ("c", lambda a: None, "c is missing"),
+    ],
+    ids=["strided", "other_dtype", "other_ndim", "int32_lengths", "read_only_output", "no_state"],
+)
+def test_an_array_the_kernel_cannot_take_as_it_is_is_refused(name, value, message):
+    from lstm_c import _lstm
+
+    kwargs = _kernel_forward_arguments()
+    kwargs[name] = value(kwargs[name])
+    before = {k: v.copy() for k, v in kwargs.items() if isinstance(v, np.ndarray)}
+    with pytest.raises((ValueError, BufferError), match=message):
+        _lstm.forward(**kwargs)
+    for key in ("h", "c"):
+        if isinstance(kwargs[key], np.ndarray):
+            np.testing.assert_array_equal(kwargs[key], before[key])
+
+
+def _read_only(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
