@@ -601,13 +601,6 @@ cdef inline floating* _ptr(floating[:, ::1] m) noexcept nogil:
     return &m[0, 0]
 
 
-cdef inline floating* _vptr(floating[::1] v) noexcept nogil:
-    """The first element of a vector, or NULL for None or an empty one."""
-    if v is None or v.shape[0] == 0:
-        return NULL
-    return &v[0]
-
-
 cdef inline void _zero(floating* base, Py_ssize_t row, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
     """base[row + j0 : row + j1] = 0; nothing when base is NULL (an array not in use).
 
