@@ -43,7 +43,6 @@ def forward(
     ih_panels: _Array | None,  # SCRATCH packed W_ih (functional._input_panels), or None for BLAS
     num_threads: int,
     split_batch: bool,  # share the steps by rows of the batch (no barrier per step), not units
-    in_place: bool = False,  # B = 1 and panels None: W_hh read as stored (see functional._in_place)
 ) -> None:
     """Run one layer and direction over the sequence (results written into the outputs)."""
 

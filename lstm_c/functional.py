@@ -116,12 +116,11 @@ def lstm_forward(
     h = args.h0.copy()
     c = args.c0.copy()
     phase = "training" if training else "inference"
-    in_place = _in_place(batch, args.w_hh)
-    work, scratch_shapes = _workspace(args, phase, in_place)
+    work, scratch_shapes = _workspace(args, phase)
     if rows:  # with T·B = 0 there is no position to run: the state stays h0, c0
         threads = _threads.plan(num_threads, batch, args.hidden_size, args.output_size)
         scratch = _scratch.take(phase, args.dtype, scratch_shapes)
-        blas = _threads.single_threaded_blas if _calls_blas(args, scratch_shapes, in_place) else _NO_BLAS
+        blas = _threads.single_threaded_blas if _calls_blas(args, scratch_shapes) else _NO_BLAS
         with blas:
             _lstm.forward(
                 x=args.x.reshape(rows, args.input_size),
@@ -138,7 +137,6 @@ def lstm_forward(
                 steps=args.steps,
                 num_threads=threads,
                 split_batch=_split_batch(threads, batch, args.w_hh),
-                in_place=in_place,
                 **work,
                 **scratch.arrays,
             )
@@ -151,28 +149,11 @@ def lstm_forward(
 
 # The recurrent product reads W_hh from panels packed once per call (measured
 # faster than BLAS's GEMM, which repacks W_hh every step, at every batch size up
-# to 256 and H up to 1024). Only a step of more flops than this goes to BLAS,
-# whose GEMM runs in pieces between which the kernel can answer Ctrl-C.
+# to 256 and H up to 1024; at B = 1 also faster than reading W_hh as stored, four
+# of its rows at a time: 1.0-1.5x from H = 20 to 512 on 2 cores, Zen 4, T = 50).
+# Only a step of more flops than this goes to BLAS, whose GEMM runs in pieces
+# between which the kernel can answer Ctrl-C.
 _PANEL_MAX_STEP_FLOPS = 4e9
-
-
-# A single row's forward (B = 1) reads W_hh as it is stored, four of its rows at a
-# time against h, instead of packing it in panels: packing W_hh costs as much as
-# reading it for several steps. Measured on 2 cores (Zen 4), T = 50: 1.05-1.24x
-# faster from H = 32 to 512 (4 MiB of W_hh in float32), 0.94x at H = 1024, whose
-# panels stream better from L3. The backward keeps its column panels: reading W_hh's
-# columns in place (dgates against four vectors of columns at a time) measured
-# 0.83-0.97x.
-_IN_PLACE_MAX_WEIGHT_BYTES = 4 << 20
-
-
-def _in_place(batch: int, w_hh: np.ndarray) -> bool:
-    """Whether a forward call's recurrent product reads W_hh in place (kernel `in_place`)."""
-    return (
-        batch == 1
-        and w_hh.nbytes <= _IN_PLACE_MAX_WEIGHT_BYTES
-        and _lstm.panel_width(w_hh.itemsize) > 0  # a build with vector products
-    )
 
 
 # Holding SciPy's BLAS at one thread costs about a microsecond per call: a forward
@@ -180,15 +161,10 @@ def _in_place(batch: int, w_hh: np.ndarray) -> bool:
 _NO_BLAS = contextlib.nullcontext()
 
 
-def _calls_blas(args: ForwardArgs, scratch_shapes: _scratch.Shapes, in_place: bool) -> bool:
+def _calls_blas(args: ForwardArgs, scratch_shapes: _scratch.Shapes) -> bool:
     """Whether a forward call's kernel calls BLAS: for the input projection without
-    `ih_panels`, the recurrent product without `panels` (unless `in_place`), and a
-    projection's product."""
-    return (
-        args.w_hr is not None
-        or scratch_shapes["ih_panels"] is None
-        or (scratch_shapes["panels"] is None and not in_place)
-    )
+    `ih_panels`, the recurrent product without `panels`, and a projection's product."""
+    return args.w_hr is not None or scratch_shapes["ih_panels"] is None or scratch_shapes["panels"] is None
 
 
 # The threads of a call share its time steps by hidden units (each its units of
@@ -211,9 +187,7 @@ def _split_batch(threads: int, batch: int, w_hh: np.ndarray) -> bool:
     )
 
 
-def _workspace(
-    args: ForwardArgs, phase: str, in_place: bool = False
-) -> tuple[dict[str, Any], _scratch.Shapes]:
+def _workspace(args: ForwardArgs, phase: str) -> tuple[dict[str, Any], _scratch.Shapes]:
     """Every array a kernel call writes, keyed by the kernel's argument names: its
     outputs (new arrays, None where unused) and the shapes of its scratch.
 
@@ -221,7 +195,7 @@ def _workspace(
     training cache, scratch) or "backward" (the gradients and scratch). The
     kernel's inputs come from `args`; its states (h, c, dc0) from the caller.
     Unused arrays are None, as the kernels expect (the panels too when no position
-    runs, or when a forward reads W_hh `in_place`).
+    runs).
     """
     dtype, B, I, H, P = args.dtype, args.batch, args.input_size, args.hidden_size, args.output_size
     rows, G = args.steps * B, 4 * H
@@ -269,7 +243,7 @@ def _workspace(
         "h_next": scratch((B, P), not projected),
         "m_step": scratch((B, H), projected),
         "proj": scratch((B, P), projected),
-        "panels": _panels(B, H, P, dtype) if rows and not in_place else None,
+        "panels": _panels(B, H, P, dtype) if rows else None,
         "ih_panels": _input_panels(H, I, dtype) if rows else None,
     }
 

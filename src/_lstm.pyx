@@ -1045,7 +1045,7 @@ def forward(
     *,
     x, w_ih, w_hh, bias, w_hr, peephole, h, c, lengths, bint reverse, bint batch_first,
     Py_ssize_t steps, gates, y, h_prev, c_prev, m_all, rec, h_next, m_step, proj, panels,
-    ih_panels, int num_threads, bint split_batch, bint in_place=False,
+    ih_panels, int num_threads, bint split_batch,
 ):
     """Run one layer and direction over the sequence on `num_threads` threads.
 
@@ -1059,9 +1059,7 @@ def forward(
     inference passes None for all three. panels (4*ceil(H/W)*P*W, W =
     panel_width(itemsize)) selects the packed-panel recurrent product instead
     of BLAS; None for BLAS. ih_panels (4*ceil(H/W)*I*W) likewise for the input
-    projection. BLAS must be single-threaded while num_threads > 1. `in_place`
-    (B = 1 only, panels None): the recurrent product reads W_hh as it is stored,
-    four of its rows at a time, instead of BLAS.
+    projection. BLAS must be single-threaded while num_threads > 1.
 
     The threads share the time steps by hidden units: each computes its units
     of every row and meets the others at a barrier every step. With
@@ -1075,11 +1073,11 @@ def forward(
         if _float_size(x, "x") == 4:
             _forward(<float*>NULL, &held, x, w_ih, w_hh, bias, w_hr, peephole, h, c, lengths,
                      reverse, batch_first, steps, gates, y, h_prev, c_prev, m_all, rec, h_next,
-                     m_step, proj, panels, ih_panels, num_threads, split_batch, in_place)
+                     m_step, proj, panels, ih_panels, num_threads, split_batch)
         else:
             _forward(<double*>NULL, &held, x, w_ih, w_hh, bias, w_hr, peephole, h, c, lengths,
                      reverse, batch_first, steps, gates, y, h_prev, c_prev, m_all, rec, h_next,
-                     m_step, proj, panels, ih_panels, num_threads, split_batch, in_place)
+                     m_step, proj, panels, ih_panels, num_threads, split_batch)
     finally:
         _release(&held)
 
@@ -1089,7 +1087,7 @@ cdef int _forward(floating* kind, Held* held, object x_, object w_ih_, object w_
                   object lengths_, bint reverse, bint batch_first, Py_ssize_t steps,
                   object gates_, object y_, object h_prev_, object c_prev_, object m_all_,
                   object rec_, object h_next_, object m_step_, object proj_, object panels_,
-                  object ih_panels_, int num_threads, bint split_batch, bint in_place) except -1:
+                  object ih_panels_, int num_threads, bint split_batch) except -1:
     """forward in `floating` (`kind` selects it; never read), its arrays held in `held`."""
     cdef Mat x, w_ih, w_hh, bias, w_hr, peephole, h, c, lengths, gates, y, h_prev, c_prev
     cdef Mat m_all, rec, h_next, m_step, proj, panels, ih_panels
@@ -1192,8 +1190,6 @@ cdef int _forward(floating* kind, Held* held, object x_, object w_ih_, object w_
     _check_matrix("proj", proj, B, P, projected)
     _check_panels("panels", panels, H, P, sizeof(floating))
     _check_panels("ih_panels", ih_panels, H, I, sizeof(floating))
-    if in_place and (B != 1 or panels.given or not LSTM_HAVE_PANELS):
-        raise ValueError("in_place needs B = 1, no panels and a build with vector products")
     lstm_barrier_init(&barrier)
     if rows == 0:
         return 0  # nothing to compute: h and c already hold h_n = h0 and c_n = c0
@@ -1246,10 +1242,6 @@ cdef int _forward(floating* kind, Held* held, object x_, object w_ih_, object w_
                     if panels_p != NULL:
                         _panel_product(panels_p, r.hi - r.lo, H, P, lu, h_in + r.lo * P, P,
                                        rec_p + r.lo * G, G)
-                    elif in_place:
-                        for k in range(4):
-                            _gemv(lu.hi - lu.lo, P, w_hh_p + (k * H + lu.lo) * P, h_in,
-                                  rec_p + k * H + lu.lo)
                     else:
                         for k in range(4):
                             _gemm_pieces(False, True, <int>(r.hi - r.lo), <int>(lu.hi - lu.lo), <int>P,

@@ -60,9 +60,7 @@ def compare(case, spec, dtype, num_threads=None):
 # functional._panels picks the recurrent product: W_hh packed in panels up to
 # _PANEL_MAX_STEP_FLOPS per step, BLAS's GEMM above; functional._input_panels the
 # products with W_ih over all positions: panels up to _INPUT_PANELS_MAX_BYTES of
-# W_ih. Each path is forced here (both products at once). A single row's forward
-# reads W_hh in place instead (functional._in_place), except when a path is forced
-# here: SINGLE_ROW_CASES test that one.
+# W_ih. Each path is forced here (both products at once).
 PATHS = {"panels": 1e30, "blas": -1}
 # functional._split_batch picks how the threads share the time steps: by hidden
 # units (a barrier every step) or by rows of the batch. Each is forced here.
@@ -127,7 +125,6 @@ def kernel_path(monkeypatch):
     def force(path, share="units"):
         monkeypatch.setattr(functional, "_PANEL_MAX_STEP_FLOPS", PATHS[path])
         monkeypatch.setattr(functional, "_INPUT_PANELS_MAX_BYTES", PATHS[path])
-        monkeypatch.setattr(functional, "_IN_PLACE_MAX_WEIGHT_BYTES", -1)  # single rows: see below
         min_rows, max_bytes = SHARES[share]
         monkeypatch.setattr(functional, "_SPLIT_BATCH_MIN_ROWS", min_rows)
         monkeypatch.setattr(functional, "_SPLIT_BATCH_MAX_WEIGHT_BYTES", max_bytes)
@@ -214,7 +211,7 @@ def test_rows_taken_in_blocks_by_whichever_thread_is_free_match_the_reference(
         assert taken["split_batch"] == [True, True]
 
 
-# A single row (B = 1) reads W_hh in place in the forward's recurrent product.
+# A single row (B = 1): the panels' tiles of several panels against one row of h.
 SINGLE_ROW_CASES = {
     "single_row": dict(T=6, B=1, I=20, H=37),
     "single_row_projection_peephole_reverse_length": dict(
@@ -226,18 +223,15 @@ SINGLE_ROW_CASES = {
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("case", SINGLE_ROW_CASES)
-def test_a_single_row_reads_w_hh_in_place_and_matches_the_reference(case, dtype, threads, monkeypatch):
-    chosen = []
-    in_place = functional._in_place
-
-    def record(*args):
-        chosen.append(in_place(*args))
-        return chosen[-1]
-
-    monkeypatch.setattr(functional, "_in_place", record)
+def test_a_single_row_matches_the_reference_on_each_recurrent_product(
+    case, path, dtype, threads, kernel_path
+):
+    taken = kernel_path(path)
     compare(case, SINGLE_ROW_CASES[case], dtype, num_threads=threads)
-    assert chosen == [_lstm.panel_width(np.dtype(dtype).itemsize) > 0]  # forward only
+    available = _lstm.panel_width(np.dtype(dtype).itemsize) > 0
+    assert taken["panels"] == [path == "panels" and available] * 2  # forward and backward
 
 
 # The weight gradients dgates^T x and dgates^T h_prev: lstm_outer up to 256 KiB of
@@ -262,13 +256,6 @@ def weight_gradients_by(request):
 @pytest.mark.parametrize("case", OUTER_CASES)
 def test_each_weight_gradients_product_matches_the_reference(case, dtype, threads, weight_gradients_by):
     compare(case, OUTER_CASES[case], dtype, num_threads=threads)
-
-
-def test_w_hh_is_read_in_place_for_a_single_row_up_to_4_mib():
-    w_hh = np.empty((4 * 512, 512), np.float32)  # 4 MiB
-    assert functional._in_place(1, w_hh) == (_lstm.panel_width(4) > 0)
-    assert not functional._in_place(2, w_hh)
-    assert not functional._in_place(1, np.empty((4 * 512, 513), np.float32))
 
 
 def test_the_steps_are_shared_by_rows_from_four_rows_per_thread_and_up_to_4_mib_of_w_hh():
@@ -394,14 +381,6 @@ def test_a_missized_buffer_or_bad_lengths_are_refused(name, value):
     kwargs[name] = value
     with pytest.raises(ValueError, match=name):
         _lstm.forward(**kwargs)
-
-
-def test_reading_w_hh_in_place_is_refused_for_more_than_one_row():
-    from lstm_c import _lstm
-
-    kwargs = _kernel_forward_arguments()  # B = 2
-    with pytest.raises(ValueError, match="in_place"):
-        _lstm.forward(**kwargs, in_place=True)
 
 
 # --------------------------------------------------------------------------------------
