@@ -525,31 +525,28 @@ cdef void _panel_rows(bint columns, const floating* panels, Py_ssize_t rows, Py_
 
 
 # The weight gradients dgates^T x and dgates^T h_prev go through lstm_outer instead of
-# BLAS's GEMM when the gradient takes at most this many bytes (and whole vectors of
-# columns). Measured on one Zen 4 core, the product alone in float32 over 12800,
-# 12800, 3200 and 6400 positions: 1.39x at 128 x 32, 1.28x at 256 x 64, 1.2x at
-# 512 x 128, but 0.84x at 1024 x 256, where a block of positions no longer fits in L2
-# (BLAS's own copy of dgates, made with strided reads, costs most at small sizes).
-# Whole training calls, T = 50: float32 1.06-1.25x at H = 32-128 (1 and 2 threads);
-# float64 1.06-1.15x at H <= 64 and even at H = 128, which therefore stays on BLAS.
-cdef Py_ssize_t _outer_max_bytes = 262144
+# BLAS's GEMM when x's and h_prev's widths are whole vectors. Measured on Zen 4, whole
+# backward calls: float32 1.02-1.36x from H = 64 to 1024 (1 and 2 threads; 1.09x at
+# H = 256 B = 64), float64 1.04-1.19x from H = 64 to 512. BLAS's GEMM first copies
+# dgates, transposed, with strided reads; lstm_outer reads it as stored. Off only in
+# tests (_use_outer), to compare with BLAS.
+cdef bint _outer_enabled = True
 # Positions per block: both operands' blocks stay in L2 while every tile passes over them.
 cdef Py_ssize_t _outer_block_rows = 256
 
 
-def _set_outer_max_bytes(Py_ssize_t size) -> int:
-    """Set the largest weight gradient, in bytes, computed by lstm_outer (0: BLAS for all)
-    and return the previous value; for tests and measurements only."""
-    global _outer_max_bytes
-    previous = _outer_max_bytes
-    _outer_max_bytes = max(0, size)
+def _use_outer(bint enabled) -> bool:
+    """Compute the weight gradients with lstm_outer where it applies (else BLAS's GEMM)
+    and return the previous setting; for tests only."""
+    global _outer_enabled
+    previous = _outer_enabled
+    _outer_enabled = enabled
     return previous
 
 
 cdef inline bint _outer_fits(Py_ssize_t G, Py_ssize_t N, floating* unused) noexcept nogil:
-    """Whether the G x N weight gradient goes through lstm_outer (see _outer_max_bytes)."""
-    return (LSTM_HAVE_PANELS and N > 0 and N % _panel_width(unused) == 0
-            and G * N * <Py_ssize_t>sizeof(floating) <= _outer_max_bytes)
+    """Whether the G x N weight gradient goes through lstm_outer (see _outer_enabled)."""
+    return _outer_enabled and LSTM_HAVE_PANELS and N > 0 and N % _panel_width(unused) == 0
 
 
 cdef void _outer_pieces(Py_ssize_t rows, Slice g, Py_ssize_t N, const floating* a, Py_ssize_t lda,

@@ -321,6 +321,28 @@ typedef double lstm_vd __attribute__((vector_size(64)));
             }                                                                                 \
         }                                                                                     \
     }
+/* The bytes of X in one block of lstm_outer's columns (its positions by some vectors):
+ * the block stays in L2 while the tiles of every row of the gradient pass over it. */
+#ifndef LSTM_OUTER_X_BYTES
+#define LSTM_OUTER_X_BYTES (256 << 10)
+#endif
+/* lstm_outer_tile with ng and nv fixed at compile time (each pair its own loop). */
+#define LSTM_OUTER_NV(SUF, NG, nv, ...)                                                      \
+    switch (nv) {                                                                             \
+    case 1: lstm_outer_tile_##SUF(__VA_ARGS__, NG, 1); break;                                 \
+    case 2: lstm_outer_tile_##SUF(__VA_ARGS__, NG, 2); break;                                 \
+    case 3: lstm_outer_tile_##SUF(__VA_ARGS__, NG, 3); break;                                 \
+    default: lstm_outer_tile_##SUF(__VA_ARGS__, NG, 4); break;                                \
+    }
+#define LSTM_OUTER_CASES(SUF, ng, nv, ...)                                                   \
+    switch (ng) {                                                                             \
+    case 1: LSTM_OUTER_NV(SUF, 1, nv, __VA_ARGS__) break;                                     \
+    case 2: LSTM_OUTER_NV(SUF, 2, nv, __VA_ARGS__) break;                                     \
+    case 3: LSTM_OUTER_NV(SUF, 3, nv, __VA_ARGS__) break;                                     \
+    case 4: LSTM_OUTER_NV(SUF, 4, nv, __VA_ARGS__) break;                                     \
+    case 5: LSTM_OUTER_NV(SUF, 5, nv, __VA_ARGS__) break;                                     \
+    default: LSTM_OUTER_NV(SUF, 6, nv, __VA_ARGS__) break;                                    \
+    }
 #define LSTM_DEFINE_PANELS(T, SUF, V)                                                        \
     /* out[0..3] = rows j..j+3 of W (ld K) times v, read in place: four rows at a time share \
      * each load of v, and their sums are folded together (lstm_sum4). */                    \
@@ -354,48 +376,52 @@ typedef double lstm_vd __attribute__((vector_size(64)));
             out[j] = s;                                                                       \
         }                                                                                     \
     }                                                                                         \
-    /* nb (<= 8) rows of a weight gradient, one vector of its columns: out[b][0..W) (+)=     \
-     * the sum over k < K of A[k][b] X[k][0..W), in order of k. */                           \
-    LSTM_INLINE void lstm_outer_rows_##SUF(ptrdiff_t K, const T *LSTM_RESTRICT A, ptrdiff_t lda, \
+    /* ng (<= 6) rows of a weight gradient by nv (<= 4) vectors of its columns:      \
+     * out[g][0..nv W) (+)= the sum over k < K of A[k][g] X[k][0..nv W), in order of k.  \
+     * Each k loads nv vectors of X and meets them with ng values of A.               */ \
+    LSTM_INLINE void lstm_outer_tile_##SUF(ptrdiff_t K, const T *LSTM_RESTRICT A, ptrdiff_t lda, \
                                            const T *LSTM_RESTRICT X, ptrdiff_t ldx,              \
                                            T *LSTM_RESTRICT out, ptrdiff_t ldo, int accumulate,  \
-                                           const int nb) {                                       \
-        V acc[8];                                                                             \
-        for (int b = 0; b < nb; b++) {                                                        \
-            acc[b] = (V){0};                                                                  \
-            if (accumulate) memcpy(&acc[b], out + b * ldo, sizeof(V));                        \
-        }                                                                                     \
+                                           const int ng, const int nv) {                         \
+        const int width = (int)(sizeof(V) / sizeof(T));                                       \
+        V acc[6][4];                                                                          \
+        for (int g = 0; g < ng; g++)                                                          \
+            for (int v = 0; v < nv; v++) {                                                    \
+                acc[g][v] = (V){0};                                                           \
+                if (accumulate) memcpy(&acc[g][v], out + g * ldo + v * width, sizeof(V));     \
+            }                                                                                 \
         for (ptrdiff_t k = 0; k < K; k++) {                                                   \
-            V x;                                                                              \
-            memcpy(&x, X + k * ldx, sizeof x);                                                \
-            for (int b = 0; b < nb; b++) acc[b] += A[k * lda + b] * x;                        \
+            V x[4];                                                                           \
+            for (int v = 0; v < nv; v++) memcpy(&x[v], X + k * ldx + v * width, sizeof(V));   \
+            for (int g = 0; g < ng; g++) {                                                    \
+                const T a = A[k * lda + g];                                                   \
+                for (int v = 0; v < nv; v++) acc[g][v] += a * x[v];                           \
+            }                                                                                 \
         }                                                                                     \
-        for (int b = 0; b < nb; b++) memcpy(out + b * ldo, &acc[b], sizeof(V));               \
+        for (int g = 0; g < ng; g++)                                                          \
+            for (int v = 0; v < nv; v++) memcpy(out + g * ldo + v * width, &acc[g][v], sizeof(V)); \
     }                                                                                         \
     /* out (rows x N, ld ldo) (+)= A^T X for A (K x rows, ld lda) and X (K x N, ld ldx), N a   \
      * multiple of the vector width: the weight gradients dgates^T x and dgates^T h_prev of  \
      * a block of positions, both read as stored (BLAS's GEMM would transpose dgates into    \
-     * its own copy first). Eight rows of out by one vector at a time meet each k. */        \
+     * its own copy first). Tiles of six rows of out by four vectors meet each k; every    \
+     * value of out is one chain over k, whatever its tile.                                */ \
     LSTM_DISPATCH static void lstm_outer_##SUF(ptrdiff_t K, ptrdiff_t rows, ptrdiff_t N,         \
                                               const T *A, ptrdiff_t lda, const T *X,             \
                                               ptrdiff_t ldx, T *out, ptrdiff_t ldo,              \
                                               int accumulate) {                                  \
-        const ptrdiff_t width = (ptrdiff_t)(sizeof(V) / sizeof(T));                           \
-        for (ptrdiff_t g = 0; g < rows; g += 8)                                               \
-            for (ptrdiff_t i = 0; i + width <= N; i += width) {                               \
-                const T *a = A + g;                                                           \
-                T *o = out + g * ldo + i;                                                     \
-                switch (rows - g < 8 ? rows - g : 8) {                                        \
-                case 1: lstm_outer_rows_##SUF(K, a, lda, X + i, ldx, o, ldo, accumulate, 1); break; \
-                case 2: lstm_outer_rows_##SUF(K, a, lda, X + i, ldx, o, ldo, accumulate, 2); break; \
-                case 3: lstm_outer_rows_##SUF(K, a, lda, X + i, ldx, o, ldo, accumulate, 3); break; \
-                case 4: lstm_outer_rows_##SUF(K, a, lda, X + i, ldx, o, ldo, accumulate, 4); break; \
-                case 5: lstm_outer_rows_##SUF(K, a, lda, X + i, ldx, o, ldo, accumulate, 5); break; \
-                case 6: lstm_outer_rows_##SUF(K, a, lda, X + i, ldx, o, ldo, accumulate, 6); break; \
-                case 7: lstm_outer_rows_##SUF(K, a, lda, X + i, ldx, o, ldo, accumulate, 7); break; \
-                default: lstm_outer_rows_##SUF(K, a, lda, X + i, ldx, o, ldo, accumulate, 8); break; \
+        const ptrdiff_t width = (ptrdiff_t)(sizeof(V) / sizeof(T)), vectors = N / width;      \
+        const ptrdiff_t fit = LSTM_OUTER_X_BYTES / ((K > 0 ? K : 1) * (ptrdiff_t)sizeof(V)) / 4 * 4; \
+        const ptrdiff_t block = fit > 4 ? fit : 4; /* vectors of X's block: it stays in L2 */ \
+        for (ptrdiff_t i0 = 0; i0 < vectors; i0 += block)                                     \
+            for (ptrdiff_t g = 0; g < rows; g += 6)                                           \
+                for (ptrdiff_t i = i0; i < vectors && i < i0 + block; i += 4) {               \
+                    const T *a = A + g, *x = X + i * width;                                   \
+                    T *o = out + g * ldo + i * width;                                         \
+                    const int ng = rows - g < 6 ? (int)(rows - g) : 6;                        \
+                    const int nv = vectors - i < 4 ? (int)(vectors - i) : 4;                  \
+                    LSTM_OUTER_CASES(SUF, ng, nv, K, a, lda, x, ldx, o, ldo, accumulate)      \
                 }                                                                             \
-            }                                                                                 \
     }                                                                                         \
     /* nb rows of h times npanels consecutive panels (K * W values apart) into npanels * W \
      * columns of out, the last panel's first ncols only; `ordered`: one chain (products   \

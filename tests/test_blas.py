@@ -102,11 +102,30 @@ def test_the_in_place_product_of_a_single_row_matches_numpy(N, K, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "K, G, N, lo, hi",
-    [(1, 8, 16, 0, 8), (300, 21, 16, 3, 20), (600, 40, 32, 0, 40), (257, 64, 48, 8, 64), (0, 8, 16, 0, 8)],
-    ids=["one_position", "rows_past_eight_and_a_slice", "blocks_of_positions", "a_block_and_one", "none"],
+    [
+        (1, 8, 16, 0, 8),
+        (300, 21, 16, 3, 20),
+        (600, 40, 32, 0, 40),
+        (257, 64, 48, 8, 64),
+        (0, 8, 16, 0, 8),
+        (70, 7, 96, 0, 7),
+        (300, 23, 112, 1, 23),
+        (520, 13, 1040, 0, 13),
+    ],
+    ids=[
+        "one_position",
+        "rows_past_six_and_a_slice",
+        "blocks_of_positions",
+        "a_block_and_one",
+        "none",
+        "six_vectors_of_columns",
+        "seven_vectors_of_columns_and_a_slice",
+        "blocks_of_columns",
+    ],
 )
 def test_the_weight_gradients_product_matches_numpy(K, G, N, lo, hi, dtype):
-    # Blocks of 256 positions summed in order; rows of the gradient eight at a time.
+    # Blocks of 256 positions summed in order; tiles of six rows of the gradient by four
+    # vectors of columns, in blocks of columns that stay in L2.
     rng = np.random.default_rng(K * 100 + G)
     a = rng.standard_normal((K, G)).astype(dtype)
     x = rng.standard_normal((K, N)).astype(dtype)

@@ -234,21 +234,22 @@ def test_a_single_row_matches_the_reference_on_each_recurrent_product(
     assert taken["panels"] == [path == "panels" and available] * 2  # forward and backward
 
 
-# The weight gradients dgates^T x and dgates^T h_prev: lstm_outer up to 256 KiB of
-# gradient with whole vectors of columns (I and P multiples of 16 floats or 8 doubles),
-# BLAS's GEMM otherwise. Both forced here, on sizes the first can take.
+# The weight gradients dgates^T x and dgates^T h_prev: lstm_outer with whole vectors of
+# columns (I and P multiples of 16 floats or 8 doubles), BLAS's GEMM otherwise. Both
+# forced here, on sizes the first can take.
 OUTER_CASES = {
     "whole_vectors": dict(T=5, B=6, I=16, H=32, lengths=[5, 0, 3, 5, 1, 4]),
     "projection_peephole_reverse": dict(T=4, B=5, I=32, H=24, P=16, peephole=True, reverse=True),
     "over_a_block_of_positions_batch_first": dict(T=30, B=12, I=16, H=48, batch_first=True),
+    "blocks_of_columns_wide_input": dict(T=30, B=12, I=272, H=20, lengths=np.arange(12) % 31),
 }
 
 
 @pytest.fixture(params=["outer", "blas"])
 def weight_gradients_by(request):
-    previous = _lstm._set_outer_max_bytes(1 << 40 if request.param == "outer" else 0)
+    previous = _lstm._use_outer(request.param == "outer")
     yield request.param
-    _lstm._set_outer_max_bytes(previous)
+    _lstm._use_outer(previous)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
