@@ -23,9 +23,10 @@ from lstm_c._validation import MAX_THREADS, check_num_threads
 
 # Below this much work per time step (about the flops of one step) a parallel
 # region's barriers cost more than the second thread saves. Measured on 2 cores
-# (Zen 4): B=1 at H=128 and B=4 at H=64 gain a quarter from two threads, B=1 at
-# H=64 gains nothing and B=1 at H=32 loses a third.
-MIN_PARALLEL_WORK = 50_000
+# (Zen 4), T = 50, inference and training: B=1 gains about a fifth from two threads
+# at H=64 (work 18944) and a third at H=96, B=2 at H=64 a fifth; B=4 at H=32
+# (21504) is even; B=1 at H=32 (5376) and B=4 at H=24 lose 10-20%.
+MIN_PARALLEL_WORK = 18_000
 # A lone step (LSTM.step) also pays for starting the threads, several
 # microseconds: it is split only from this much work.
 MIN_PARALLEL_LONE_STEP_WORK = 200_000
