@@ -11,6 +11,7 @@ from lstm_c import interop, reference
 from lstm_c._lstm import openmp_enabled
 from lstm_c._threads import get_num_threads, set_num_threads
 from lstm_c._types import CheckpointCache, LSTMCache, LSTMGrads
+from lstm_c.frozen import FrozenLSTM
 from lstm_c.functional import lstm_backward, lstm_forward
 from lstm_c.layer import LSTM
 
@@ -21,6 +22,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 __all__ = [
     "LSTM",
+    "FrozenLSTM",
     "CheckpointCache",
     "LSTMCache",
     "LSTMGrads",

@@ -39,10 +39,11 @@ def forward(
     h_next: _Array | None,  # SCRATCH (B, H) without a projection, else None
     m_step: _Array | None,  # SCRATCH (B, H) with a projection, else None
     proj: _Array | None,  # SCRATCH (B, P) with a projection, else None
-    panels: _Array | None,  # SCRATCH packed W_hh (see functional._panels), or None for BLAS
-    ih_panels: _Array | None,  # SCRATCH packed W_ih (functional._input_panels), or None for BLAS
+    panels: _Array | None,  # SCRATCH packed W_hh (functional._panels; IN when packed), or None for BLAS
+    ih_panels: _Array | None,  # SCRATCH packed W_ih (functional._input_panels; IN when packed), or None
     num_threads: int,
     split_batch: bool,  # share the steps by rows of the batch (no barrier per step), not units
+    packed: bool = False,  # IN: the panels given already hold the weights packed (pack_weights)
 ) -> None:
     """Run one layer and direction over the sequence (results written into the outputs)."""
 
@@ -114,6 +115,9 @@ def set_blas_threads(n: int) -> None:
 
 def panel_width(dtype_size: int) -> int:
     """Values per packed panel row for this itemsize, or 0 where panels are not built."""
+
+def pack_weights(w: _Array, out: _Array) -> None:
+    """Pack every hidden unit of w (4H, K) into out, as forward packs them at every call."""
 
 def set_interrupt_checks(enabled: bool) -> None:
     """Turn the kernels' checks for pending signals (Ctrl-C) on or off; for benchmarking."""

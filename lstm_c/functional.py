@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -112,15 +112,61 @@ def lstm_forward(
         from lstm_c import _checkpoint  # it calls this module
 
         return _checkpoint.forward(args, reverse, every, training, num_threads)
+    return _forward(args, reverse, training, num_threads)
+
+
+class PackedWeights(NamedTuple):
+    """W_hh and W_ih of one layer and direction packed once (`pack_weights`), None for a
+    weight whose products go to BLAS."""
+
+    panels: np.ndarray | None
+    ih_panels: np.ndarray | None
+
+
+def pack_weights(w_ih: np.ndarray, w_hh: np.ndarray) -> PackedWeights:
+    """W_ih (4H, I) and W_hh (4H, P), C-contiguous float arrays, packed as the forward
+    kernel packs them at every call; `_forward` reads them from there when given them."""
+    H, I = w_ih.shape[0] // 4, w_ih.shape[1]
+    P, dtype = w_hh.shape[1], w_hh.dtype
+    width = _lstm.panel_width(dtype.itemsize)
+    if width == 0:
+        return PackedWeights(None, None)
+    panels = np.empty(_packed(H, P, width), dtype)
+    _lstm.pack_weights(w_hh, panels)
+    ih_panels = None
+    if _input_panels(H, I, dtype) is not None:
+        ih_panels = np.empty(_packed(H, I, width), dtype)
+        _lstm.pack_weights(w_ih, ih_panels)
+    return PackedWeights(panels, ih_panels)
+
+
+def _forward(
+    args: ForwardArgs,
+    reverse: bool,
+    training: bool,
+    num_threads: int | None,
+    packed: PackedWeights | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, LSTMCache | None]:
+    """lstm_forward of checked arguments; W_hh and W_ih read from `packed` (pack_weights of
+    args.w_ih and args.w_hh) where the call uses panels, instead of packed at this call."""
     rows, batch = args.steps * args.batch, args.batch
     h = args.h0.copy()
     c = args.c0.copy()
     phase = "training" if training else "inference"
     work, scratch_shapes = _workspace(args, phase)
+    given: dict[str, np.ndarray | None] = {}
+    if packed is not None:
+        # The kernel packs nothing: the panels it uses come packed (BLAS where none were).
+        given = {
+            name: None if scratch_shapes[name] is None else array
+            for name, array in (("panels", packed.panels), ("ih_panels", packed.ih_panels))
+        }
+        scratch_shapes = {**scratch_shapes, "panels": None, "ih_panels": None}
+    panels = {name: scratch_shapes[name] is not None or given.get(name) is not None for name in _PANELS}
     if rows:  # with T·B = 0 there is no position to run: the state stays h0, c0
         threads = _threads.plan(num_threads, batch, args.hidden_size, args.output_size)
         scratch = _scratch.take(phase, args.dtype, scratch_shapes)
-        blas = _threads.single_threaded_blas if _calls_blas(args, scratch_shapes) else _NO_BLAS
+        blas = _threads.single_threaded_blas if _calls_blas(args, **panels) else _NO_BLAS
         with blas:
             _lstm.forward(
                 x=args.x.reshape(rows, args.input_size),
@@ -137,8 +183,9 @@ def lstm_forward(
                 steps=args.steps,
                 num_threads=threads,
                 split_batch=_split_batch(threads, batch, args.w_hh),
+                packed=packed is not None,
                 **work,
-                **scratch.arrays,
+                **{**scratch.arrays, **given},
             )
         _scratch.give(scratch)
     y = work["y"].reshape(args.y_shape)
@@ -161,10 +208,13 @@ _PANEL_MAX_STEP_FLOPS = 4e9
 _NO_BLAS = contextlib.nullcontext()
 
 
-def _calls_blas(args: ForwardArgs, scratch_shapes: _scratch.Shapes) -> bool:
-    """Whether a forward call's kernel calls BLAS: for the input projection without
-    `ih_panels`, the recurrent product without `panels`, and a projection's product."""
-    return args.w_hr is not None or scratch_shapes["ih_panels"] is None or scratch_shapes["panels"] is None
+_PANELS = ("panels", "ih_panels")  # the kernels' arguments for W_hh and W_ih in panels
+
+
+def _calls_blas(args: ForwardArgs, panels: bool, ih_panels: bool) -> bool:
+    """Whether a forward call's kernel calls BLAS: for the input projection without W_ih
+    in panels, the recurrent product without W_hh in panels, and a projection's product."""
+    return args.w_hr is not None or not ih_panels or not panels
 
 
 # The threads of a call share its time steps by hidden units (each its units of

@@ -34,7 +34,7 @@ import math
 import operator
 import os
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
@@ -56,6 +56,9 @@ from lstm_c._validation import (
     check_lengths,
     check_num_threads,
 )
+
+if TYPE_CHECKING:
+    from lstm_c.frozen import FrozenLSTM
 
 __all__ = ["LSTM"]
 
@@ -148,6 +151,9 @@ class LSTM:
     -----
     See the module docstring of `lstm_c.layer` for what may be shared between threads.
     """
+
+    # The functional API the forward runs on: a frozen module's reads packed weights.
+    _api: Any = functional
 
     # torch.nn.LSTM's constructor, as lstm_c.torch.LSTM's is too (on purpose: the same
     # arguments in both places; check_layer_config checks them once for both).
@@ -473,7 +479,7 @@ class LSTM:
         training = self.training
         self._trace = None
         y, h_n, c_n, trace = stack_forward(
-            functional,
+            self._api,
             self._params,
             self._names,
             D,
@@ -692,10 +698,27 @@ class LSTM:
             plan = self._step_plan = (list(self._params.values()), stepper)
         return plan[1]
 
+    def freeze(self) -> FrozenLSTM:
+        """An inference-only snapshot of this LSTM, its weights packed once.
+
+        Returns
+        -------
+        FrozenLSTM
+            Called as this module in eval mode (``y, (h_n, c_n) = frozen(x, hx)``),
+            with the same results, bit for bit, for the parameters as they are
+            now, but without packing the weights at every call. It keeps its
+            own copy of them: freeze again after changing the parameters.
+        """
+        from lstm_c.frozen import FrozenLSTM  # it builds on this module
+
+        return FrozenLSTM(self)
+
     def __getstate__(self) -> dict[str, Any]:
         # The step plan holds addresses of this module's arrays: a copy builds its own.
+        # A frozen module's packed weights are found by array identity: likewise.
         state = self.__dict__.copy()
         state["_step_plan"] = None
+        state.pop("_api", None)
         return state
 
     def _step_bias(self, names: ParamNames) -> np.ndarray:

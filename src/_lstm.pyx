@@ -1038,11 +1038,33 @@ cdef int _check_panels(str name, Mat panels, Py_ssize_t blocked, Py_ssize_t othe
     return _check_vector(name, panels, 4 * ((blocked + width - 1) // width) * other * width, False)
 
 
+def pack_weights(const floating[:, ::1] w not None, floating[::1] out not None) -> None:
+    """Pack every hidden unit of w (4H x K: W_hh, or W_ih) into out, as forward packs
+    them at every call; forward(packed=True) then reads out as it is. out holds
+    4*ceil(H/W)*K*W values, W = panel_width(itemsize) (functional._packed)."""
+    cdef Py_ssize_t G = w.shape[0], K = w.shape[1], H = G // 4
+    cdef Py_ssize_t width = 64 // sizeof(floating)
+    cdef Slice u
+    if not LSTM_HAVE_PANELS:
+        raise ValueError("this build has no packed-panel products")
+    if G == 0 or G % 4:
+        raise ValueError(f"w must have 4*hidden_size rows with hidden_size >= 1, got {G}")
+    if out.shape[0] != 4 * ((H + width - 1) // width) * K * width:
+        raise ValueError(f"out must hold {4 * ((H + width - 1) // width) * K * width} values, "
+                         f"got {out.shape[0]}")
+    if K == 0:
+        return
+    u.lo = 0
+    u.hi = H
+    with nogil:
+        _pack_panels(&w[0, 0], H, K, u, &out[0])
+
+
 def forward(
     *,
     x, w_ih, w_hh, bias, w_hr, peephole, h, c, lengths, bint reverse, bint batch_first,
     Py_ssize_t steps, gates, y, h_prev, c_prev, m_all, rec, h_next, m_step, proj, panels,
-    ih_panels, int num_threads, bint split_batch,
+    ih_panels, int num_threads, bint split_batch, bint packed=False,
 ):
     """Run one layer and direction over the sequence on `num_threads` threads.
 
@@ -1057,6 +1079,8 @@ def forward(
     panel_width(itemsize)) selects the packed-panel recurrent product instead
     of BLAS; None for BLAS. ih_panels (4*ceil(H/W)*I*W) likewise for the input
     projection. BLAS must be single-threaded while num_threads > 1.
+    `packed`: the panels given already hold W_hh and W_ih packed (pack_weights), read
+    as they are instead of packed again.
 
     The threads share the time steps by hidden units: each computes its units
     of every row and meets the others at a barrier every step. With
@@ -1070,11 +1094,11 @@ def forward(
         if _float_size(x, "x") == 4:
             _forward(<float*>NULL, &held, x, w_ih, w_hh, bias, w_hr, peephole, h, c, lengths,
                      reverse, batch_first, steps, gates, y, h_prev, c_prev, m_all, rec, h_next,
-                     m_step, proj, panels, ih_panels, num_threads, split_batch)
+                     m_step, proj, panels, ih_panels, num_threads, split_batch, packed)
         else:
             _forward(<double*>NULL, &held, x, w_ih, w_hh, bias, w_hr, peephole, h, c, lengths,
                      reverse, batch_first, steps, gates, y, h_prev, c_prev, m_all, rec, h_next,
-                     m_step, proj, panels, ih_panels, num_threads, split_batch)
+                     m_step, proj, panels, ih_panels, num_threads, split_batch, packed)
     finally:
         _release(&held)
 
@@ -1084,7 +1108,8 @@ cdef int _forward(floating* kind, Held* held, object x_, object w_ih_, object w_
                   object lengths_, bint reverse, bint batch_first, Py_ssize_t steps,
                   object gates_, object y_, object h_prev_, object c_prev_, object m_all_,
                   object rec_, object h_next_, object m_step_, object proj_, object panels_,
-                  object ih_panels_, int num_threads, bint split_batch) except -1:
+                  object ih_panels_, int num_threads, bint split_batch,
+                  bint packed) except -1:
     """forward in `floating` (`kind` selects it; never read), its arrays held in `held`."""
     cdef Mat x, w_ih, w_hh, bias, w_hr, peephole, h, c, lengths, gates, y, h_prev, c_prev
     cdef Mat m_all, rec, h_next, m_step, proj, panels, ih_panels
@@ -1106,8 +1131,8 @@ cdef int _forward(floating* kind, Held* held, object x_, object w_ih_, object w_
     _take(held, h_next_, "h_next", sizeof(floating), 2, True, &h_next)
     _take(held, m_step_, "m_step", sizeof(floating), 2, True, &m_step)
     _take(held, proj_, "proj", sizeof(floating), 2, True, &proj)
-    _take(held, panels_, "panels", sizeof(floating), 1, True, &panels)
-    _take(held, ih_panels_, "ih_panels", sizeof(floating), 1, True, &ih_panels)
+    _take(held, panels_, "panels", sizeof(floating), 1, not packed, &panels)
+    _take(held, ih_panels_, "ih_panels", sizeof(floating), 1, not packed, &ih_panels)
     _require("x", x)
     _require("h", h)
     _require("c", c)
@@ -1201,7 +1226,7 @@ cdef int _forward(floating* kind, Held* held, object x_, object w_ih_, object w_
         r = _slice(B, 1, 0, 1)
         lu = _slice(H, ALIGN, 0, 1) if split_batch else u
         lq = _slice(P, ALIGN, 0, 1) if split_batch else q
-        if ih_panels_p != NULL:
+        if ih_panels_p != NULL and not packed:
             # This thread's units of W_ih: it alone projects, and reads, their gates
             # (with split_batch every thread reads them all, after the barrier below).
             _pack_panels(w_ih_p, H, I, u, ih_panels_p)
@@ -1210,7 +1235,7 @@ cdef int _forward(floating* kind, Held* held, object x_, object w_ih_, object w_
             # gates are kept for the backward pass anyway).
             _project(rows, x_p, I, gates_p, G, I, G, w_ih_p, ih_panels_p, u, tid, team, False,
                      &poll)
-        if panels_p != NULL and not lstm_poll_raised(&poll):
+        if panels_p != NULL and not packed and not lstm_poll_raised(&poll):
             _pack_panels(w_hh_p, H, P, u, panels_p)
         lstm_barrier_wait(&barrier, team)
         # With split_batch the rows go in blocks (_row_block), each taken by the next free

@@ -111,8 +111,8 @@ def kernel_path(monkeypatch):
         taken["split_batch"].append(result)
         return result
 
-    def record_calls_blas(*args):
-        result = calls_blas(*args)
+    def record_calls_blas(*args, **kwargs):
+        result = calls_blas(*args, **kwargs)
         taken["forward_blas"].append(result)
         return result
 

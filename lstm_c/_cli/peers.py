@@ -205,10 +205,12 @@ def _functional(api: Any, case: Case, data: Data, threads: int | None) -> Runner
 
 
 def build_lstm_c(case: Case, data: Data, threads: int) -> Runner:
-    """lstm_c: the functional API for one layer and direction, `lstm_c.LSTM` otherwise."""
+    """lstm_c: inference through `LSTM.freeze` (the weights packed once, as ONNX Runtime's
+    session packs them); training and the step through the functional API for one layer
+    and direction, `lstm_c.LSTM` otherwise."""
     from lstm_c import LSTM
 
-    if not case.uses_layer_class:
+    if not case.uses_layer_class and case.kind != "inference":
         return _functional(functional, case, data, threads)
     m = LSTM(
         case.I, case.H, num_layers=case.layers, bidirectional=case.bidirectional, dtype=data.x.dtype.type
@@ -234,8 +236,8 @@ def build_lstm_c(case: Case, data: Data, threads: int) -> Runner:
             keep=[m],
         )
     if case.kind == "inference":
-        m.eval()
-        return Runner(lambda: m(x), lambda r: {"y": r[0], "h": r[1][0]}, keep=[m])
+        frozen = m.freeze()
+        return Runner(lambda: frozen(x), lambda r: {"y": r[0], "h": r[1][0]}, keep=[frozen])
     m.train()
     dy = data.dy
 

@@ -1,0 +1,141 @@
+"""LSTM.freeze: a snapshot of the weights packed once, giving the module's inference bit for bit."""
+
+import pickle
+
+import numpy as np
+import pytest
+from helpers import DTYPES, assert_identical, layer_inputs
+
+from lstm_c import _lstm, functional
+from lstm_c.frozen import FrozenLSTM
+from lstm_c.layer import LSTM
+
+T, B, I, H = 6, 5, 20, 24
+CONFIGS = {
+    "one_layer": dict(),
+    "bidirectional_2": dict(num_layers=2, bidirectional=True),
+    "projection_peephole_batch_first": dict(num_layers=2, proj_size=10, peephole=True, batch_first=True),
+    "no_bias_dropout": dict(num_layers=2, bias=False, dropout=0.5),
+}
+# The recurrent product and the input projection on panels (packed at freezing) or on BLAS.
+PATHS = {"panels": 1e30, "blas": -1}
+
+
+def inference(m, x, hx, lengths=None):
+    y, (h_n, c_n) = m(x, hx, lengths=lengths)
+    return y, h_n, c_n
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("config", CONFIGS)
+def test_a_frozen_lstm_gives_the_modules_inference_bit_for_bit(config, dtype, path, threads, monkeypatch):
+    monkeypatch.setattr(functional, "_PANEL_MAX_STEP_FLOPS", PATHS[path])
+    monkeypatch.setattr(functional, "_INPUT_PANELS_MAX_BYTES", PATHS[path])
+    m = LSTM(I, H, dtype=dtype, seed=1, **CONFIGS[config])
+    m.num_threads = threads
+    frozen = m.freeze()
+    m.eval()
+    x, hx, _, _ = layer_inputs(m, np.random.default_rng(2), T, B)
+    for lengths in (None, [6, 0, 3, 6, 1]):
+        assert_identical(inference(frozen, x, hx, lengths), inference(m, x, hx, lengths))
+    x1, hx1, _, _ = layer_inputs(m, np.random.default_rng(3), T, 1)
+    assert_identical(inference(frozen, x1, hx1), inference(m, x1, hx1))  # a single row
+    xu, hxu, _, _ = layer_inputs(m, np.random.default_rng(4), T, 1, unbatched=True)
+    assert_identical(inference(frozen, xu, hxu), inference(m, xu, hxu))
+
+
+def test_the_frozen_weights_are_packed_once_and_read_as_they_are(monkeypatch):
+    m = LSTM(I, H, num_layers=2, seed=5)
+    frozen = m.freeze()
+    packed = []
+    forward = _lstm.forward
+
+    def record(**kwargs):
+        packed.append(kwargs["packed"])
+        given = [kwargs[name] for name in ("panels", "ih_panels") if kwargs[name] is not None]
+        assert len(given) == 2  # both weights in panels at these sizes
+        for panels in given if kwargs["packed"] else []:
+            panels.flags.writeable = False  # the kernel must only read them
+        forward(**kwargs)
+        for panels in given if kwargs["packed"] else []:
+            panels.flags.writeable = True
+
+    monkeypatch.setattr(_lstm, "forward", record)
+    x = np.random.default_rng(6).standard_normal((T, B, I)).astype(np.float32)
+    frozen(x)
+    assert packed == [True, True]  # one call per layer
+    m.eval()
+    m(x)
+    assert packed[2:] == [False, False]
+
+
+def test_a_frozen_lstm_keeps_the_weights_it_was_frozen_with():
+    m = LSTM(I, H, seed=7, dtype=np.float64)
+    m.eval()
+    x, hx, _, _ = layer_inputs(m, np.random.default_rng(8), T, B)
+    frozen = m.freeze()
+    before = inference(m, x, hx)
+    for p in m.params.values():  # an optimizer's update, in place
+        p *= 0.5
+    assert_identical(inference(frozen, x, hx), before)
+    assert not np.array_equal(inference(m, x, hx)[0], before[0])
+    assert_identical(inference(m.freeze(), x, hx), inference(m, x, hx))  # frozen again: the new weights
+
+
+def test_a_frozen_lstm_shows_its_sizes_but_not_its_arrays():
+    m = LSTM(I, H, num_layers=2, proj_size=8, batch_first=True, seed=9)
+    m.num_threads = 1
+    frozen = m.freeze()
+    assert isinstance(frozen, FrozenLSTM)
+    sizes = (
+        "input_size",
+        "hidden_size",
+        "num_layers",
+        "num_directions",
+        "output_size",
+        "batch_first",
+        "dtype",
+    )
+    assert [getattr(frozen, name) for name in sizes] == [getattr(m, name) for name in sizes]
+    assert frozen.num_threads == 1
+    frozen.num_threads = 2
+    assert frozen.num_threads == 2 and m.num_threads == 1
+    for hidden in ("params", "backward", "step", "train"):
+        with pytest.raises(AttributeError):
+            getattr(frozen, hidden)
+    state = frozen.state_dict()
+    assert_identical(list(state.values()), list(m.state_dict().values()))
+    next(iter(state.values()))[...] = 0  # a copy: the frozen weights do not change
+    assert_identical(list(frozen.state_dict().values()), list(m.state_dict().values()))
+    assert repr(frozen) == f"FrozenLSTM({m!r})"
+
+
+def test_a_frozen_lstm_pickles_and_packs_anew():
+    m = LSTM(I, H, bidirectional=True, seed=10)
+    frozen = m.freeze()
+    x, hx, _, _ = layer_inputs(m, np.random.default_rng(11), T, B)
+    copy = pickle.loads(pickle.dumps(frozen))
+    assert isinstance(copy, FrozenLSTM)
+    assert_identical(inference(copy, x, hx), inference(frozen, x, hx))
+    module = pickle.loads(pickle.dumps(m))  # a module that was frozen pickles as before
+    module.eval()
+    assert_identical(inference(module, x, hx), inference(frozen, x, hx))
+
+
+def test_a_frozen_lstm_refuses_bad_input_as_the_module_does():
+    frozen = LSTM(I, H, seed=12).freeze()
+    with pytest.raises(ValueError, match="x has 3 features"):
+        frozen(np.zeros((T, B, 3), np.float32))
+    with pytest.raises(TypeError, match="x"):
+        frozen(np.zeros((T, B, I), np.float64))
+
+
+@pytest.mark.skipif(_lstm.panel_width(4) == 0, reason="this build has no packed-panel products")
+def test_packing_refuses_a_wrong_size():
+    w = np.zeros((4 * H, I), np.float32)
+    with pytest.raises(ValueError, match="out must hold"):
+        _lstm.pack_weights(w, np.zeros(10, np.float32))
+    with pytest.raises(ValueError, match="4\\*hidden_size"):
+        _lstm.pack_weights(np.zeros((6, I), np.float32), np.zeros(10, np.float32))
