@@ -23,10 +23,12 @@ from lstm_c._validation import MAX_THREADS, check_num_threads
 
 # Below this much work per time step (about the flops of one step) a parallel
 # region's barriers cost more than the second thread saves. Measured on 2 cores
-# (Zen 4), T = 50, inference and training: B=1 gains about a fifth from two threads
-# at H=64 (work 18944) and a third at H=96, B=2 at H=64 a fifth; B=4 at H=32
-# (21504) is even; B=1 at H=32 (5376) and B=4 at H=24 lose 10-20%.
-MIN_PARALLEL_WORK = 18_000
+# (Zen 4), T = 50: B=1 at H=128 and B=4 at H=64 gain a quarter from two threads.
+# Smaller steps gain less, or lose, and pay most when the host takes a core away
+# for a moment: B=1 at H=64 (work 18944) gained a fifth on a quiet machine, but
+# B=4 at H=32 (21504), even there, ran 2.4x slower than on one thread in a
+# benchmark run on a busy host. So they stay on one thread.
+MIN_PARALLEL_WORK = 50_000
 # A lone step (LSTM.step) also pays for starting the threads, several
 # microseconds: it is split only from this much work.
 MIN_PARALLEL_LONE_STEP_WORK = 200_000
