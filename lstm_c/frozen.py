@@ -76,9 +76,10 @@ class FrozenLSTM:
     """
 
     def __init__(self, module: LSTM) -> None:
-        frozen = copy.copy(module)  # its own attributes; the arrays are copied below
+        # Its own attributes, through LSTM.__getstate__ (no step plan); the arrays are copied below.
+        frozen = copy.copy(module)
         frozen._params = {name: value.copy() for name, value in module._params.items()}
-        frozen.grads, frozen._trace, frozen._step_plan = {}, None, None
+        frozen.grads, frozen._trace = {}, None
         frozen.checkpoint_every = None  # inference keeps no activations anyway
         frozen.eval()
         packs = {}

@@ -1025,17 +1025,22 @@ cdef int _check_lengths(Mat lengths, Py_ssize_t batch, Py_ssize_t steps) except 
     return 0
 
 
+cdef inline Py_ssize_t _packed_size(Py_ssize_t blocked, Py_ssize_t other, Py_ssize_t itemsize) noexcept nogil:
+    """Values of a (4·blocked, other) weight packed in panels of itemsize-byte values, its
+    blocked axis rounded up to whole panels per gate (functional._packed)."""
+    cdef Py_ssize_t width = 64 // itemsize
+    return 4 * ((blocked + width - 1) // width) * other * width
+
+
 cdef int _check_panels(str name, Mat panels, Py_ssize_t blocked, Py_ssize_t other,
                        Py_ssize_t itemsize) except -1:
     """None (BLAS products), or room for a weight packed in panels of `blocked`
     (lstm_c.functional._panels) of `itemsize`-byte values."""
-    cdef Py_ssize_t width
     if not panels.given:
         return 0
     if not LSTM_HAVE_PANELS:
         raise ValueError(f"{name} must be None: this build has no packed-panel products")
-    width = 64 // itemsize
-    return _check_vector(name, panels, 4 * ((blocked + width - 1) // width) * other * width, False)
+    return _check_vector(name, panels, _packed_size(blocked, other, itemsize), False)
 
 
 def pack_weights(const floating[:, ::1] w not None, floating[::1] out not None) -> None:
@@ -1043,15 +1048,14 @@ def pack_weights(const floating[:, ::1] w not None, floating[::1] out not None) 
     them at every call; forward(packed=True) then reads out as it is. out holds
     4*ceil(H/W)*K*W values, W = panel_width(itemsize) (functional._packed)."""
     cdef Py_ssize_t G = w.shape[0], K = w.shape[1], H = G // 4
-    cdef Py_ssize_t width = 64 // sizeof(floating)
+    cdef Py_ssize_t size = _packed_size(H, K, sizeof(floating))
     cdef Slice u
     if not LSTM_HAVE_PANELS:
         raise ValueError("this build has no packed-panel products")
     if G == 0 or G % 4:
         raise ValueError(f"w must have 4*hidden_size rows with hidden_size >= 1, got {G}")
-    if out.shape[0] != 4 * ((H + width - 1) // width) * K * width:
-        raise ValueError(f"out must hold {4 * ((H + width - 1) // width) * K * width} values, "
-                         f"got {out.shape[0]}")
+    if out.shape[0] != size:
+        raise ValueError(f"out must hold {size} values, got {out.shape[0]}")
     if K == 0:
         return
     u.lo = 0
@@ -2146,14 +2150,14 @@ def _panel_products(const floating[:, ::1] w_hh not None, const floating[:, ::1]
         raise ValueError("the arrays or the slice do not fit")
     u.lo = lo
     u.hi = min(hi, H)
-    panels = <floating*>malloc(max(4 * ((H + width - 1) // width) * P * width, 1) * sizeof(floating))
+    panels = <floating*>malloc(max(_packed_size(H, P, sizeof(floating)), 1) * sizeof(floating))
     if panels == NULL:
         raise MemoryError()
     _pack_panels(&w_hh[0, 0], H, P, u, panels)
     _panel_product(panels, B, H, P, u, _cptr(h), P, _ptr(rec), 4 * H)
     free(panels)
     u.hi = min(hi, P)
-    panels = <floating*>malloc(max(((P + width - 1) // width) * G * width, 1) * sizeof(floating))
+    panels = <floating*>malloc(max(_packed_size(P, H, sizeof(floating)), 1) * sizeof(floating))
     if panels == NULL:
         raise MemoryError()
     _pack_column_panels(&w_hh[0, 0], G, P, u, panels)
