@@ -131,6 +131,10 @@ def ensure_threads(n: int) -> None:
 class Stepper:
     """LSTM.step's compiled plan: every layer bound once, one call per time step."""
 
+    max_batch: int  # the largest batch try_run takes
+    split: bool  # whether a team of threads may share a single row's step
+    team_steps: int  # single rows' steps (with split) on the team
+    alone_steps: int  # and on the calling thread alone
     def __init__(
         self,
         layers: list[tuple[_Array | None, ...]],  # per layer (w_ih, w_hh, b_ih, b_hh, w_hr, peephole)
@@ -138,21 +142,22 @@ class Stepper:
         hidden_size: int,
         output_size: int,
         itemsize: int,  # 4: float32, 8: float64
-        max_batch: int = 0,  # the largest batch try_run takes
+        max_batch: int = 0,
+        split: bool = False,
     ) -> None: ...
     def try_run(
-        self, x: object, hx: object
+        self, x: object, hx: object, threads: int = 1
     ) -> tuple[_Array, tuple[_Array, _Array]] | None:  # LSTM.step's usual call, or None
         ...
     def run(
-        self, x: _Array, h0: _Array | None, c0: _Array | None, h: _Array, c: _Array
+        self, x: _Array, h0: _Array | None, c0: _Array | None, h: _Array, c: _Array, threads: int = 1
     ) -> None:  # run_f or run_d by the plan's dtype
         ...
     def run_f(
-        self, x: _Array, h0: _Array | None, c0: _Array | None, h: _Array, c: _Array
+        self, x: _Array, h0: _Array | None, c0: _Array | None, h: _Array, c: _Array, threads: int = 1
     ) -> None:  # float32: IN x (B, I), h0 (L, B, P), c0 (L, B, H); OUT h (L, B, P), c (L, B, H)
         ...
     def run_d(
-        self, x: _Array, h0: _Array | None, c0: _Array | None, h: _Array, c: _Array
+        self, x: _Array, h0: _Array | None, c0: _Array | None, h: _Array, c: _Array, threads: int = 1
     ) -> None:  # float64, as run_f
         ...

@@ -29,15 +29,26 @@ from lstm_c._validation import MAX_THREADS, check_num_threads
 # B=4 at H=32 (21504), even there, ran 2.4x slower than on one thread in a
 # benchmark run on a busy host. So they stay on one thread.
 MIN_PARALLEL_WORK = 50_000
-# A lone step (LSTM.step) also pays for starting the threads, several
-# microseconds: it is split only from this much work.
-MIN_PARALLEL_LONE_STEP_WORK = 200_000
+# LSTM.step's compiled plan, which keeps the GIL and answers no signal while it
+# runs, takes batches whose step is below this much work (a few microseconds),
+# and a single row below MAX_PLANNED_ROW_WORK (about 2 MFLOP, H = 700); larger
+# steps go through the step kernel, which checks for signals between pieces of
+# rows.
+MAX_PLANNED_STEP_WORK = 200_000
+MAX_PLANNED_ROW_WORK = 2_000_000
+# A single row's step may be shared between threads from this much work: on 2
+# cores (Zen 4), two threads took 3.1 us for H = 128 against 4.7 on one, 2.0
+# against 2.6 for H = 96, and lost at H = 64 (1.4 against 1.2). The plan then
+# measures which way is faster as it runs (see _lstm.Stepper).
+MIN_PARALLEL_ROW_WORK = 40_000
 
 # libgomp's thread pool does not survive fork(): a child whose parent already ran
 # a multi-threaded call would wait forever for pool threads it does not have.
 # Such a child runs every call on one thread.
 _teams_started = False
 _forked_after_teams = False
+# Forks this process descends from: a thread plan made before one may not hold after it.
+forks = 0
 
 
 # Set by set_num_threads; None follows the default (see get_num_threads).
@@ -128,25 +139,37 @@ def resolve(num_threads: int | None) -> int:
     return num_threads if num_threads is not None else get_num_threads()
 
 
-def is_small_step(batch: int, hidden: int, output: int, *, lone: bool = False) -> bool:
-    """Whether one time step of a sequence (or a `lone` step) is too little work to split
-    between threads."""
-    minimum = MIN_PARALLEL_LONE_STEP_WORK if lone else MIN_PARALLEL_WORK
-    return batch * hidden * (4 * output + 40) < minimum
+def _step_work(batch: int, hidden: int, output: int) -> int:
+    """About the flops of one time step of one layer (the products and the pointwise work)."""
+    return batch * hidden * (4 * output + 40)
 
 
-def largest_small_lone_step(hidden: int, output: int) -> int:
-    """The largest batch whose lone step `is_small_step` (0 if none)."""
-    return (MIN_PARALLEL_LONE_STEP_WORK - 1) // (hidden * (4 * output + 40))
+def is_small_step(batch: int, hidden: int, output: int) -> bool:
+    """Whether one time step of a sequence is too little work to split between threads."""
+    return _step_work(batch, hidden, output) < MIN_PARALLEL_WORK
+
+
+def lone_step_plan(hidden: int, output: int) -> tuple[int, bool]:
+    """(largest, split) for LSTM.step's compiled plan: the largest batch it takes (0 if
+    none), and whether a team of threads may share a single row's step."""
+    work = _step_work(1, hidden, output)
+    largest = (MAX_PLANNED_STEP_WORK - 1) // work or int(work < MAX_PLANNED_ROW_WORK)
+    return largest, work >= MIN_PARALLEL_ROW_WORK
 
 
 def plan(num_threads: int | None, batch: int, hidden: int, output: int) -> int:
-    """Threads for one call: as asked, but one when a time step is too small to split
-    (and in a process forked after multi-threaded calls: see _after_fork_in_child)."""
-    global _teams_started
-    threads = resolve(num_threads)
+    """Threads for one call: `team(num_threads)`, but one when a time step is too small
+    to split."""
     if is_small_step(batch, hidden, output):
         return 1
+    return team(num_threads)
+
+
+def team(num_threads: int | None) -> int:
+    """The threads asked for (`resolve`), once they are known to start; one in a process
+    forked after multi-threaded calls (see _after_fork_in_child)."""
+    global _teams_started
+    threads = resolve(num_threads)
     if threads > 1:
         if _forked_after_teams:
             return 1
@@ -258,7 +281,8 @@ single_threaded_blas = _SingleThreadedBlas()
 
 
 def _after_fork_in_child() -> None:
-    global _forked_after_teams, _usable_cpus
+    global _forked_after_teams, _usable_cpus, forks
+    forks += 1
     _forked_after_teams = _teams_started
     _usable_cpus = None
     single_threaded_blas._after_fork()

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import operator
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -193,6 +193,9 @@ class LSTM:
         self._trace: _Trace | None = None
         # The compiled plan of `step`, and the parameter arrays it was built on.
         self._step_plan: tuple[list[np.ndarray], _lstm.Stepper] | None = None
+        # The usual step's way past every check: (num_threads, _threads.forks, the plan's
+        # try_run, its threads), made for an int num_threads; dropped with the plan.
+        self._step_shortcut: tuple[int, int, Callable[..., Any], int] | None = None
 
         # Index layer * D + direction.
         self._names: list[ParamNames] = layer_param_names(
@@ -367,6 +370,7 @@ class LSTM:
                 )
             loaded[name] = np.array(value, dtype=self.dtype, order="C", copy=True)
         self._params.update(loaded)
+        self._step_shortcut = None  # it skips the check that the plan's arrays are these
 
     # ---------------------------------------------------------------- checks
 
@@ -615,15 +619,23 @@ class LSTM:
         (h, c) : tuple of ndarray, (L, B, H_out) and (L, B, H)
             The new state (2-D unbatched): pass it to the next step.
         """
+        shortcut = self._step_shortcut
+        if shortcut is not None and shortcut[0] is self.num_threads and shortcut[1] == _threads.forks:
+            # The usual call (arrays as the last step returned them, a small batch) in one go.
+            done = shortcut[2](x_t, hx, shortcut[3])
+            if done is not None:
+                return done
         if self.num_directions != 1:
             raise ValueError(
                 "step needs a unidirectional LSTM: the reverse direction needs the whole sequence"
             )
         num_threads = check_num_threads(self.num_threads)
         plan = self._stepper()
+        threads = _threads.team(num_threads) if plan.split else 1
         if _threads.single_threaded_blas.compiled:  # the plan holds SciPy's BLAS at one thread itself
-            # The usual call (arrays as the last step returned them, a small batch) in one go.
-            done = plan.try_run(x_t, hx)
+            if type(self.num_threads) is int:  # None follows set_num_threads: resolved per call
+                self._step_shortcut = (self.num_threads, _threads.forks, plan.try_run, threads)
+            done = plan.try_run(x_t, hx, threads)
             if done is not None:
                 return done
         x = x_t if type(x_t) is np.ndarray and x_t.dtype == self.dtype else self._array("x_t", x_t)
@@ -641,15 +653,15 @@ class LSTM:
         h_n = np.empty((L, batch, self.output_size), self.dtype)
         c_n = np.empty((L, batch, self.hidden_size), self.dtype)
         layer_input = np.ascontiguousarray(x.reshape(batch, self.input_size))
-        if _threads.is_small_step(batch, self.hidden_size, self.output_size, lone=True):
+        if batch <= plan.max_batch:
             # A step of microseconds: every layer in one compiled call.
             h0 = None if h0 is None else np.ascontiguousarray(h0)
             c0 = None if c0 is None else np.ascontiguousarray(c0)
             if _threads.single_threaded_blas.compiled:
-                plan.run(layer_input, h0, c0, h_n, c_n)  # holds SciPy's BLAS at one thread itself
+                plan.run(layer_input, h0, c0, h_n, c_n, threads)  # holds SciPy's BLAS at one thread
             else:
                 with _threads.single_threaded_blas:
-                    plan.run(layer_input, h0, c0, h_n, c_n)
+                    plan.run(layer_input, h0, c0, h_n, c_n, threads)
             y_t = h_n[L - 1]
             if unbatched:
                 return y_t[0], (h_n[:, 0], c_n[:, 0])
@@ -687,15 +699,18 @@ class LSTM:
             layers = [
                 tuple(None if name is None else self._params[name] for name in names) for names in self._names
             ]
+            largest, split = _threads.lone_step_plan(self.hidden_size, self.output_size)
             stepper = _lstm.Stepper(
                 layers,
                 self.input_size,
                 self.hidden_size,
                 self.output_size,
                 self.dtype.itemsize,
-                _threads.largest_small_lone_step(self.hidden_size, self.output_size),
+                max_batch=largest,
+                split=split,
             )
             plan = self._step_plan = (list(self._params.values()), stepper)
+            self._step_shortcut = None
         return plan[1]
 
     def freeze(self) -> FrozenLSTM:
@@ -717,9 +732,13 @@ class LSTM:
         # The step plan holds addresses of this module's arrays: a copy builds its own.
         # A frozen module's packed weights are found by array identity: likewise.
         state = self.__dict__.copy()
-        state["_step_plan"] = None
+        state["_step_plan"] = state["_step_shortcut"] = None
         state.pop("_api", None)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_step_shortcut", None)  # not in a module pickled by lstm_c 0.1.0
+        self.__dict__.update(state)
 
     def _step_bias(self, names: ParamNames) -> np.ndarray:
         """b_ih + b_hh of one layer (zeros without biases), computed per call so that

@@ -77,6 +77,8 @@ cdef extern from "lstm_omp.h" nogil:
     int64_t lstm_barrier_spin_ns
     void lstm_barrier_init(lstm_barrier_t* barrier)
     void lstm_barrier_wait(lstm_barrier_t* barrier, int team)
+    ctypedef void (*lstm_team_fn)(void* ctx, int tid, int team) noexcept nogil
+    void lstm_run_team(int threads, lstm_team_fn fn, void* ctx)
     ctypedef struct lstm_poll_t:
         int raised
     int64_t lstm_now_ns()
@@ -1710,34 +1712,60 @@ cdef void _step_rows(Py_ssize_t n, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
                      const floating* x, const floating* w_ih, const floating* w_hh,
                      const floating* bias, const floating* w_hr, const floating* peep,
                      const floating* h0, floating* c, floating* h, floating* gates,
-                     floating* rec, floating* m) noexcept nogil:
-    """One time step of one layer for n rows, on the calling thread.
+                     floating* rec, floating* m, Slice u, Slice q, lstm_barrier_t* barrier,
+                     int team) noexcept nogil:
+    """One time step of one layer for n rows: the calling thread's hidden units u and,
+    with a projection, its outputs q, in a team of `team` threads (u = [0, H) and
+    q = [0, P) for one thread; `barrier` is used with a projection in a team).
 
     x (n, I); h0 (n, P), or NULL for zeros; c (n, H) holds c0 on entry and the
     new c on return; h (n, P) receives the new h. Scratch: gates and rec
     (n, 4H), and m (n, H) with a projection (w_hr not NULL).
     """
-    cdef Py_ssize_t G = 4 * H, b
-    cdef Slice u
-    u.lo = 0
-    u.hi = H
-    if n == 1 and LSTM_HAVE_PANELS:
+    cdef Py_ssize_t G = 4 * H, b, k, lo, width = u.hi - u.lo
+    cdef bint single = n == 1 and LSTM_HAVE_PANELS
+    if width > 0:
         # A single row reads the weights as they are stored (lstm_gemv): BLAS's GEMM
         # over one row took 1.5x as long (H = 128, float32, on one Zen 4 core).
-        _gemv(G, I, w_ih, x, gates)
-        if h0 != NULL:
-            _gemv(G, P, w_hh, h0, rec)
-    else:
-        gemm(False, True, <int>n, <int>G, <int>I, 1, x, <int>I, w_ih, <int>I, 0, gates, <int>G)
-        if h0 != NULL:
-            gemm(False, True, <int>n, <int>G, <int>P, 1, h0, <int>P, w_hh, <int>P, 0, rec, <int>G)
-    if h0 == NULL:
-        memset(rec, 0, n * G * sizeof(floating))
-    for b in range(n):
-        _forward_row(H, u, gates + b * G, rec + b * G, bias, peep, c + b * H, NULL,
-                     (m + b * H) if w_hr != NULL else (h + b * P))
+        if width == H:  # every unit: one product over all 4H rows
+            if single:
+                _gemv(G, I, w_ih, x, gates)
+                if h0 != NULL:
+                    _gemv(G, P, w_hh, h0, rec)
+            else:
+                gemm(False, True, <int>n, <int>G, <int>I, 1, x, <int>I, w_ih, <int>I, 0, gates, <int>G)
+                if h0 != NULL:
+                    gemm(False, True, <int>n, <int>G, <int>P, 1, h0, <int>P, w_hh, <int>P, 0, rec,
+                         <int>G)
+        else:  # the rows of units u in each gate
+            for k in range(4):
+                lo = k * H + u.lo
+                if single:
+                    _gemv(width, I, w_ih + lo * I, x, gates + lo)
+                    if h0 != NULL:
+                        _gemv(width, P, w_hh + lo * P, h0, rec + lo)
+                else:
+                    gemm(False, True, <int>n, <int>width, <int>I, 1, x, <int>I, w_ih + lo * I, <int>I,
+                         0, gates + lo, <int>G)
+                    if h0 != NULL:
+                        gemm(False, True, <int>n, <int>width, <int>P, 1, h0, <int>P, w_hh + lo * P,
+                             <int>P, 0, rec + lo, <int>G)
+        if h0 == NULL:
+            for b in range(n):
+                for k in range(4):
+                    memset(rec + b * G + k * H + u.lo, 0, width * sizeof(floating))
+        for b in range(n):
+            _forward_row(H, u, gates + b * G, rec + b * G, bias, peep, c + b * H, NULL,
+                         (m + b * H) if w_hr != NULL else (h + b * P))
     if w_hr != NULL:
-        gemm(False, True, <int>n, <int>P, <int>H, 1, m, <int>H, w_hr, <int>H, 0, h, <int>P)
+        if team > 1:
+            lstm_barrier_wait(barrier, team)  # the projection reads every unit of m
+        if q.hi > q.lo:
+            if single:
+                _gemv(q.hi - q.lo, H, w_hr + q.lo * H, m, h + q.lo)
+            else:
+                gemm(False, True, <int>n, <int>(q.hi - q.lo), <int>H, 1, m, <int>H, w_hr + q.lo * H,
+                     <int>H, 0, h + q.lo, <int>P)
 
 
 def step(
@@ -1793,6 +1821,7 @@ cdef int _step(floating* kind, Held* held, object x_, object w_ih_, object w_hh_
     cdef Py_ssize_t piece = max(_step_piece_min_rows // 2, 1, _step_piece_work // max(
         2 * G * (I + P) + (2 * P * H if m.given else 0), 1))
     cdef lstm_poll_t poll
+    cdef Slice whole_h = _slice(H, 1, 0, 1), whole_p = _slice(P, 1, 0, 1)
     # IN x (B, I), w_ih (4H, I), w_hh (4H, P), bias (4H,), w_hr (P, H) or None,
     # peephole (3, H) or None, h0 (B, P); INOUT c (B, H) (c0 in); OUT h (B, P);
     # SCRATCH gates and rec (B, 4H), m (B, H) with w_hr.
@@ -1832,7 +1861,8 @@ cdef int _step(floating* kind, Held* held, object x_, object w_ih_, object w_hh_
             n = min(piece, B - lo)
             _step_rows(n, I, H, P, x_p + lo * I, w_ih_p, w_hh_p, bias_p, w_hr_p, peep_p,
                        h0_p + lo * P, c_p + lo * H, h_p + lo * P, gates_p + lo * G,
-                       rec_p + lo * G, m_p + lo * H if m_p != NULL else NULL)
+                       rec_p + lo * G, m_p + lo * H if m_p != NULL else NULL, whole_h, whole_p,
+                       NULL, 1)
             lo += n
     if poll.raised:
         _raise_pending()
@@ -1859,22 +1889,30 @@ cdef class Stepper:
 
     It holds the module's own parameter arrays (references, not copies), so
     updates made in place are seen at the next step; an array replaced by
-    another (load_state_dict) needs a new plan. A call runs every layer for a
-    batch of rows on the calling thread and keeps the GIL: it is meant for
-    steps of microseconds (LSTM.step uses it below a work threshold), where
-    converting arguments and entering Python once per layer would cost more
-    than the step.
+    another (load_state_dict) needs a new plan. A call keeps the GIL: it is
+    meant for steps of microseconds (LSTM.step uses it up to a work bound),
+    where converting arguments and entering Python once per layer would cost
+    more than the step. With `split`, a single row's step can share each
+    layer's hidden units among a team of threads that never touch Python:
+    each call goes the way (team or calling thread alone) whose recent steps
+    took less time, and tries the other now and then, so that a team slowed by
+    other work on the machine gives way (both ways give the same bits).
     """
 
     cdef Py_ssize_t n_layers, n_in, n_hidden, n_out, itemsize
-    cdef Py_ssize_t max_batch      # the largest batch try_run takes
+    cdef readonly Py_ssize_t max_batch      # the largest batch try_run takes
+    cdef readonly bint split                # whether a team may share a single row's step
+    cdef double _team_ns, _alone_ns         # recent time of a single row's step each way; 0: none
+    cdef readonly Py_ssize_t team_steps, alone_steps  # single rows' steps with split, each way
     cdef object dtype
     cdef list _arrays              # keeps the parameter arrays alive
     cdef size_t* _params           # L * P_COUNT addresses, 0 for a parameter not present
-    cdef char* _scratch            # gates, rec (B, 4H), bias (4H), m (B, H)
+    cdef char* _scratch            # gates, rec (B, 4H), bias (L, 4H), m (B, H)
     cdef Py_ssize_t _scratch_batch
 
     def __cinit__(self):
+        self._team_ns = self._alone_ns = 0
+        self.team_steps = self.alone_steps = 0
         self._params = NULL
         self._scratch = NULL
         self._scratch_batch = 0
@@ -1884,13 +1922,15 @@ cdef class Stepper:
         free(self._scratch)
 
     def __init__(self, list layers, Py_ssize_t input_size, Py_ssize_t hidden_size,
-                 Py_ssize_t output_size, Py_ssize_t itemsize, Py_ssize_t max_batch=0):
+                 Py_ssize_t output_size, Py_ssize_t itemsize, Py_ssize_t max_batch=0,
+                 bint split=False):
         """layers: per layer (w_ih, w_hh, b_ih, b_hh, w_hr, peephole), None where absent.
 
         Every array C-contiguous with `itemsize` bytes per value (4: float32,
         8: float64): w_ih (4H, I) (I = output_size past the first layer),
         w_hh (4H, P), b_ih and b_hh (4H,), w_hr (P, H), peephole (3, H).
-        `max_batch`: the largest batch `try_run` takes.
+        `max_batch`: the largest batch `try_run` takes; `split`: whether a
+        call's team of threads may share a single row's step.
         """
         cdef Py_ssize_t l, k, G = 4 * hidden_size
         if itemsize not in (4, 8):
@@ -1900,6 +1940,7 @@ cdef class Stepper:
         self.n_layers, self.n_in, self.n_hidden, self.n_out, self.itemsize = (
             len(layers), input_size, hidden_size, output_size, itemsize)
         self.max_batch = max_batch
+        self.split = split
         self.dtype = np.dtype(np.float32 if itemsize == 4 else np.float64)
         self._arrays = []
         self._params = <size_t*>malloc(max(1, self.n_layers * P_COUNT) * sizeof(size_t))
@@ -1928,94 +1969,109 @@ cdef class Stepper:
         if batch <= self._scratch_batch:
             return 0
         free(self._scratch)
-        self._scratch = <char*>malloc((2 * batch * G + G + batch * self.n_hidden) * self.itemsize)
+        self._scratch = <char*>malloc((2 * batch * G + self.n_layers * G + batch * self.n_hidden)
+                                      * self.itemsize)
         if self._scratch == NULL:
             self._scratch_batch = 0
             raise MemoryError()
         self._scratch_batch = batch
         return 0
 
-    def try_run(self, x, hx):
+    def try_run(self, x, hx, int threads=1):
         """LSTM.step's usual call in one: x a C-contiguous (B, I) array of the plan's
         dtype with 1 <= B <= max_batch, hx None or a tuple (h0, c0) of C-contiguous
         arrays of that dtype, (L, B, P) and (L, B, H). Returns (y, (h, c)) as LSTM.step
         does, y = h[L - 1]; None for any other arguments, which LSTM.step then checks
-        and converts. BLAS must be bound (see run_d)."""
-        if self.itemsize == 4:
-            return _try_run(self, x, hx, <float*>NULL)
-        return _try_run(self, x, hx, <double*>NULL)
+        and converts. `threads`: the team a single row's step may use with `split`
+        (ensure_threads(threads) must have passed). BLAS must be bound (see run_d)."""
+        cdef Held held
+        held.n = 0
+        try:
+            return _try_run(self, &held, x, hx, threads)
+        finally:
+            _release(&held)
 
-    def run(self, x, h0, c0, h, c):
+    def run(self, x, h0, c0, h, c, int threads=1):
         """run_f or run_d, by the plan's dtype."""
         if self.itemsize == 4:
-            self.run_f(x, h0, c0, h, c)
+            self.run_f(x, h0, c0, h, c, threads)
         else:
-            self.run_d(x, h0, c0, h, c)
+            self.run_d(x, h0, c0, h, c, threads)
 
     def run_f(self, const float[:, ::1] x not None, const float[:, :, ::1] h0,
-              const float[:, :, ::1] c0, float[:, :, ::1] h not None, float[:, :, ::1] c not None):
+              const float[:, :, ::1] c0, float[:, :, ::1] h not None, float[:, :, ::1] c not None,
+              int threads=1):
         """One step of every layer in float32 (see run_d)."""
-        _run_plan(self, x, h0, c0, h, c)
+        _run_plan(self, x, h0, c0, h, c, threads)
 
     def run_d(self, const double[:, ::1] x not None, const double[:, :, ::1] h0,
-              const double[:, :, ::1] c0, double[:, :, ::1] h not None, double[:, :, ::1] c not None):
+              const double[:, :, ::1] c0, double[:, :, ::1] h not None, double[:, :, ::1] c not None,
+              int threads=1):
         """One step of every layer: x (B, I); h0 (L, B, P) and c0 (L, B, H), None for
         zeros; writes the new state into h (L, B, P) and c (L, B, H). The output of
-        the last layer is h[L - 1]."""
-        _run_plan(self, x, h0, c0, h, c)
+        the last layer is h[L - 1]. `threads`: as in try_run."""
+        _run_plan(self, x, h0, c0, h, c, threads)
 
 
-cdef object _try_run(Stepper plan, object x, object hx, floating* kind):
-    """Stepper.try_run in `floating` (`kind` selects it; never read)."""
-    cdef const floating[:, ::1] xv
-    cdef const floating[:, :, ::1] h0v
-    cdef const floating[:, :, ::1] c0v
-    cdef floating[:, :, ::1] hv
-    cdef floating[:, :, ::1] cv
-    cdef Py_ssize_t B, L = plan.n_layers
+cdef bint _view(Held* held, object a, Py_ssize_t itemsize, int ndim, bint writable) except -1:
+    """Whether `a` is a C-contiguous array of `ndim` dimensions of `itemsize`-byte floats,
+    writable when `writable`; its buffer is then held in `held`. A raw buffer, not a typed
+    memoryview: this is try_run's hot path (about 30 ns a buffer against 100)."""
+    cdef Py_buffer* view = &held.views[held.n]
+    try:
+        PyObject_GetBuffer(a, view,
+                           PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (PyBUF_WRITABLE if writable else 0))
+    except (BufferError, TypeError, ValueError):
+        return False
+    held.n += 1
+    return view.ndim == ndim and _holds(view, itemsize)
+
+
+cdef inline bint _state_shape(const Py_buffer* view, Py_ssize_t L, Py_ssize_t B,
+                              Py_ssize_t n) noexcept:
+    return view.shape[0] == L and view.shape[1] == B and view.shape[2] == n
+
+
+cdef object _try_run(Stepper plan, Held* held, object x, object hx, int threads):
+    """Stepper.try_run, its buffers held in `held`."""
+    cdef Py_ssize_t B, L = plan.n_layers, itemsize = plan.itemsize
+    cdef const Py_buffer* xv = &held.views[0]
+    cdef const Py_buffer* h0v = &held.views[1]
+    cdef const Py_buffer* c0v = &held.views[2]
     cdef bint given = hx is not None
-    if type(x) is not np.ndarray or x.ndim != 2:
+    if type(x) is not np.ndarray or not _view(held, x, itemsize, 2, False):
         return None
-    B = x.shape[0]
-    if not 1 <= B <= plan.max_batch or x.shape[1] != plan.n_in:
+    B = xv.shape[0]
+    if not 1 <= B <= plan.max_batch or xv.shape[1] != plan.n_in:
         return None
-    if given and (type(hx) is not tuple or len(hx) != 2 or type(hx[0]) is not np.ndarray
-                  or type(hx[1]) is not np.ndarray):
-        return None
-    try:  # the dtype and the layout, checked by taking the buffers
-        xv = x
-        if given:
-            h0v = hx[0]
-            c0v = hx[1]
-    except (ValueError, TypeError):
-        return None
-    if given and not (_state_fits(h0v, L, B, plan.n_out) and _state_fits(c0v, L, B, plan.n_hidden)):
-        return None
+    if given:
+        if type(hx) is not tuple or len(hx) != 2:
+            return None
+        h0, c0 = hx
+        if (type(h0) is not np.ndarray or type(c0) is not np.ndarray
+                or not _view(held, h0, itemsize, 3, False) or not _view(held, c0, itemsize, 3, False)
+                or not _state_shape(h0v, L, B, plan.n_out) or not _state_shape(c0v, L, B, plan.n_hidden)):
+            return None
     h = np.empty((L, B, plan.n_out), plan.dtype)
     c = np.empty((L, B, plan.n_hidden), plan.dtype)
-    hv = h
-    cv = c
+    _view(held, h, itemsize, 3, True)
+    _view(held, c, itemsize, 3, True)
     plan._reserve(B)
-    _run_step(plan, B, &xv[0, 0], &h0v[0, 0, 0] if given else NULL, &c0v[0, 0, 0] if given else NULL,
-              &hv[0, 0, 0], &cv[0, 0, 0])
+    _run_step(plan, B, xv.buf, h0v.buf if given else NULL, c0v.buf if given else NULL,
+              held.views[held.n - 2].buf, held.views[held.n - 1].buf, threads)
     return h[L - 1], (h, c)
-
-
-cdef inline bint _state_fits(const floating[:, :, ::1] a, Py_ssize_t L, Py_ssize_t B,
-                             Py_ssize_t n) noexcept:
-    return a.shape[0] == L and a.shape[1] == B and a.shape[2] == n
 
 
 cdef int _check_state(str name, const floating[:, :, ::1] a, Py_ssize_t L, Py_ssize_t B,
                       Py_ssize_t n) except -1:
-    if not _state_fits(a, L, B, n):
+    if not (a.shape[0] == L and a.shape[1] == B and a.shape[2] == n):
         raise ValueError(f"{name} must be ({L}, {B}, {n}), got ({a.shape[0]}, {a.shape[1]}, {a.shape[2]})")
     return 0
 
 
 cdef int _run_plan(Stepper plan, const floating[:, ::1] x, const floating[:, :, ::1] h0,
                    const floating[:, :, ::1] c0, floating[:, :, ::1] h,
-                   floating[:, :, ::1] c) except -1:
+                   floating[:, :, ::1] c, int threads) except -1:
     """Check the arrays of one step against the plan, then run it (see Stepper.run_d)."""
     cdef Py_ssize_t B = x.shape[0], L = plan.n_layers
     if sizeof(floating) != plan.itemsize:
@@ -2031,58 +2087,145 @@ cdef int _run_plan(Stepper plan, const floating[:, ::1] x, const floating[:, :, 
     plan._reserve(B)
     _run_step(plan, B, &x[0, 0] if B else NULL, &h0[0, 0, 0] if h0 is not None and B else NULL,
               &c0[0, 0, 0] if c0 is not None and B else NULL, &h[0, 0, 0] if B else NULL,
-              &c[0, 0, 0] if B else NULL)
+              &c[0, 0, 0] if B else NULL, threads)
     return 0
 
 
-cdef void _run_step(Stepper plan, Py_ssize_t B, const floating* x, const floating* h0,
-                    const floating* c0, floating* h, floating* c) noexcept:
-    """Every layer of one step; BLAS held at one thread meanwhile (see Stepper)."""
-    cdef Py_ssize_t L = plan.n_layers, H = plan.n_hidden, P = plan.n_out, G = 4 * H, l, j, inputs
-    cdef floating* gates = <floating*>plan._scratch
-    cdef floating* rec = gates + B * G
-    cdef floating* bias = rec + B * G
-    cdef floating* m = bias + G
-    cdef const floating* layer_in
-    cdef const floating* b_ih
-    cdef const floating* b_hh
-    cdef const floating* w_hr
-    cdef size_t* p
-    cdef floating* h_l
-    cdef floating* c_l
+cdef struct StepCall:
+    # One step of every layer, as the threads of its team see it (see _step_team).
+    Py_ssize_t B, L, H, P
+    Py_ssize_t n_in         # I of the first layer (not I: C's complex.h defines it)
+    int itemsize
+    const size_t* params    # Stepper._params
+    char* scratch           # Stepper._scratch
+    const void* x
+    const void* h0          # NULL for zeros
+    void* h                 # c holds c0 on entry
+    void* c
+    lstm_barrier_t barrier
+
+
+cdef void _run_step(Stepper plan, Py_ssize_t B, const void* x, const void* h0, const void* c0,
+                    void* h, void* c, int threads) noexcept:
+    """Every layer of one step, a single row's maybe on a team of `threads` (see
+    Stepper); BLAS held at one thread meanwhile."""
+    cdef Py_ssize_t L = plan.n_layers, H = plan.n_hidden, G = 4 * H, l, j
+    cdef Py_ssize_t size = plan.itemsize
+    cdef char* bias = plan._scratch + 2 * B * G * size
+    cdef const char* b_ih
+    cdef const char* b_hh
+    cdef StepCall call
     cdef int saved = 1
     if B == 0:
         return
+    for l in range(L):  # b_ih + b_hh of every layer, read now: in-place updates are seen
+        b_ih = <const char*>plan._params[l * P_COUNT + P_B_IH]
+        b_hh = <const char*>plan._params[l * P_COUNT + P_B_HH]
+        _bias_sum(bias + l * G * size, b_ih, b_hh, G, size)
+    if c0 != NULL:
+        memcpy(c, c0, L * B * H * size)
+    else:
+        memset(c, 0, L * B * H * size)
+    call.B, call.L, call.n_in, call.H, call.P = B, L, plan.n_in, H, plan.n_out
+    call.itemsize = <int>size
+    call.params = plan._params
+    call.scratch = plan._scratch
+    call.x, call.h0, call.h, call.c = x, h0, h, c
+    lstm_barrier_init(&call.barrier)
     if _blas_get_threads != NULL:
         saved = _blas_get_threads()
         if saved != 1:
             _blas_set_threads(1)
-    for l in range(L):
-        p = plan._params + l * P_COUNT
-        layer_in = x if l == 0 else h + (l - 1) * B * P
-        inputs = plan.n_in if l == 0 else P
-        h_l = h + l * B * P
-        c_l = c + l * B * H
-        b_ih = <const floating*>p[P_B_IH]
-        b_hh = <const floating*>p[P_B_HH]
-        w_hr = <const floating*>p[P_W_HR]
-        # Each case its own loop, so that the compiler vectorises it.
-        if b_ih != NULL and b_hh != NULL:
-            for j in range(G):
-                bias[j] = b_ih[j] + b_hh[j]
-        elif b_ih != NULL or b_hh != NULL:
-            memcpy(bias, b_ih if b_ih != NULL else b_hh, G * sizeof(floating))
-        else:
-            memset(bias, 0, G * sizeof(floating))
-        if c0 != NULL:
-            memcpy(c_l, c0 + l * B * H, B * H * sizeof(floating))
-        else:
-            memset(c_l, 0, B * H * sizeof(floating))
-        _step_rows(B, inputs, H, P, layer_in, <const floating*>p[P_W_IH], <const floating*>p[P_W_HH],
-                   bias, w_hr, <const floating*>p[P_PEEP], h0 + l * B * P if h0 != NULL else NULL,
-                   c_l, h_l, gates, rec, m)
+    if B == 1 and plan.split and threads > 1:
+        _run_single(plan, threads, &call)
+    else:
+        lstm_run_team(1, _step_team, &call)
     if _blas_get_threads != NULL and saved != 1:
         _blas_set_threads(saved)
+
+
+cdef void _run_single(Stepper plan, int threads, StepCall* call) noexcept:
+    """A single row's step on the team or on the calling thread alone, whichever way took
+    less time recently; the other way every 16th step, to follow the machine's load.
+    A way's recent time drops at once to a faster step and rises a quarter of the way
+    to a slower one (at most 4x): one step delayed by a preemption barely moves it,
+    a machine that stays busy does."""
+    cdef bint team
+    cdef double* recent
+    cdef double took
+    cdef int64_t start
+    if plan._team_ns == 0 or plan._alone_ns == 0:
+        team = plan._team_ns == 0  # each way once first
+    else:
+        team = plan._team_ns <= plan._alone_ns
+        if (plan.team_steps + plan.alone_steps) % 16 == 15:
+            team = not team
+    if team:
+        plan.team_steps += 1
+        recent = &plan._team_ns
+    else:
+        plan.alone_steps += 1
+        recent = &plan._alone_ns
+    start = lstm_now_ns()
+    lstm_run_team(threads if team else 1, _step_team, call)
+    took = max(1.0, <double>(lstm_now_ns() - start))
+    if recent[0] == 0 or took < recent[0]:
+        recent[0] = took
+    else:
+        recent[0] += (min(took, 4 * recent[0]) - recent[0]) / 4
+
+
+cdef void _bias_sum(char* out, const char* b_ih, const char* b_hh, Py_ssize_t G,
+                    Py_ssize_t size) noexcept:
+    """out = b_ih + b_hh (either NULL for none) of G values of `size` bytes."""
+    cdef Py_ssize_t j
+    if b_ih != NULL and b_hh != NULL:
+        # Each type its own loop, so that the compiler vectorises it.
+        if size == 4:
+            for j in range(G):
+                (<float*>out)[j] = (<const float*>b_ih)[j] + (<const float*>b_hh)[j]
+        else:
+            for j in range(G):
+                (<double*>out)[j] = (<const double*>b_ih)[j] + (<const double*>b_hh)[j]
+    elif b_ih != NULL or b_hh != NULL:
+        memcpy(out, b_ih if b_ih != NULL else b_hh, G * size)
+    else:
+        memset(out, 0, G * size)
+
+
+cdef void _step_team(void* arg, int tid, int team) noexcept nogil:
+    """A thread's share of a StepCall: its slice of every layer's units (lstm_run_team)."""
+    cdef StepCall* call = <StepCall*>arg
+    if call.itemsize == 4:
+        _step_layers(<float*>NULL, call, tid, team)
+    else:
+        _step_layers(<double*>NULL, call, tid, team)
+
+
+cdef void _step_layers(floating* kind, StepCall* call, int tid, int team) noexcept nogil:
+    """_step_team in `floating` (`kind` selects it; never read)."""
+    cdef Py_ssize_t B = call.B, H = call.H, P = call.P, G = 4 * H, l
+    cdef Slice u = _slice(H, ALIGN, tid, team), q = _slice(P, ALIGN, tid, team)
+    cdef floating* gates = <floating*>call.scratch
+    cdef floating* rec = gates + B * G
+    cdef floating* bias = rec + B * G
+    cdef floating* m = bias + call.L * G
+    cdef const floating* x = <const floating*>call.x
+    cdef const floating* h0 = <const floating*>call.h0
+    cdef floating* h = <floating*>call.h
+    cdef floating* c = <floating*>call.c
+    cdef const size_t* p
+    for l in range(call.L):
+        if l > 0 and team > 1:
+            # Layer l reads all of layer l - 1's h, and m is reused.
+            lstm_barrier_wait(&call.barrier, team)
+        p = call.params + l * P_COUNT
+        _step_rows(B, call.n_in if l == 0 else P, H, P,
+                   x if l == 0 else <const floating*>(h + (l - 1) * B * P),
+                   <const floating*>p[P_W_IH], <const floating*>p[P_W_HH], bias + l * G,
+                   <const floating*>p[P_W_HR], <const floating*>p[P_PEEP],
+                   h0 + l * B * P if h0 != NULL else NULL, c + l * B * H, h + l * B * P,
+                   gates, rec, m, u, q, &call.barrier, team)
 
 
 # ---------------------------------------------------------------- test hooks

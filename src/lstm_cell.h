@@ -344,9 +344,10 @@ typedef double lstm_vd __attribute__((vector_size(64)));
     default: LSTM_OUTER_NV(SUF, 6, nv, __VA_ARGS__) break;                                    \
     }
 #define LSTM_DEFINE_PANELS(T, SUF, V)                                                        \
-    /* out[0..3] = rows j..j+3 of W (ld K) times v, read in place: four rows at a time share \
-     * each load of v, and their sums are folded together (lstm_sum4). */                    \
-    LSTM_INLINE void lstm_dot4_##SUF(ptrdiff_t K, const T *LSTM_RESTRICT W,                    \
+    /* out[0..3] = rows 0..3 of W (row r at W + r * ld) times v (K values), read in place:  \
+     * four rows at a time share each load of v, and their sums are folded together        \
+     * (lstm_sum4). Each row's sum is the same whatever the other three rows are.          */ \
+    LSTM_INLINE void lstm_dot4_##SUF(ptrdiff_t K, const T *W, ptrdiff_t ld,                    \
                                      const T *LSTM_RESTRICT v, T *LSTM_RESTRICT out) {         \
         const ptrdiff_t width = (ptrdiff_t)(sizeof(V) / sizeof(T));                           \
         V acc[4] = {{0}, {0}, {0}, {0}};                                                      \
@@ -355,25 +356,32 @@ typedef double lstm_vd __attribute__((vector_size(64)));
             V x, w;                                                                           \
             memcpy(&x, v + k, sizeof x);                                                      \
             for (int r = 0; r < 4; r++) {                                                     \
-                memcpy(&w, W + r * K + k, sizeof w);                                          \
+                memcpy(&w, W + r * ld + k, sizeof w);                                         \
                 acc[r] += w * x;                                                              \
             }                                                                                 \
         }                                                                                     \
         lstm_sum4_##SUF(acc, out);                                                            \
         for (int r = 0; r < 4; r++)                                                           \
-            for (ptrdiff_t t = k; t < K; t++) out[r] += W[r * K + t] * v[t];                  \
+            for (ptrdiff_t t = k; t < K; t++) out[r] += W[r * ld + t] * v[t];                 \
     }                                                                                         \
-    /* out[j] = W[j] . v for the N rows of a row-major W (ld K): the recurrent product of a  \
-     * single row of the batch, read from W as it is stored (no packing: at one row,     \
-     * packing W costs as much as reading it for several steps). */                        \
+    /* out[j] = W[j] . v for the N rows of a row-major W (ld K): a single row's products   \
+     * in LSTM.step, read from W as it is stored (no packing: at one row, packing W costs  \
+     * as much as reading it for several steps). Every row is summed by lstm_dot4, so      \
+     * that its bits do not depend on which rows are asked for: the threads of a step can  \
+     * share the rows. A last group of fewer than four rows overlaps the rows before it,   \
+     * or, with fewer than four rows in all, repeats each row four times.                 */ \
     LSTM_DISPATCH static void lstm_gemv_##SUF(ptrdiff_t N, ptrdiff_t K, const T *W,            \
                                              const T *v, T *out) {                            \
         ptrdiff_t j = 0;                                                                      \
-        for (; j + 4 <= N; j += 4) lstm_dot4_##SUF(K, W + j * K, v, out + j);                 \
+        for (; j + 4 <= N; j += 4) lstm_dot4_##SUF(K, W + j * K, K, v, out + j);              \
+        if (j < N && N >= 4) {                                                                \
+            lstm_dot4_##SUF(K, W + (N - 4) * K, K, v, out + N - 4);                           \
+            return;                                                                           \
+        }                                                                                     \
         for (; j < N; j++) {                                                                  \
-            T s = 0;                                                                          \
-            for (ptrdiff_t t = 0; t < K; t++) s += W[j * K + t] * v[t];                       \
-            out[j] = s;                                                                       \
+            T same[4];                                                                        \
+            lstm_dot4_##SUF(K, W + j * K, 0, v, same);                                        \
+            out[j] = same[0];                                                                 \
         }                                                                                     \
     }                                                                                         \
     /* ng (<= 6) rows of a weight gradient by nv (<= 4) vectors of its columns:      \

@@ -130,6 +130,22 @@ static void lstm_barrier_wait(lstm_barrier_t *b, int team) {
 }
 #endif
 
+/* fn(ctx, tid, team) on each thread of a team of `threads` (the calling thread is
+ * tid 0), or on the calling thread alone. For work of microseconds that must keep
+ * the GIL while it runs (LSTM.step's plan): the other threads never touch Python. */
+typedef void (*lstm_team_fn)(void *ctx, int tid, int team);
+
+static void lstm_run_team(int threads, lstm_team_fn fn, void *ctx) {
+#ifdef _OPENMP
+    if (threads > 1) {
+#pragma omp parallel num_threads(threads)
+        fn(ctx, omp_get_thread_num(), omp_get_num_threads());
+        return;
+    }
+#endif
+    fn(ctx, 0, 1);
+}
+
 /* ------------------------------------------------------------------ interrupts
  *
  * A long kernel call asks Python, now and then, whether a signal such as Ctrl-C

@@ -4,7 +4,7 @@ the in-place product of a single row and the weight gradients' product."""
 
 import numpy as np
 import pytest
-from helpers import DTYPES, assert_close
+from helpers import DTYPES, assert_close, assert_identical
 
 from lstm_c import _lstm
 
@@ -96,6 +96,22 @@ def test_the_in_place_product_of_a_single_row_matches_numpy(N, K, dtype):
     out = np.full(N, np.nan, dtype)
     _lstm._gemv_product(w, v, out)
     assert_close(out, w @ v, dtype)
+
+
+@pytest.mark.skipif(_lstm.panel_width(4) == 0, reason="this build has no vector products")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_any_rows_of_the_in_place_product_give_the_same_bits_as_all_of_them(dtype):
+    # LSTM.step's threads each take the rows of their units: a slice that starts or ends
+    # inside a group of four rows must sum each row as the whole product does.
+    rng = np.random.default_rng(11)
+    w = rng.standard_normal((40, 37)).astype(dtype)
+    v = rng.standard_normal(37).astype(dtype)
+    whole = np.empty(40, dtype)
+    _lstm._gemv_product(w, v, whole)
+    for lo, hi in [(0, 5), (3, 10), (4, 11), (16, 40), (21, 34), (6, 7)]:
+        part = np.full(hi - lo, np.nan, dtype)
+        _lstm._gemv_product(w[lo:hi], v, part)
+        assert_identical([part], [whole[lo:hi]], [f"rows {lo}:{hi}"])
 
 
 @pytest.mark.skipif(_lstm.panel_width(4) == 0, reason="this build has no vector products")

@@ -501,11 +501,13 @@ def test_repr():
 # step's compiled plan reads the module's own arrays
 
 
+@pytest.mark.parametrize("num_threads", [None, 1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_step_sees_parameters_updated_in_place_and_replaced(dtype):
+def test_step_sees_parameters_updated_in_place_and_replaced(dtype, num_threads):
     import pickle
 
     m = LSTM(3, 5, num_layers=2, proj_size=2, peephole=True, seed=0, dtype=dtype).eval()
+    m.num_threads = num_threads  # an int: steps after the first take a shortcut past the checks
     x = np.random.default_rng(1).standard_normal((4, 3)).astype(dtype)
 
     def expected():
@@ -554,7 +556,7 @@ def test_the_usual_step_call_and_any_other_give_the_same_bits(dtype):
     other_dtype = np.float64 if dtype == np.float32 else np.float32
     assert plan.try_run(x.astype(other_dtype), hx) is None  # step refuses it (TypeError)
     assert plan.try_run(x[0], None) is None  # unbatched
-    too_many = _threads.largest_small_lone_step(6, 3) + 1  # a step worth splitting between threads
+    too_many = _threads.lone_step_plan(6, 3)[0] + 1  # a batch beyond the plan
     assert plan.try_run(np.ones((too_many, 5), dtype), None) is None
 
 
@@ -577,6 +579,47 @@ def test_a_single_rows_step_reads_the_weights_in_place_and_equals_the_sequence(d
                 "checked": m.step(np.asfortranarray(x), state),  # declined by the plan
             }.items():
                 assert_close([stepped[0], *stepped[1]], [y[0], h, c], dtype, names=[name] * 3)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"proj_size": 90, "peephole": True}, {"num_layers": 2, "bias": False}],
+    ids=["plain", "projection_peephole", "two_layers_no_bias"],
+)
+def test_a_single_rows_step_gives_the_same_bits_on_two_threads_as_on_one(dtype, options):
+    # H = 130: enough work that two threads share a single row's step (each its slice of
+    # units, 64 and 66: the second ends inside a group of four rows of the weights), and
+    # the plan takes both ways, team and calling thread alone, as it measures them.
+    m = LSTM(24, 130, seed=7, dtype=dtype, **options).eval()
+    x = np.random.default_rng(8).standard_normal((40, 1, 24)).astype(dtype)
+    runs = []
+    for threads in (1, 2):
+        m.num_threads = threads
+        hx, outputs = None, []
+        for t in range(len(x)):
+            y, hx = m.step(x[t], hx)
+            outputs += [y, *hx]
+        runs.append(outputs)
+    plan = m._stepper()
+    assert plan.split
+    assert plan.team_steps > 0 and plan.alone_steps > 0
+    assert_identical(runs[1], runs[0])
+    y, (h, c) = m(x)
+    assert_close([runs[1][-3], runs[1][-2], runs[1][-1]], [y[-1], h, c], dtype)
+
+
+def test_a_module_pickled_without_the_step_shortcut_steps():
+    # A module pickled by the first release has no step shortcut in its state.
+    m = LSTM(I, H, seed=2)
+    m.num_threads = 1
+    expected = m.step(np.ones((B, I), np.float32))
+    state = m.__getstate__()
+    del state["_step_shortcut"]
+    old = LSTM.__new__(LSTM)
+    old.__setstate__(state)
+    got = old.step(np.ones((B, I), np.float32))
+    assert_identical([got[0], *got[1]], [expected[0], *expected[1]])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
