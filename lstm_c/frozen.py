@@ -11,12 +11,12 @@ Runtime session does, and its calls read the packed copy.
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from lstm_c import functional
+from lstm_c import _threads, functional
 from lstm_c._validation import check_forward, check_num_threads
 
 if TYPE_CHECKING:
@@ -58,6 +58,17 @@ class _PackedApi:
         return y, h, c, None
 
 
+class _Ready(NamedTuple):
+    """A one-layer FrozenLSTM's call of one input shape, made ready (see FrozenLSTM.__call__)."""
+
+    shape: tuple[int, ...]  # x's
+    dtype: np.dtype
+    threads: tuple[int, int]  # the thread count asked for and _threads.forks
+    call: functional.ForwardCall
+    h0: np.ndarray  # zeros (B, H_out)
+    c0: np.ndarray  # zeros (B, H)
+
+
 class FrozenLSTM:
     """An inference-only snapshot of an `LSTM`, its weights packed once.
 
@@ -88,6 +99,8 @@ class FrozenLSTM:
             packs[id(w_hh)] = functional.pack_weights(frozen._params[names.w_ih], w_hh)
         frozen._api = _PackedApi(packs)
         self._module = frozen
+        # The last call's preparation, for the next calls with the same kind of input.
+        self._ready: _Ready | None = None
 
     def __call__(
         self, x: ArrayLike, hx: tuple[ArrayLike, ArrayLike] | None = None, *, lengths: ArrayLike | None = None
@@ -108,7 +121,63 @@ class FrozenLSTM:
         y : ndarray, (T, B, D·H_out), or (B, T, D·H_out) with `batch_first`, or (T, D·H_out)
         (h_n, c_n) : tuple of ndarray, (L·D, B, H_out) and (L·D, B, H)
         """
-        return self._module.forward(x, hx, lengths=lengths)
+        ready = self._ready
+        if (
+            ready is not None
+            and hx is None
+            and lengths is None
+            and type(x) is np.ndarray
+            and x.shape == ready.shape
+            and x.dtype == ready.dtype
+            and x.flags.c_contiguous
+            and self._threads() == ready.threads
+        ):
+            # The usual call (a one-layer module, an input as the last one, no state)
+            # skips the checks and the preparation that the last call made.
+            y, h, c, _ = ready.call(x, ready.h0, ready.c0)
+            return y, (h[None], c[None])
+        out = self._module.forward(x, hx, lengths=lengths)
+        self._ready = self._prepare(x) if hx is None and lengths is None else None
+        return out
+
+    def _threads(self) -> tuple[int, int]:
+        """The thread count a call asks for (checked), and the forks this process descends
+        from: a call made ready is ready for these only."""
+        asked = self._module.num_threads
+        return (_threads.resolve(check_num_threads(asked)), _threads.forks)
+
+    def _prepare(self, x: Any) -> _Ready | None:
+        """The call of a one-layer module on inputs like `x` (an array of the module's dtype,
+        batched and C-contiguous, as the module just took without error), made ready; None
+        for other modules and inputs."""
+        m = self._module
+        if not (
+            m.num_layers == 1
+            and m.num_directions == 1
+            and type(x) is np.ndarray
+            and x.ndim == 3
+            and x.dtype == m.dtype
+            and x.flags.c_contiguous
+        ):
+            return None
+        p, n = m._params, m._names[0]
+        threads = self._threads()
+        args = check_forward(
+            x,
+            p[n.w_ih],
+            p[n.w_hh],
+            None if n.b_ih is None else p[n.b_ih],
+            None if n.b_hh is None else p[n.b_hh],
+            None,
+            None,
+            None,
+            m.batch_first,
+            w_hr=None if n.w_hr is None else p[n.w_hr],
+            peephole=None if n.peephole is None else p[n.peephole],
+        )
+        packed = m._api._packs[id(p[n.w_hh])]
+        call = functional.ForwardCall(args, False, False, threads[0], packed)
+        return _Ready(x.shape, x.dtype, threads, call, args.h0, args.c0)
 
     @property
     def num_threads(self) -> int | None:

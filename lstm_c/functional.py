@@ -149,49 +149,89 @@ def _forward(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, LSTMCache | None]:
     """lstm_forward of checked arguments; W_hh and W_ih read from `packed` (pack_weights of
     args.w_ih and args.w_hh) where the call uses panels, instead of packed at this call."""
-    rows, batch = args.steps * args.batch, args.batch
-    h = args.h0.copy()
-    c = args.c0.copy()
-    phase = "training" if training else "inference"
-    work, scratch_shapes = _workspace(args, phase)
-    given: dict[str, np.ndarray | None] = {}
-    if packed is not None:
-        # The kernel packs nothing: the panels it uses come packed (BLAS where none were).
-        given = {
-            name: None if scratch_shapes[name] is None else array
-            for name, array in (("panels", packed.panels), ("ih_panels", packed.ih_panels))
-        }
-        scratch_shapes = {**scratch_shapes, "panels": None, "ih_panels": None}
-    panels = {name: scratch_shapes[name] is not None or given.get(name) is not None for name in _PANELS}
-    if rows:  # with T·B = 0 there is no position to run: the state stays h0, c0
-        threads = _threads.plan(num_threads, batch, args.hidden_size, args.output_size)
-        scratch = _scratch.take(phase, args.dtype, scratch_shapes)
-        blas = _threads.single_threaded_blas if _calls_blas(args, **panels) else _NO_BLAS
-        with blas:
-            _lstm.forward(
-                x=args.x.reshape(rows, args.input_size),
-                w_ih=args.w_ih,
-                w_hh=args.w_hh,
-                bias=args.bias,
-                w_hr=args.w_hr,
-                peephole=args.peephole,
-                h=h,
-                c=c,
-                lengths=args.lengths,
-                reverse=reverse,
-                batch_first=args.batch_first,
-                steps=args.steps,
-                num_threads=threads,
-                split_batch=_split_batch(threads, batch, args.w_hh),
-                packed=packed is not None,
-                **work,
-                **{**scratch.arrays, **given},
-            )
-        _scratch.give(scratch)
-    y = work["y"].reshape(args.y_shape)
+    y, h, c, outputs = ForwardCall(args, reverse, training, num_threads, packed)(args.x, args.h0, args.c0)
     if not training:
         return y, h, c, None
-    return y, h, c, LSTMCache(args, reverse, work["gates"], work["c_prev"], work["h_prev"], work["m_all"])
+    cache = LSTMCache(args, reverse, outputs["gates"], outputs["c_prev"], outputs["h_prev"], outputs["m_all"])
+    return y, h, c, cache
+
+
+class ForwardCall:
+    """A forward call of checked arguments, made ready for any number of calls with other
+    inputs of the same shape: everything is decided once but the new state and outputs.
+
+    Parameters
+    ----------
+    args, reverse, training, num_threads, packed
+        As `_forward` takes them; args.x, args.h0 and args.c0 give only their shapes.
+    """
+
+    def __init__(
+        self,
+        args: ForwardArgs,
+        reverse: bool,
+        training: bool,
+        num_threads: int | None,
+        packed: PackedWeights | None = None,
+    ) -> None:
+        self.rows = args.steps * args.batch
+        self.dtype = args.dtype
+        self.phase = "training" if training else "inference"
+        self.x_rows = (self.rows, args.input_size)
+        self.y_shape = args.y_shape
+        self.output_shapes, self.scratch_shapes = _workspace(args, self.phase)
+        given: dict[str, np.ndarray | None] = {}
+        if packed is not None:
+            # The kernel packs nothing: the panels it uses come packed (BLAS where none were).
+            given = {
+                name: None if self.scratch_shapes[name] is None else array
+                for name, array in (("panels", packed.panels), ("ih_panels", packed.ih_panels))
+            }
+            self.scratch_shapes = {k: v for k, v in self.scratch_shapes.items() if k not in _PANELS}
+        panels = {
+            name: self.scratch_shapes.get(name) is not None or given.get(name) is not None for name in _PANELS
+        }
+        self.blas = _threads.single_threaded_blas if _calls_blas(args, **panels) else _NO_BLAS
+        threads = (
+            _threads.plan(num_threads, args.batch, args.hidden_size, args.output_size) if self.rows else 1
+        )
+        self.kernel_args: dict[str, Any] = {
+            "w_ih": args.w_ih,
+            "w_hh": args.w_hh,
+            "bias": args.bias,
+            "w_hr": args.w_hr,
+            "peephole": args.peephole,
+            "lengths": args.lengths,
+            "reverse": reverse,
+            "batch_first": args.batch_first,
+            "steps": args.steps,
+            "num_threads": threads,
+            "split_batch": _split_batch(threads, args.batch, args.w_hh),
+            "packed": packed is not None,
+            **given,
+        }
+
+    def __call__(
+        self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """(y, h_n, c_n, outputs) for x, h0 and c0 of the prepared shapes, C-contiguous in the
+        prepared dtype (checked by the kernel); `outputs` holds every array the kernel wrote."""
+        h = h0.copy()
+        c = c0.copy()
+        outputs = _outputs(self.output_shapes, self.dtype)
+        if self.rows:  # with T·B = 0 there is no position to run: the state stays h0, c0
+            scratch = _scratch.take(self.phase, self.dtype, self.scratch_shapes)
+            with self.blas:
+                _lstm.forward(
+                    x=x.reshape(self.x_rows), h=h, c=c, **self.kernel_args, **outputs, **scratch.arrays
+                )
+            _scratch.give(scratch)
+        return outputs["y"].reshape(self.y_shape), h, c, outputs
+
+
+def _outputs(shapes: _scratch.Shapes, dtype: np.dtype) -> dict[str, Any]:
+    """New arrays for a kernel call's outputs of `shapes` (None where unused)."""
+    return {name: None if shape is None else _scratch.output(shape, dtype) for name, shape in shapes.items()}
 
 
 # The recurrent product reads W_hh from panels packed once per call (measured
@@ -237,9 +277,9 @@ def _split_batch(threads: int, batch: int, w_hh: np.ndarray) -> bool:
     )
 
 
-def _workspace(args: ForwardArgs, phase: str) -> tuple[dict[str, Any], _scratch.Shapes]:
-    """Every array a kernel call writes, keyed by the kernel's argument names: its
-    outputs (new arrays, None where unused) and the shapes of its scratch.
+def _workspace(args: ForwardArgs, phase: str) -> tuple[_scratch.Shapes, _scratch.Shapes]:
+    """Every array a kernel call writes, keyed by the kernel's argument names: the shapes
+    of its outputs (new arrays at each call: see _outputs) and of its scratch.
 
     `phase` is "inference" or "training" (a forward call: outputs, the
     training cache, scratch) or "backward" (the gradients and scratch). The
@@ -251,48 +291,45 @@ def _workspace(args: ForwardArgs, phase: str) -> tuple[dict[str, Any], _scratch.
     rows, G = args.steps * B, 4 * H
     projected = args.w_hr is not None
 
-    def new(shape: tuple[int, ...], used: bool = True) -> np.ndarray | None:
-        return _scratch.output(shape, dtype) if used else None
-
-    def scratch(shape: tuple[int, ...], used: bool = True) -> tuple[int, ...] | None:
+    def shape_if(shape: tuple[int, ...], used: bool = True) -> tuple[int, ...] | None:
         return shape if used else None
 
     if phase == "backward":
         outputs = {
-            "dx": new((rows, I)),
-            "dh0": new((B, P)),
-            "dw_ih": new((G, I)),
-            "dw_hh": new((G, P)),
-            "db": new((G,)),
-            "dw_hr": new((P, H), projected),
-            "dpeephole": new((3, H), args.peephole is not None),
+            "dx": shape_if((rows, I)),
+            "dh0": shape_if((B, P)),
+            "dw_ih": shape_if((G, I)),
+            "dw_hh": shape_if((G, P)),
+            "db": shape_if((G,)),
+            "dw_hr": shape_if((P, H), projected),
+            "dpeephole": shape_if((3, H), args.peephole is not None),
         }
         return outputs, {
             "dgates": (rows, G),
             "dgates_step": (2 * B, G),
-            "dh_all": scratch((rows, P), projected),
-            "dh_step": scratch((B, P), projected),
-            "dm_step": scratch((B, H), projected),
+            "dh_all": shape_if((rows, P), projected),
+            "dh_step": shape_if((B, P), projected),
+            "dm_step": shape_if((B, H), projected),
             "panels": _panels(B, P, H, dtype) if rows else None,
             "ih_panels": _input_panels(I, H, dtype) if rows else None,
         }
     training = phase == "training"
     outputs = {
-        "y": new((rows, P)),
-        "h_prev": new((rows, P), training),
-        "c_prev": new((rows, H), training),
-        "m_all": new((rows, H), training and projected),
+        "y": shape_if((rows, P)),
+        "h_prev": shape_if((rows, P), training),
+        "c_prev": shape_if((rows, H), training),
+        "m_all": shape_if((rows, H), training and projected),
     }
     # Training keeps every step's gates; inference projects the input in chunks of steps,
     # so that its scratch does not grow with T.
     if training:
-        outputs["gates"] = new((rows, G))
+        outputs["gates"] = shape_if((rows, G))
     return outputs, {
         **({} if training else {"gates": (_lstm.inference_chunk_steps(args.steps, B) * B, G)}),
         "rec": (B, G),
-        "h_next": scratch((B, P), not projected),
-        "m_step": scratch((B, H), projected),
-        "proj": scratch((B, P), projected),
+        "h_next": shape_if((B, P), not projected),
+        "m_step": shape_if((B, H), projected),
+        "proj": shape_if((B, P), projected),
         "panels": _panels(B, H, P, dtype) if rows else None,
         "ih_panels": _input_panels(H, I, dtype) if rows else None,
     }
@@ -417,7 +454,8 @@ def lstm_backward(
     if rows == 0:  # no position ran: the gradients pass straight through or are zero
         return _empty_grads(args, dh_n, dc_n)
     dc0 = np.zeros((batch, hidden), dtype) if dc_n is None else dc_n.copy()
-    work, scratch_shapes = _workspace(args, "backward")
+    output_shapes, scratch_shapes = _workspace(args, "backward")
+    work = _outputs(output_shapes, dtype)
     threads = _threads.plan(num_threads, batch, hidden, out)
     scratch = _scratch.take("backward", dtype, scratch_shapes)
     scratch.arrays["dgates_step"].fill(0)  # read past a row's length, never written there

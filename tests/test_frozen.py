@@ -139,3 +139,71 @@ def test_packing_refuses_a_wrong_size():
         _lstm.pack_weights(w, np.zeros(10, np.float32))
     with pytest.raises(ValueError, match="4\\*hidden_size"):
         _lstm.pack_weights(np.zeros((6, I), np.float32), np.zeros(10, np.float32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"proj_size": 10, "peephole": True, "batch_first": True}, {"bias": False}],
+    ids=["plain", "projection_peephole_batch_first", "no_bias"],
+)
+def test_repeated_calls_of_one_layer_take_the_prepared_call_and_give_the_same_bits(
+    dtype, options, monkeypatch
+):
+    # After a call with no state and no lengths, the next ones with an input of the same
+    # shape skip the checks (the module's forward is not called) and give its results.
+    m = LSTM(I, H, dtype=dtype, seed=6, **options)
+    frozen = m.freeze()
+    m.eval()
+    rng = np.random.default_rng(7)
+    shape = (B, T, I) if m.batch_first else (T, B, I)
+    x0 = rng.standard_normal(shape).astype(dtype)
+    assert_identical(inference(frozen, x0, None), inference(m, x0, None))
+    general = frozen._module.forward
+    monkeypatch.setattr(frozen._module, "forward", None)  # the prepared call must not need it
+    for threads in (1, 2, None):
+        m.num_threads = frozen.num_threads = threads
+        monkeypatch.setattr(frozen._module, "forward", general)
+        frozen(x0)  # the thread count changed: prepared anew
+        monkeypatch.setattr(frozen._module, "forward", None)
+        for _ in range(3):
+            x = rng.standard_normal(shape).astype(dtype)
+            assert_identical(inference(frozen, x, None), inference(m, x, None))
+
+
+def test_other_calls_of_a_prepared_frozen_lstm_take_the_checked_way():
+    m = LSTM(I, H, seed=8)
+    m.num_threads = 1
+    frozen = m.freeze()
+    m.eval()
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    frozen(x)
+    assert frozen._ready is not None
+    others = {
+        "state": (x, tuple(rng.standard_normal((1, B, n)).astype(np.float32) for n in (H, H)), None),
+        "lengths": (x, None, [6, 0, 3, 6, 1]),
+        "other_shape": (x[:, :3], None, None),
+        "strided": (np.asfortranarray(x), None, None),
+        "float64": (x.astype(np.float64), None, None),
+        "list": (x.tolist(), None, None),
+    }
+    for name, (x_other, hx, lengths) in others.items():
+        frozen(x)  # prepared again
+        if name == "float64":
+            with pytest.raises(TypeError):
+                frozen(x_other, hx, lengths=lengths)
+            continue
+        assert_identical(
+            inference(frozen, x_other, hx, lengths), inference(m, x_other, hx, lengths), [name] * 3
+        )
+    frozen(x)
+    frozen.num_threads = 0
+    with pytest.raises(ValueError, match="num_threads"):
+        frozen(x)
+
+
+def test_a_frozen_stack_of_layers_is_not_prepared():
+    frozen = LSTM(I, H, num_layers=2, seed=10).freeze()
+    frozen(np.ones((T, B, I), np.float32))
+    assert frozen._ready is None

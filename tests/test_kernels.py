@@ -321,7 +321,8 @@ def _kernel_forward_arguments(T=3, B=2, I=4, H=5, dtype=np.float64):
     args = check_forward(
         x, w_ih, w_hh, b_ih=None, b_hh=None, h0=None, c0=None, lengths=None, batch_first=False
     )
-    work, scratch = functional._workspace(args, "training")
+    output_shapes, scratch = functional._workspace(args, "training")
+    work = functional._outputs(output_shapes, args.dtype)
     return dict(
         x=args.x.reshape(T * B, I),
         w_ih=args.w_ih,
