@@ -2132,7 +2132,9 @@ cdef void _run_step(Stepper plan, Py_ssize_t B, const void* x, const void* h0, c
     call.scratch = plan._scratch
     call.x, call.h0, call.h, call.c = x, h0, h, c
     lstm_barrier_init(&call.barrier)
-    if _blas_get_threads != NULL:
+    # A single row's products never call BLAS (_step_rows): then its thread count is left
+    # alone (setting it twice per step cost more than the rest of a small step's calls).
+    if _blas_get_threads != NULL and not (B == 1 and LSTM_HAVE_PANELS):
         saved = _blas_get_threads()
         if saved != 1:
             _blas_set_threads(1)
@@ -2140,7 +2142,7 @@ cdef void _run_step(Stepper plan, Py_ssize_t B, const void* x, const void* h0, c
         _run_single(plan, threads, &call)
     else:
         lstm_run_team(1, _step_team, &call)
-    if _blas_get_threads != NULL and saved != 1:
+    if saved != 1:
         _blas_set_threads(saved)
 
 
