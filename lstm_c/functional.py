@@ -152,7 +152,7 @@ def _forward(
     y, h, c, outputs = ForwardCall(args, reverse, training, num_threads, packed)(args.x, args.h0, args.c0)
     if not training:
         return y, h, c, None
-    cache = LSTMCache(args, reverse, outputs["gates"], outputs["c_prev"], outputs["h_prev"], outputs["m_all"])
+    cache = LSTMCache(args, reverse, outputs["gates"], outputs["c_prev"], outputs["h_prev"], outputs.get("m_all"))
     return y, h, c, cache
 
 
@@ -179,7 +179,9 @@ class ForwardCall:
         self.phase = "training" if training else "inference"
         self.x_rows = (self.rows, args.input_size)
         self.y_shape = args.y_shape
-        self.output_shapes, self.scratch_shapes = _workspace(args, self.phase)
+        output_shapes, self.scratch_shapes = _workspace(args, self.phase)
+        # The outputs a call allocates; the kernel gets None for the others.
+        self.output_shapes = {name: shape for name, shape in output_shapes.items() if shape is not None}
         given: dict[str, np.ndarray | None] = {}
         if packed is not None:
             # The kernel packs nothing: the panels it uses come packed (BLAS where none were).
@@ -209,13 +211,14 @@ class ForwardCall:
             "split_batch": _split_batch(threads, args.batch, args.w_hh),
             "packed": packed is not None,
             **given,
+            **{name: None for name in output_shapes if name not in self.output_shapes},
         }
 
     def __call__(
         self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """(y, h_n, c_n, outputs) for x, h0 and c0 of the prepared shapes, C-contiguous in the
-        prepared dtype (checked by the kernel); `outputs` holds every array the kernel wrote."""
+        prepared dtype (checked by the kernel); `outputs` holds every output the kernel wrote."""
         h = h0.copy()
         c = c0.copy()
         outputs = _outputs(self.output_shapes, self.dtype)
