@@ -152,7 +152,9 @@ def _forward(
     y, h, c, outputs = ForwardCall(args, reverse, training, num_threads, packed)(args.x, args.h0, args.c0)
     if not training:
         return y, h, c, None
-    cache = LSTMCache(args, reverse, outputs["gates"], outputs["c_prev"], outputs["h_prev"], outputs.get("m_all"))
+    cache = LSTMCache(
+        args, reverse, outputs["gates"], outputs["c_prev"], outputs["h_prev"], outputs.get("m_all")
+    )
     return y, h, c, cache
 
 
@@ -181,7 +183,9 @@ class ForwardCall:
         self.y_shape = args.y_shape
         output_shapes, self.scratch_shapes = _workspace(args, self.phase)
         # The outputs a call allocates; the kernel gets None for the others.
-        self.output_shapes = {name: shape for name, shape in output_shapes.items() if shape is not None}
+        self.output_shapes: _scratch.Shapes = {
+            name: shape for name, shape in output_shapes.items() if shape is not None
+        }
         given: dict[str, np.ndarray | None] = {}
         if packed is not None:
             # The kernel packs nothing: the panels it uses come packed (BLAS where none were).

@@ -2149,9 +2149,10 @@ cdef void _run_step(Stepper plan, Py_ssize_t B, const void* x, const void* h0, c
 cdef void _run_single(Stepper plan, int threads, StepCall* call) noexcept:
     """A single row's step on the team or on the calling thread alone, whichever way took
     less time recently; the other way every 16th step, to follow the machine's load.
-    A way's recent time drops at once to a faster step and rises a quarter of the way
-    to a slower one (at most 4x): one step delayed by a preemption barely moves it,
-    a machine that stays busy does."""
+    A way's recent time moves a quarter of the way to each new step's (counted at most
+    4x the recent time: one step delayed by a preemption barely moves it), and drops at
+    once to a step under half of it (the first steps of a way, while its threads start
+    and its caches fill, take far longer than the later ones)."""
     cdef bint team
     cdef double* recent
     cdef double took
@@ -2171,7 +2172,7 @@ cdef void _run_single(Stepper plan, int threads, StepCall* call) noexcept:
     start = lstm_now_ns()
     lstm_run_team(threads if team else 1, _step_team, call)
     took = max(1.0, <double>(lstm_now_ns() - start))
-    if recent[0] == 0 or took < recent[0]:
+    if recent[0] == 0 or took < recent[0] / 2:
         recent[0] = took
     else:
         recent[0] += (min(took, 4 * recent[0]) - recent[0]) / 4
