@@ -11,7 +11,11 @@ spells these names.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    import numpy as np
 
 KINDS = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "peephole")
 
@@ -27,6 +31,30 @@ class ParamNames(NamedTuple):
     b_hh: str | None
     w_hr: str | None
     peephole: str | None
+
+
+class ParamArrays(NamedTuple):
+    """One layer and direction's parameter arrays, in the order of `ParamNames` (None for
+    those it lacks)."""
+
+    w_ih: np.ndarray
+    w_hh: np.ndarray
+    b_ih: np.ndarray | None
+    b_hh: np.ndarray | None
+    w_hr: np.ndarray | None
+    peephole: np.ndarray | None
+
+
+def layer_arrays(params: Mapping[str, np.ndarray], names: ParamNames) -> ParamArrays:
+    """The arrays of `params` that `names` names."""
+    return ParamArrays(
+        params[names.w_ih],
+        params[names.w_hh],
+        None if names.b_ih is None else params[names.b_ih],
+        None if names.b_hh is None else params[names.b_hh],
+        None if names.w_hr is None else params[names.w_hr],
+        None if names.peephole is None else params[names.peephole],
+    )
 
 
 def param_name(kind: str, layer: int, reverse: bool = False) -> str:

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from lstm_c._params import ParamNames
+from lstm_c._params import ParamNames, layer_arrays
 
 # Called as mask(layer, shape) for the input of each layer > 0 in training: a
 # scaled dropout mask to multiply it by, or None.
@@ -74,17 +74,17 @@ def stack_forward(
         outputs, layer_caches = [], []
         for direction in range(D):
             k = layer * D + direction
-            n = names[k]
+            a = layer_arrays(params, names[k])
             y, h, c, cache = api.lstm_forward(
                 layer_input,
-                params[n.w_ih],
-                params[n.w_hh],
-                None if n.b_ih is None else params[n.b_ih],
-                None if n.b_hh is None else params[n.b_hh],
+                a.w_ih,
+                a.w_hh,
+                a.b_ih,
+                a.b_hh,
                 None if h0 is None else h0[k],
                 None if c0 is None else c0[k],
-                w_hr=None if n.w_hr is None else params[n.w_hr],
-                peephole=None if n.peephole is None else params[n.peephole],
+                w_hr=a.w_hr,
+                peephole=a.peephole,
                 lengths=lengths,
                 reverse=direction == 1,
                 batch_first=batch_first,

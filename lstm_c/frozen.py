@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from lstm_c import _threads, functional
+from lstm_c._params import layer_arrays
 from lstm_c._validation import check_forward, check_num_threads
 
 if TYPE_CHECKING:
@@ -160,22 +161,22 @@ class FrozenLSTM:
             and x.flags.c_contiguous
         ):
             return None
-        p, n = m._params, m._names[0]
+        a = layer_arrays(m._params, m._names[0])
         threads = self._threads()
         args = check_forward(
             x,
-            p[n.w_ih],
-            p[n.w_hh],
-            None if n.b_ih is None else p[n.b_ih],
-            None if n.b_hh is None else p[n.b_hh],
+            a.w_ih,
+            a.w_hh,
+            a.b_ih,
+            a.b_hh,
             None,
             None,
             None,
             m.batch_first,
-            w_hr=None if n.w_hr is None else p[n.w_hr],
-            peephole=None if n.peephole is None else p[n.peephole],
+            w_hr=a.w_hr,
+            peephole=a.peephole,
         )
-        packed = m._api._packs[id(p[n.w_hh])]
+        packed = m._api._packs[id(a.w_hh)]
         call = functional.ForwardCall(args, False, False, threads[0], packed)
         return _Ready(x.shape, x.dtype, threads, call, args.h0, args.c0)
 

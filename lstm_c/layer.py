@@ -40,7 +40,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
 from lstm_c import _lstm, _threads, _validation, functional
-from lstm_c._params import ParamNames, layer_param_names, param_shapes
+from lstm_c._params import ParamNames, layer_arrays, layer_param_names, param_shapes
 from lstm_c._stack import StackTrace, stack_backward, stack_forward
 from lstm_c._types import CheckpointCache, LSTMCache
 from lstm_c._validation import (
@@ -666,16 +666,16 @@ class LSTM:
             if unbatched:
                 return y_t[0], (h_n[:, 0], c_n[:, 0])
             return y_t, (h_n, c_n)
-        p = self._params
         for layer, names in enumerate(self._names):
+            a = layer_arrays(self._params, names)
             # One kernel call per layer and no re-validation: this is the streaming hot path.
             functional._step_unchecked(
                 layer_input,
-                p[names.w_ih],
-                p[names.w_hh],
+                a.w_ih,
+                a.w_hh,
                 self._step_bias(names),
-                None if names.w_hr is None else p[names.w_hr],
-                None if names.peephole is None else p[names.peephole],
+                a.w_hr,
+                a.peephole,
                 self._zeros_or(h0, layer, h_n),
                 self._zeros_or(c0, layer, c_n),
                 h_n[layer],
@@ -696,8 +696,8 @@ class LSTM:
         plan = self._step_plan
         if plan is None or not all(map(operator.is_, self._params.values(), plan[0])):
             _threads.single_threaded_blas.bind()
-            layers = [
-                tuple(None if name is None else self._params[name] for name in names) for names in self._names
+            layers: list[tuple[np.ndarray | None, ...]] = [
+                layer_arrays(self._params, names) for names in self._names
             ]
             largest, split = _threads.lone_step_plan(self.hidden_size, self.output_size)
             stepper = _lstm.Stepper(

@@ -2107,9 +2107,9 @@ cdef struct StepCall:
 
 cdef void _run_step(Stepper plan, Py_ssize_t B, const void* x, const void* h0, const void* c0,
                     void* h, void* c, int threads) noexcept:
-    """Every layer of one step, a single row's maybe on a team of `threads` (see
-    Stepper); BLAS held at one thread meanwhile."""
-    cdef Py_ssize_t L = plan.n_layers, H = plan.n_hidden, G = 4 * H, l, j
+    """Every layer of one step; a single row's may run on a team of `threads` (see
+    Stepper). BLAS is held at one thread meanwhile, when the step calls it."""
+    cdef Py_ssize_t L = plan.n_layers, H = plan.n_hidden, G = 4 * H, l
     cdef Py_ssize_t size = plan.itemsize
     cdef char* bias = plan._scratch + 2 * B * G * size
     cdef const char* b_ih
@@ -2132,8 +2132,8 @@ cdef void _run_step(Stepper plan, Py_ssize_t B, const void* x, const void* h0, c
     call.scratch = plan._scratch
     call.x, call.h0, call.h, call.c = x, h0, h, c
     lstm_barrier_init(&call.barrier)
-    # A single row's products never call BLAS (_step_rows): then its thread count is left
-    # alone (setting it twice per step cost more than the rest of a small step's calls).
+    # A single row's products never call BLAS (_step_rows): its thread count is then left
+    # alone, with no call to set it and set it back.
     if _blas_get_threads != NULL and not (B == 1 and LSTM_HAVE_PANELS):
         saved = _blas_get_threads()
         if saved != 1:
