@@ -90,6 +90,65 @@ def test_saturation_matches_the_reference_exactly_in_the_state():
         np.testing.assert_allclose(ours[0], theirs[0], **tol(dtype))
 
 
+# ----------------------------------------------------------------------------- the activations
+
+
+def activations(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel's sigmoid and tanh of z, read from a training call's saved activations:
+    one hidden unit, a batch row per value, x = z, W_ih = 1 and W_hh = 0, so that every
+    gate's pre-activation is exactly z."""
+    x = z.reshape(1, -1, 1)
+    w = np.ones((4, 1), z.dtype)
+    act = lstm_c.lstm_forward(x, w, np.zeros_like(w))[3].act  # (B, 4): i, f, g, o
+    return act[:, 0], act[:, 2]  # the input gate's sigmoid, the candidate's tanh
+
+
+def ulps(actual: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """|actual - exact| in units of the last place of exact rounded to actual's dtype."""
+    spacing = np.spacing(np.abs(exact.astype(actual.dtype)))
+    return np.abs(actual.astype(exact.dtype) - exact) / spacing.astype(exact.dtype)
+
+
+# The largest error allowed, in ulp: measured 2.5 (float32 sigmoid, over every float32),
+# 2.4 (float32 tanh) and 2.5 and 4.5 (float64 sigmoid and tanh, over 80 million values).
+ULP_LIMITS = {np.float32: (3, 3), np.float64: (3, 5)}
+# (sigmoid 1 from, sigmoid 0 below, tanh +-1 from): where the kernels saturate exactly.
+SATURATION = {np.float32: (17.0, -88.5, 9.5), np.float64: (37.0, -709.5, 20.0)}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_and_tanh_are_within_a_few_ulp(dtype):
+    rng = np.random.default_rng(3)
+    tiny = np.exp(rng.uniform(np.log(1e-30), 0.0, 20_000)) * rng.choice([-1, 1], 20_000)
+    z = np.concatenate([rng.uniform(-30, 30, 40_000), rng.uniform(-2, 2, 40_000), tiny]).astype(dtype)
+    sigmoid, tanh = activations(z)
+    wide = np.longdouble if dtype is np.float64 else np.float64  # the exact values
+    exact_sigmoid = 1 / (1 + np.exp(-z.astype(wide)))
+    exact_tanh = np.tanh(z.astype(wide))
+    sigmoid_limit, tanh_limit = ULP_LIMITS[dtype]
+    normal = exact_sigmoid > np.finfo(dtype).tiny  # below, results may flush to 0
+    assert ulps(sigmoid, exact_sigmoid)[normal].max() <= sigmoid_limit
+    assert ulps(tanh, exact_tanh).max() <= tanh_limit
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sigmoid_and_tanh_saturate_exactly_and_keep_nan(dtype):
+    one, zero, tanh_one = SATURATION[dtype]
+    with np.errstate(over="ignore"):
+        big = np.array([1e4, 1e30, np.finfo(dtype).max, np.inf], dtype)
+    ramp = np.linspace(0, 100, 101).astype(dtype)
+    sigmoid, tanh = activations(np.concatenate([one + ramp, -big]).astype(dtype))
+    assert (sigmoid[: len(ramp)] == 1).all() and (tanh[: len(ramp)] == 1).all()
+    assert (tanh[len(ramp) :] == -1).all()
+    sigmoid, tanh = activations(np.concatenate([zero - ramp, big]).astype(dtype))
+    assert (sigmoid[: len(ramp)] == 0).all() and (sigmoid[len(ramp) :] == 1).all()
+    sigmoid, tanh = activations(np.concatenate([tanh_one + ramp, -tanh_one - ramp]).astype(dtype))
+    assert (tanh[: len(ramp)] == 1).all() and (tanh[len(ramp) :] == -1).all()
+    sigmoid, tanh = activations(np.array([np.nan, 0.0], dtype))
+    assert np.isnan(sigmoid[0]) and np.isnan(tanh[0])
+    assert sigmoid[1] == 0.5 and tanh[1] == 0
+
+
 # ----------------------------------------------------------------------------- NaN and inf
 
 NAN_ROW = 2  # the batch row that receives a NaN or inf
