@@ -14,12 +14,15 @@ A set of arrays is taken out while its call runs, so a call that starts
 meanwhile on the same thread (from a signal handler) gets arrays of its own.
 Scratch comes with any content: a caller zeroes what a kernel needs zeroed.
 
-Outputs (`output`) are new arrays, and the same faults hit the large ones: a
-training loop frees the last step's outputs and allocates the next ones, which
-glibc may map afresh each time (1000-1500 faults per call at T=24, B=64, H=256,
-whose training ran 1.17x faster without them). So the memory of large outputs
-is kept once freed, up to `OUTPUTS_MAX_BYTES`, and a later output of the size
-takes it back: a block is reused only when no array on it is alive any more.
+Outputs (`output`) are new arrays, and the same faults hit them: a training
+loop frees the last step's outputs and allocates the next ones, which glibc may
+map afresh each time (1000-1500 faults per call at T=24, B=64, H=256, whose
+training ran 1.17x faster without them; 145 at T=50, B=16, H=32, whose forward
+pass took 485 us with them and 233 without, and 645 us on two threads, whose
+faults contend). So the memory of outputs from 64 KiB up is kept once freed,
+up to `OUTPUTS_MAX_BYTES` and `OUTPUTS_MAX_BLOCKS`, and a later output of the
+size takes it back: a block is reused only when no array on it is alive any
+more.
 """
 
 from __future__ import annotations
@@ -105,14 +108,17 @@ def clear() -> None:
 
 
 # Outputs of at least this many bytes take their memory from the kept blocks: the
-# faults of smaller ones cost little next to their call.
-OUTPUT_MIN_BYTES = 1 << 20
-# The kept blocks, those in use by live arrays included, take at most this many bytes.
+# faults of smaller ones (a few) cost little next to the search of the blocks.
+OUTPUT_MIN_BYTES = 64 << 10
+# The kept blocks, those in use by live arrays included, take at most this many bytes,
+# and are at most this many: an output searches them (about 0.1 us a block).
 OUTPUTS_MAX_BYTES = 64 << 20
+OUTPUTS_MAX_BLOCKS = 32
 # A block may serve an output at most this much smaller than itself.
 _OUTPUT_SLACK = 1.25
 
 _blocks: list[np.ndarray] = []  # uint8 arrays that own the memory, oldest first
+_sizes: list[int] = []  # their sizes in bytes
 _blocks_lock = threading.Lock()
 
 
@@ -140,38 +146,40 @@ def output(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 def _take_block(nbytes: int) -> np.ndarray:
     """The smallest unused kept block of nbytes to nbytes * _OUTPUT_SLACK, or a new one,
-    kept if the bound allows once unused blocks, oldest first, are dropped."""
-    best = None
-    for i in range(len(_blocks)):
-        size = _blocks[i].nbytes
-        if nbytes <= size <= nbytes * _OUTPUT_SLACK and _refs(_blocks, i) == _UNUSED_REFS:
-            if best is None or size < _blocks[best].nbytes:
+    kept if the bounds allow once unused blocks, oldest first, are dropped."""
+    best = -1
+    for i, size in enumerate(_sizes):
+        if nbytes <= size <= nbytes * _OUTPUT_SLACK and (best < 0 or size < _sizes[best]):
+            if _refs(_blocks, i) == _UNUSED_REFS:
                 best = i
-    if best is not None:
-        block = _blocks.pop(best)
-        _blocks.append(block)  # the most recently used last
-        return block
+    if best >= 0:
+        _sizes.append(_sizes.pop(best))  # the most recently used last
+        _blocks.append(_blocks.pop(best))
+        return _blocks[-1]
     block = np.empty(nbytes, np.uint8)
     if nbytes <= OUTPUTS_MAX_BYTES:
-        total = sum(b.nbytes for b in _blocks) + nbytes
+        total = sum(_sizes) + nbytes
         i = 0
-        while total > OUTPUTS_MAX_BYTES and i < len(_blocks):
+        while (total > OUTPUTS_MAX_BYTES or len(_blocks) >= OUTPUTS_MAX_BLOCKS) and i < len(_blocks):
             if _refs(_blocks, i) == _UNUSED_REFS:
-                total -= _blocks.pop(i).nbytes
+                total -= _sizes.pop(i)
+                del _blocks[i]
             else:
                 i += 1
-        if total <= OUTPUTS_MAX_BYTES:
+        if total <= OUTPUTS_MAX_BYTES and len(_blocks) < OUTPUTS_MAX_BLOCKS:
             _blocks.append(block)
+            _sizes.append(nbytes)
     return block
 
 
 def kept_output_bytes() -> int:
     """Bytes of the kept output blocks, in use or not."""
     with _blocks_lock:
-        return sum(b.nbytes for b in _blocks)
+        return sum(_sizes)
 
 
 def clear_outputs() -> None:
     """Stop keeping output blocks (arrays on them stay valid)."""
     with _blocks_lock:
         _blocks.clear()
+        _sizes.clear()

@@ -55,14 +55,20 @@ def peak_of(call):
 
 def test_inference_peak_is_output_plus_one_chunk_of_gate_preactivations(inputs):
     _scratch.clear()
-    _, peak = peak_of(lambda: lstm_c.lstm_forward(**inputs, training=False))
+    _scratch.clear_outputs()  # no kept memory for the output to take
+    first, peak = peak_of(lambda: lstm_c.lstm_forward(**inputs, training=False))
     chunk = lstm_c._lstm.inference_chunk_steps(T, B)
     output = N * H * ITEM
     scratch = chunk * B * 4 * H * ITEM + packed_weights(H, H, H, I)  # one chunk of the input projection
     assert output + scratch <= peak <= output + scratch + SMALL
-    # The next call of the same sizes reuses the scratch.
+    # The next call of the same sizes reuses the scratch (its output is new: the first
+    # call's is still alive).
     _, peak = peak_of(lambda: lstm_c.lstm_forward(**inputs, training=False))
     assert output <= peak <= output + SMALL
+    del first
+    # Once the first output is freed, a next call's output takes its memory back.
+    _, peak = peak_of(lambda: lstm_c.lstm_forward(**inputs, training=False))
+    assert peak <= SMALL
 
 
 def test_inference_keeps_only_the_outputs(inputs):
@@ -177,6 +183,18 @@ def test_the_kept_output_memory_is_bounded(no_kept_outputs, monkeypatch):
             alive.append(out)
         assert _scratch.kept_output_bytes() <= _scratch.OUTPUTS_MAX_BYTES
     assert all(not np.shares_memory(a, b) for i, a in enumerate(alive) for b in alive[i + 1 :])
+
+
+def test_the_kept_output_blocks_are_bounded_in_number(no_kept_outputs, monkeypatch):
+    monkeypatch.setattr(_scratch, "OUTPUTS_MAX_BLOCKS", 3)
+    f4 = np.dtype(np.float32)
+    alive = [_scratch.output((_scratch.OUTPUT_MIN_BYTES // 4 + k,), f4) for k in range(5)]
+    assert len(_scratch._blocks) == 3  # all in use: the last two have memory of their own
+    del alive[:]
+    fresh = _scratch.output((_scratch.OUTPUT_MIN_BYTES // 2,), f4)  # fits no kept block
+    assert len(_scratch._blocks) == 3 and any(b is fresh.base for b in _scratch._blocks)
+    reused = _scratch.output((_scratch.OUTPUT_MIN_BYTES // 4,), f4)  # a kept block serves it
+    assert any(b is reused.base for b in _scratch._blocks)
 
 
 def test_a_call_never_writes_into_the_outputs_of_an_earlier_call_still_alive(no_kept_outputs):
