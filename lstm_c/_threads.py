@@ -29,6 +29,12 @@ from lstm_c._validation import MAX_THREADS, check_num_threads
 # B=4 at H=32 (21504), even there, ran 2.4x slower than on one thread in a
 # benchmark run on a busy host. So they stay on one thread.
 MIN_PARALLEL_WORK = 50_000
+# Such a step may still be shared by rows of the batch, each thread running its own rows
+# through every step with no barrier between them: from this many rows per thread and
+# H = 32. Measured on 2 cores (Zen 4), T = 50, against one thread: 1.2-1.4x in inference
+# and 1.1-1.25x in training at H = 32-64, B = 4-8; H = 16, B = 16 lost (0.91x).
+SMALL_STEP_MIN_ROWS = 2
+SMALL_STEP_MIN_HIDDEN = 32
 # LSTM.step's compiled plan, which keeps the GIL and answers no signal while it
 # runs, takes batches whose step is below this much work (a few microseconds),
 # and a single row below MAX_PLANNED_ROW_WORK (about 2 MFLOP, H = 700); larger
@@ -158,11 +164,13 @@ def lone_step_plan(hidden: int, output: int) -> tuple[int, bool]:
 
 
 def plan(num_threads: int | None, batch: int, hidden: int, output: int) -> int:
-    """Threads for one call: `team(num_threads)`, but one when a time step is too small
-    to split."""
-    if is_small_step(batch, hidden, output):
+    """Threads for one call: `team(num_threads)`; when a time step is too small to split
+    by hidden units, as many as get SMALL_STEP_MIN_ROWS rows each (H >= 32), else one."""
+    if not is_small_step(batch, hidden, output):
+        return team(num_threads)
+    if hidden < SMALL_STEP_MIN_HIDDEN or batch < 2 * SMALL_STEP_MIN_ROWS:
         return 1
-    return team(num_threads)
+    return min(team(num_threads), batch // SMALL_STEP_MIN_ROWS)
 
 
 def team(num_threads: int | None) -> int:

@@ -276,11 +276,16 @@ _SPLIT_BATCH_MAX_WEIGHT_BYTES = 4 << 20
 
 
 def _split_batch(threads: int, batch: int, w_hh: np.ndarray) -> bool:
-    """Whether a call on `threads` threads shares its time steps by rows of the batch."""
+    """Whether a call on `threads` threads shares its time steps by rows of the batch:
+    from _SPLIT_BATCH_MIN_ROWS rows per thread, and always when a step is too small to
+    share by hidden units (`_threads.plan` gives such a step threads for its rows only)."""
     return (
         threads > 1
-        and batch >= _SPLIT_BATCH_MIN_ROWS * threads
         and w_hh.nbytes <= _SPLIT_BATCH_MAX_WEIGHT_BYTES
+        and (
+            batch >= _SPLIT_BATCH_MIN_ROWS * threads
+            or _threads.is_small_step(batch, w_hh.shape[0] // 4, w_hh.shape[1])
+        )
     )
 
 

@@ -64,7 +64,11 @@ def compare(case, spec, dtype, num_threads=None):
 PATHS = {"panels": 1e30, "blas": -1}
 # functional._split_batch picks how the threads share the time steps: by hidden
 # units (a barrier every step) or by rows of the batch. Each is forced here.
-SHARES = {"units": (10**9, 0), "rows": (1, 1 << 62)}  # (_SPLIT_BATCH_MIN_ROWS, ..._MAX_WEIGHT_BYTES)
+SHARES = {  # (_SPLIT_BATCH_MIN_ROWS, ..._MAX_WEIGHT_BYTES)
+    "units": (10**9, 0),
+    "rows": (1, 1 << 62),
+    "default": (functional._SPLIT_BATCH_MIN_ROWS, functional._SPLIT_BATCH_MAX_WEIGHT_BYTES),
+}
 PATH_CASES = {
     "small_plain_lengths": dict(T=5, B=5, I=6, H=20, lengths=[5, 0, 3, 5, 1]),
     "projection_peephole_reverse": dict(
@@ -266,6 +270,39 @@ def test_the_steps_are_shared_by_rows_from_four_rows_per_thread_and_up_to_4_mib_
     assert not functional._split_batch(1, 64, w_hh)
     assert functional._split_batch(3, 12, w_hh)
     assert not functional._split_batch(2, 64, np.empty((4 * 512, 513), np.float32))
+
+
+# Steps too small to share by hidden units: shared by rows from 2 rows per thread and H = 32.
+SMALL_STEP_CASES = {
+    "four_rows": dict(T=7, B=4, I=5, H=32, lengths=[7, 0, 3, 6]),
+    "five_rows_projection_peephole_reverse": dict(
+        T=6, B=5, I=3, H=40, P=12, peephole=True, reverse=True, lengths=[6, 2, 0, 5, 6]
+    ),
+    "six_rows_batch_first": dict(T=5, B=6, I=4, H=33, batch_first=True),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", SMALL_STEP_CASES)
+def test_a_step_too_small_for_units_is_shared_by_rows_and_matches_the_reference(case, dtype, kernel_path):
+    taken = kernel_path("panels", "default")
+    spec = SMALL_STEP_CASES[case]
+    assert _threads.is_small_step(spec["B"], spec["H"], spec.get("P") or spec["H"])
+    compare(case, spec, dtype, num_threads=2)
+    if lstm_c.openmp_enabled():
+        assert [used for _, used in taken["plans"]] == [2, 2]  # forward and backward
+        assert taken["split_batch"] == [True, True]
+
+
+def test_a_small_step_takes_two_threads_only_with_two_rows_each_and_h_from_32():
+    if not lstm_c.openmp_enabled():
+        pytest.skip("a build without OpenMP runs every call on one thread")
+    assert _threads.plan(2, 4, 32, 32) == 2
+    assert _threads.plan(2, 3, 32, 32) == 1  # fewer than 2 rows per thread
+    assert _threads.plan(2, 16, 16, 16) == 1  # H below 32
+    assert _threads.plan(3, 5, 32, 32) == 2  # as many threads as get 2 rows
+    assert _threads.plan(1, 8, 32, 32) == 1
+    assert functional._split_batch(2, 4, np.empty((4 * 32, 32), np.float32))
 
 
 @pytest.mark.parametrize("path", PATHS)
