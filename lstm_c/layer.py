@@ -617,7 +617,10 @@ class LSTM:
         y_t : ndarray, (B, H_out), or (H_out,) unbatched
             Output of the last layer.
         (h, c) : tuple of ndarray, (L, B, H_out) and (L, B, H)
-            The new state (2-D unbatched): pass it to the next step.
+            The new state (2-D unbatched): pass it to the next step. Once
+            nothing refers to a returned state any more (nor to ``y_t``, a
+            view of ``h``), a later step may write its new state into that
+            memory: an array still in use is never written.
         """
         shortcut = self._step_shortcut
         if shortcut is not None and shortcut[0] is self.num_threads and shortcut[1] == _threads.forks:

@@ -609,6 +609,33 @@ def test_a_single_rows_step_gives_the_same_bits_on_two_threads_as_on_one(dtype, 
     assert_close([runs[1][-3], runs[1][-2], runs[1][-1]], [y[-1], h, c], dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_step_writes_a_returned_state_again_only_once_nothing_uses_it(dtype):
+    # The usual loop drops the state of two steps ago: its arrays are written again.
+    m = LSTM(6, 8, num_layers=2, seed=5, dtype=dtype).eval()
+    xs = np.random.default_rng(6).standard_normal((12, 3, 6)).astype(dtype)
+    y_seq, (h_seq, c_seq) = m(xs)
+    hx, seen = None, set()
+    for t in range(len(xs)):
+        y, hx = m.step(xs[t], hx)
+        seen.add(hx[0].ctypes.data)
+    assert len(seen) == 2  # two pairs of arrays, in turn
+    assert_close([y, *hx], [y_seq[-1], h_seq, c_seq], dtype)
+    # Whatever the caller keeps (the states, an output, a view or a buffer of one) is
+    # never written again.
+    hx = None
+    kept, expected = [], []
+    for t in range(len(xs)):
+        y, hx = m.step(xs[t], hx)
+        keep = {0: hx, 1: y, 2: hx[1][1:], 3: memoryview(hx[0])}.get(t % 5)
+        if keep is not None:
+            kept.append(keep)
+            expected.append(np.array(keep[0] if isinstance(keep, tuple) else keep, copy=True))
+    for keep, values in zip(kept, expected):
+        np.testing.assert_array_equal(np.asarray(keep[0] if isinstance(keep, tuple) else keep), values)
+    assert_close([y, *hx], [y_seq[-1], h_seq, c_seq], dtype)
+
+
 def test_a_module_pickled_without_the_step_shortcut_steps():
     # A module pickled by the first release has no step shortcut in its state.
     m = LSTM(I, H, seed=2)
