@@ -2067,6 +2067,11 @@ cdef object _try_run(Stepper plan, Held* held, object x, object hx, int threads)
     return h[L - 1], (h, c)
 
 
+# Reference counts tell an array no one uses only on CPython (elsewhere, as under PyPy's
+# emulation of the C API, _new_state always allocates).
+cdef bint _exact_refcounts = sys.implementation.name == "cpython"
+
+
 cdef tuple _new_state(Stepper plan, Py_ssize_t B):
     """Arrays (h, c) of (L, B, P) and (L, B, H) for try_run's new state: those it returned
     two calls ago when no array outside the plan uses them any more (the usual loop feeds
@@ -2075,7 +2080,7 @@ cdef tuple _new_state(Stepper plan, Py_ssize_t B):
     in use anywhere, as a view or a buffer, is never written."""
     cdef object h = plan._h1 if plan._parity else plan._h0
     cdef object c = plan._c1 if plan._parity else plan._c0
-    if (h is None or Py_REFCNT(h) != 2 or Py_REFCNT(c) != 2
+    if (h is None or not _exact_refcounts or Py_REFCNT(h) != 2 or Py_REFCNT(c) != 2
             or (<Py_ssize_t>h.shape[1]) != B):  # 2: the plan's and this function's
         h = np.empty((plan.n_layers, B, plan.n_out), plan.dtype)
         c = np.empty((plan.n_layers, B, plan.n_hidden), plan.dtype)
