@@ -5,7 +5,8 @@ copy laid out in the order of reading). For inference with fixed weights that
 is repeated work: measured on 2 cores (Zen 4), T = 50, it is 2-4% of a call at
 most shapes and up to a tenth at small batches of large layers (B = 4,
 H = 512). A `FrozenLSTM` packs its own copy of the weights once, as an ONNX
-Runtime session does, and its calls read the packed copy.
+Runtime session does, and its calls read the packed copy, W_ih at any size
+(a call packs it only up to 4 MiB and leaves a larger one to BLAS).
 """
 
 from __future__ import annotations
@@ -75,8 +76,9 @@ class FrozenLSTM:
 
     Made by `LSTM.freeze`. It copies the module's parameters and packs them in
     the layout the kernels read, once; each call then gives what the module in
-    eval mode gives for those parameters, bit for bit, without packing the
-    weights again. Changes made to the module later are not seen: freeze it
+    eval mode gives for those parameters, without packing the weights again: bit
+    for bit when each W_ih takes at most 4 MiB, to rounding above (the module
+    then hands W_ih's products to BLAS, which packs it at every call). Changes made to the module later are not seen: freeze it
     again. A FrozenLSTM never changes, so threads may call it at once.
 
     Attributes

@@ -723,9 +723,11 @@ class LSTM:
         -------
         FrozenLSTM
             Called as this module in eval mode (``y, (h_n, c_n) = frozen(x, hx)``),
-            with the same results, bit for bit, for the parameters as they are
-            now, but without packing the weights at every call. It keeps its
-            own copy of them: freeze again after changing the parameters.
+            with the same results for the parameters as they are now (bit for bit
+            when each W_ih takes at most 4 MiB; to rounding above, where the module
+            hands W_ih's products to BLAS), but without packing the weights at every
+            call. It keeps its own copy of them: freeze again after changing the
+            parameters.
         """
         from lstm_c.frozen import FrozenLSTM  # it builds on this module
 

@@ -4,7 +4,7 @@ import pickle
 
 import numpy as np
 import pytest
-from helpers import DTYPES, assert_identical, layer_inputs
+from helpers import DTYPES, assert_close, assert_identical, layer_inputs
 
 from lstm_c import _lstm, functional
 from lstm_c.frozen import FrozenLSTM
@@ -17,7 +17,8 @@ CONFIGS = {
     "projection_peephole_batch_first": dict(num_layers=2, proj_size=10, peephole=True, batch_first=True),
     "no_bias_dropout": dict(num_layers=2, bias=False, dropout=0.5),
 }
-# The recurrent product and the input projection on panels (packed at freezing) or on BLAS.
+# The recurrent product on panels (packed at freezing) or on BLAS; the module packs W_ih
+# (as the frozen one always reads it packed: see the test of a W_ih over the limit).
 PATHS = {"panels": 1e30, "blas": -1}
 
 
@@ -32,7 +33,7 @@ def inference(m, x, hx, lengths=None):
 @pytest.mark.parametrize("config", CONFIGS)
 def test_a_frozen_lstm_gives_the_modules_inference_bit_for_bit(config, dtype, path, threads, monkeypatch):
     monkeypatch.setattr(functional, "_PANEL_MAX_STEP_FLOPS", PATHS[path])
-    monkeypatch.setattr(functional, "_INPUT_PANELS_MAX_BYTES", PATHS[path])
+    monkeypatch.setattr(functional, "_INPUT_PANELS_MAX_BYTES", 1e30)
     m = LSTM(I, H, dtype=dtype, seed=1, **CONFIGS[config])
     m.num_threads = threads
     frozen = m.freeze()
@@ -69,6 +70,36 @@ def test_the_frozen_weights_are_packed_once_and_read_as_they_are(monkeypatch):
     m.eval()
     m(x)
     assert packed[2:] == [False, False]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_frozen_lstm_reads_a_w_ih_over_the_limit_packed_and_agrees_to_rounding(dtype, threads, monkeypatch):
+    # A W_ih the module leaves to BLAS (over _INPUT_PANELS_MAX_BYTES): the frozen module
+    # reads its own packed copy, as the module does with W_ih under the limit.
+    m = LSTM(I, H, num_layers=2, proj_size=10, dtype=dtype, seed=13)
+    m.num_threads = threads
+    monkeypatch.setattr(functional, "_INPUT_PANELS_MAX_BYTES", -1)
+    frozen = m.freeze()
+    m.eval()
+    x, hx, _, _ = layer_inputs(m, np.random.default_rng(14), T, B)
+    read = []
+    forward = _lstm.forward
+
+    def record(**kwargs):
+        read.append((kwargs["packed"], kwargs["ih_panels"] is not None))
+        forward(**kwargs)
+
+    monkeypatch.setattr(_lstm, "forward", record)
+    for lengths in (None, [6, 0, 3, 6, 1]):
+        got = inference(frozen, x, hx, lengths)
+        assert read[-2:] == [(True, True)] * 2  # both layers read W_ih packed
+        with_blas = inference(m, x, hx, lengths)
+        assert read[-2:] == [(False, False)] * 2  # the module's W_ih goes to BLAS
+        assert_close(got, with_blas, dtype)
+        monkeypatch.setattr(functional, "_INPUT_PANELS_MAX_BYTES", 1e30)
+        assert_identical(got, inference(m, x, hx, lengths))  # the module's W_ih in panels
+        monkeypatch.setattr(functional, "_INPUT_PANELS_MAX_BYTES", -1)
 
 
 def test_a_frozen_lstm_keeps_the_weights_it_was_frozen_with():
