@@ -352,17 +352,30 @@ def test_results_repeat_bitwise_in_a_fresh_process(threads, tmp_path):
     assert result.stdout.split() == here
 
 
+def steps_of_one_row(threads):
+    """A row stepped through a sequence by LSTM.step, whose threads share each step."""
+    m = LSTM(24, 130, num_layers=2, seed=9).eval()
+    m.num_threads = threads
+    x = np.random.default_rng(9).standard_normal((30, 1, 24)).astype(np.float32)
+    hx, outputs = None, []
+    for x_t in x:
+        y, hx = m.step(x_t, hx)
+        outputs += [y, *hx]
+    return outputs
+
+
 _ASLEEP_CHILD = """
 import sys
 sys.path[:0] = {path!r}
 import test_threads as t
 from lstm_c import _lstm, functional
-_lstm._set_barrier_spin_ns(0)  # every wait at a barrier sleeps at once
+_lstm._set_barrier_spin_ns(0)  # every wait at a barrier, or for a step's helpers, sleeps at once
 for rows in (functional._SPLIT_BATCH_MIN_ROWS, 10**9):  # the batch shared by rows, then by units
     functional._SPLIT_BATCH_MIN_ROWS = rows
     for case in t.REPRODUCIBLE:
         w, j, options = t.reproducible_case(case)
         print(t.digest(t.forward_backward(w, j, 2, **options)))
+print(t.digest(t.steps_of_one_row(2)))
 """
 
 
@@ -372,7 +385,8 @@ for rows in (functional._SPLIT_BATCH_MIN_ROWS, 10**9):  # the batch shared by ro
 )
 def test_threads_asleep_at_the_barrier_are_woken_at_every_step(tmp_path, monkeypatch):
     """Each wait at the per-step barrier goes to sleep at once and is woken by the last
-    thread to arrive: the same bits as with polling. A lost wake-up would hang, hence
+    thread to arrive, and so do LSTM.step's helper threads between steps and the caller
+    waiting for them: the same bits as with polling. A lost wake-up would hang, hence
     the child process with a time limit."""
     here = []
     for rows in (lstm_c.functional._SPLIT_BATCH_MIN_ROWS, 10**9):
@@ -380,6 +394,7 @@ def test_threads_asleep_at_the_barrier_are_woken_at_every_step(tmp_path, monkeyp
         for case in REPRODUCIBLE:
             w, j, options = reproducible_case(case)
             here.append(digest(forward_backward(w, j, 2, **options)))
+    here.append(digest(steps_of_one_row(2)))
     script = _ASLEEP_CHILD.format(path=[os.path.dirname(os.path.abspath(__file__))])
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300
