@@ -95,30 +95,42 @@ static void lstm_barrier_init(lstm_barrier_t *b) {
  * The clock is read once per LSTM_BARRIER_CLOCK_SPINS polls. */
 #define LSTM_BARRIER_CLOCK_SPINS 256
 
-/* The last arrival wakes sleepers only when there are some: a futex call costs a
- * system call (about 0.25 us in a KVM guest), at every step of a call otherwise.
- * Sequentially consistent on both sides, a sleeper's count and the generation
- * cannot both be missed: either the last arrival sees the sleeper, or the sleeper
- * sees the new generation (and FUTEX_WAIT returns at once if it changed since). */
+/* Until *word differs from `old`: poll for lstm_barrier_spin_ns, then sleep on it,
+ * counted in *asleep. Returns the new value. Sequentially consistent on both sides
+ * (see lstm_wake), a sleeper's count and the change cannot both be missed: either the
+ * writer sees the sleeper, or the sleeper sees the change (and FUTEX_WAIT returns at
+ * once if the word changed since). */
+static int lstm_wait_change(int *word, int old, int *asleep) {
+    int now;
+    for (int64_t until = lstm_now_ns() + lstm_barrier_spin_ns; lstm_now_ns() < until;)
+        for (int i = 0; i < LSTM_BARRIER_CLOCK_SPINS; i++) {
+            if ((now = __atomic_load_n(word, __ATOMIC_ACQUIRE)) != old) return now;
+            lstm_cpu_relax();
+        }
+    __atomic_add_fetch(asleep, 1, __ATOMIC_SEQ_CST);
+    while ((now = __atomic_load_n(word, __ATOMIC_SEQ_CST)) == old)
+        syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, old, NULL, NULL, 0);
+    __atomic_sub_fetch(asleep, 1, __ATOMIC_SEQ_CST);
+    return now;
+}
+
+/* Wake whoever sleeps on *word, after a sequentially consistent change of it: only when
+ * some do, since a futex call costs a system call (about 0.25 us in a KVM guest). */
+static void lstm_wake(int *word, int *asleep) {
+    if (__atomic_load_n(asleep, __ATOMIC_SEQ_CST) > 0)
+        syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+/* The last arrival starts the next generation; the others wait for it. */
 static void lstm_barrier_wait(lstm_barrier_t *b, int team) {
     int generation = __atomic_load_n(&b->generation, __ATOMIC_ACQUIRE);
     if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == team) {
         __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
         __atomic_store_n(&b->generation, generation + 1, __ATOMIC_SEQ_CST);
-        if (__atomic_load_n(&b->sleepers, __ATOMIC_SEQ_CST) > 0)
-            syscall(SYS_futex, &b->generation, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+        lstm_wake(&b->generation, &b->sleepers);
         return;
     }
-    for (int64_t until = lstm_now_ns() + lstm_barrier_spin_ns; lstm_now_ns() < until;) {
-        for (int i = 0; i < LSTM_BARRIER_CLOCK_SPINS; i++) {
-            if (__atomic_load_n(&b->generation, __ATOMIC_ACQUIRE) != generation) return;
-            lstm_cpu_relax();
-        }
-    }
-    __atomic_add_fetch(&b->sleepers, 1, __ATOMIC_SEQ_CST);
-    while (__atomic_load_n(&b->generation, __ATOMIC_SEQ_CST) == generation)
-        syscall(SYS_futex, &b->generation, FUTEX_WAIT_PRIVATE, generation, NULL, NULL, 0);
-    __atomic_sub_fetch(&b->sleepers, 1, __ATOMIC_SEQ_CST);
+    lstm_wait_change(&b->generation, generation, &b->sleepers);
 }
 #else
 static void lstm_barrier_wait(lstm_barrier_t *b, int team) {
@@ -159,28 +171,6 @@ typedef struct {
 static lstm_helpers_t lstm_helpers;
 static pthread_mutex_t lstm_helpers_busy = PTHREAD_MUTEX_INITIALIZER;
 static int lstm_helpers_atfork = 0;
-
-/* Until *word differs from `old`: poll for lstm_barrier_spin_ns, then sleep on it,
- * counted in *asleep (see lstm_barrier_wait). Returns the new value. */
-static int lstm_wait_change(int *word, int old, int *asleep) {
-    int now;
-    for (int64_t until = lstm_now_ns() + lstm_barrier_spin_ns; lstm_now_ns() < until;)
-        for (int i = 0; i < LSTM_BARRIER_CLOCK_SPINS; i++) {
-            if ((now = __atomic_load_n(word, __ATOMIC_ACQUIRE)) != old) return now;
-            lstm_cpu_relax();
-        }
-    __atomic_add_fetch(asleep, 1, __ATOMIC_SEQ_CST);
-    while ((now = __atomic_load_n(word, __ATOMIC_SEQ_CST)) == old)
-        syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, old, NULL, NULL, 0);
-    __atomic_sub_fetch(asleep, 1, __ATOMIC_SEQ_CST);
-    return now;
-}
-
-/* Wake whoever sleeps on *word (after a sequentially consistent change of it). */
-static void lstm_wake(int *word, int *asleep) {
-    if (__atomic_load_n(asleep, __ATOMIC_SEQ_CST) > 0)
-        syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
-}
 
 /* Every helper answers every post, those beyond its team without working: none can
  * lag behind and take a later post's team for an earlier one's. */
