@@ -47,6 +47,44 @@ def forward(
 ) -> None:
     """Run one layer and direction over the sequence (results written into the outputs)."""
 
+class ForwardPlan:
+    """forward made ready for repeated calls: every array but x, h, c and y taken once."""
+
+    def __init__(
+        self,
+        *,
+        w_ih: _Array,  # IN, as forward's
+        w_hh: _Array,  # IN
+        bias: _Array,  # IN
+        w_hr: _Array | None,  # IN
+        peephole: _Array | None,  # IN
+        lengths: _Array,  # IN
+        reverse: bool,
+        batch_first: bool,
+        steps: int,
+        gates: _Array,  # SCRATCH (the plan's own from now on), as forward's in inference
+        h_prev: None,  # inference only
+        c_prev: None,
+        m_all: None,
+        rec: _Array,  # SCRATCH
+        h_next: _Array | None,  # SCRATCH
+        m_step: _Array | None,  # SCRATCH
+        proj: _Array | None,  # SCRATCH
+        panels: _Array | None,  # SCRATCH, or IN when packed
+        ih_panels: _Array | None,  # SCRATCH, or IN when packed
+        num_threads: int,
+        split_batch: bool,
+        packed: bool = False,
+    ) -> None: ...
+    def run(
+        self,
+        x: _Array,  # IN (T*B, I)
+        h: _Array,  # INOUT (B, P)
+        c: _Array,  # INOUT (B, H)
+        y: _Array,  # OUT (T*B, P)
+    ) -> bool:  # False, having done nothing, while another call runs on the plan
+        ...
+
 def backward(
     *,
     x: _Array,  # IN (T*B, I)

@@ -133,15 +133,26 @@ class FrozenLSTM:
             and x.shape == ready.shape
             and x.dtype == ready.dtype
             and x.flags.c_contiguous
-            and self._threads() == ready.threads
+            and self._asks_for(ready.threads)
         ):
             # The usual call (a one-layer module, an input as the last one, no state)
             # skips the checks and the preparation that the last call made.
-            y, h, c, _ = ready.call(x, ready.h0, ready.c0)
+            done = ready.call.run_prepared(x, ready.h0, ready.c0)
+            if done is None:  # another thread's call runs on the prepared one
+                done = ready.call(x, ready.h0, ready.c0)[:3]
+            y, h, c = done
             return y, (h[None], c[None])
         out = self._module.forward(x, hx, lengths=lengths)
         self._ready = self._prepare(x) if hx is None and lengths is None else None
         return out
+
+    def _asks_for(self, threads: tuple[int, int]) -> bool:
+        """Whether a call now asks for `threads` (as `_threads` gives them); an int
+        num_threads, checked when the call was made ready, is not checked again."""
+        asked = self._module.num_threads
+        if type(asked) is int:
+            return (asked, _threads.forks) == threads
+        return self._threads() == threads
 
     def _threads(self) -> tuple[int, int]:
         """The thread count a call asks for (checked), and the forks this process descends
@@ -180,6 +191,9 @@ class FrozenLSTM:
         )
         packed = m._api._packs[id(a.w_hh)]
         call = functional.ForwardCall(args, False, False, threads[0], packed)
+        if not call.rows:
+            return None  # no position to run: nothing to make ready
+        call.prepare()
         return _Ready(x.shape, x.dtype, threads, call, args.h0, args.c0)
 
     @property

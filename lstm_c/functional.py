@@ -185,6 +185,7 @@ class ForwardCall:
         self.dtype = args.dtype
         self.phase = "training" if training else "inference"
         self.x_rows = (self.rows, args.input_size)
+        self.y_rows = (self.rows, args.output_size)
         self.y_shape = args.y_shape
         output_shapes, self.scratch_shapes = _workspace(args, self.phase)
         # The outputs a call allocates; the kernel gets None for the others.
@@ -223,6 +224,31 @@ class ForwardCall:
             **given,
             **{name: None for name in output_shapes if name not in self.output_shapes},
         }
+
+        # Made by `prepare`, for repeated inference calls.
+        self.plan: _lstm.ForwardPlan | None = None
+
+    def prepare(self) -> None:
+        """Take the kernel's arguments but the input, state and output once, with scratch
+        of this call's own (an inference call that runs a position): see `run_prepared`."""
+        assert self.phase == "inference" and self.rows
+        scratch = _scratch.allocate(self.dtype, self.scratch_shapes)
+        self.plan = _lstm.ForwardPlan(**self.kernel_args, **scratch)
+
+    def run_prepared(
+        self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(y, h_n, c_n) as from `__call__`, through the prepared kernel call (`prepare`):
+        about 5 us less per call; None, having done nothing, while another thread's call
+        runs on it."""
+        assert self.plan is not None
+        h = h0.copy()
+        c = c0.copy()
+        y = _scratch.output(self.y_rows, self.dtype)
+        with self.blas:
+            if not self.plan.run(x.reshape(self.x_rows), h, c, y):
+                return None
+        return y.reshape(self.y_shape), h, c
 
     def __call__(
         self, x: np.ndarray, h0: np.ndarray, c0: np.ndarray

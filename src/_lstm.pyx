@@ -1067,6 +1067,48 @@ def pack_weights(const floating[:, ::1] w not None, floating[::1] out not None) 
         _pack_panels(&w[0, 0], H, K, u, &out[0])
 
 
+cdef struct ForwardArrays:
+    # forward's array arguments (see there), each taken by _take.
+    Mat x, w_ih, w_hh, bias, w_hr, peephole, h, c, lengths, gates, y, h_prev, c_prev
+    Mat m_all, rec, h_next, m_step, proj, panels, ih_panels
+
+
+cdef int _take_kept(Held* held, ForwardArrays* a, Py_ssize_t itemsize, object w_ih, object w_hh,
+                    object bias, object w_hr, object peephole, object lengths, object gates,
+                    object h_prev, object c_prev, object m_all, object rec, object h_next,
+                    object m_step, object proj, object panels, object ih_panels,
+                    bint packed) except -1:
+    """The arrays of a forward call that do not change from call to call (its weights,
+    lengths and scratch), into `a`, held in `held`."""
+    _take(held, w_ih, "w_ih", itemsize, 2, False, &a.w_ih)
+    _take(held, w_hh, "w_hh", itemsize, 2, False, &a.w_hh)
+    _take(held, bias, "bias", itemsize, 1, False, &a.bias)
+    _take(held, w_hr, "w_hr", itemsize, 2, False, &a.w_hr)
+    _take(held, peephole, "peephole", itemsize, 2, False, &a.peephole)
+    _take(held, lengths, "lengths", 0, 1, False, &a.lengths)
+    _take(held, gates, "gates", itemsize, 2, True, &a.gates)
+    _take(held, h_prev, "h_prev", itemsize, 2, True, &a.h_prev)
+    _take(held, c_prev, "c_prev", itemsize, 2, True, &a.c_prev)
+    _take(held, m_all, "m_all", itemsize, 2, True, &a.m_all)
+    _take(held, rec, "rec", itemsize, 2, True, &a.rec)
+    _take(held, h_next, "h_next", itemsize, 2, True, &a.h_next)
+    _take(held, m_step, "m_step", itemsize, 2, True, &a.m_step)
+    _take(held, proj, "proj", itemsize, 2, True, &a.proj)
+    _take(held, panels, "panels", itemsize, 1, not packed, &a.panels)
+    _take(held, ih_panels, "ih_panels", itemsize, 1, not packed, &a.ih_panels)
+    return 0
+
+
+cdef int _take_io(Held* held, ForwardArrays* a, Py_ssize_t itemsize, object x, object h, object c,
+                  object y) except -1:
+    """The input, state and output of a forward call, into `a`, held in `held`."""
+    _take(held, x, "x", itemsize, 2, False, &a.x)
+    _take(held, h, "h", itemsize, 2, True, &a.h)
+    _take(held, c, "c", itemsize, 2, True, &a.c)
+    _take(held, y, "y", itemsize, 2, True, &a.y)
+    return 0
+
+
 def forward(
     *,
     x, w_ih, w_hh, bias, w_hr, peephole, h, c, lengths, bint reverse, bint batch_first,
@@ -1096,50 +1138,84 @@ def forward(
     reads all of W_hh (and w_hr) instead of its part.
     """
     cdef Held held
+    cdef ForwardArrays a
+    cdef Py_ssize_t itemsize = _float_size(x, "x")
     held.n = 0
     try:
-        if _float_size(x, "x") == 4:
-            _forward(<float*>NULL, &held, x, w_ih, w_hh, bias, w_hr, peephole, h, c, lengths,
-                     reverse, batch_first, steps, gates, y, h_prev, c_prev, m_all, rec, h_next,
-                     m_step, proj, panels, ih_panels, num_threads, split_batch, packed)
+        _take_io(&held, &a, itemsize, x, h, c, y)
+        _take_kept(&held, &a, itemsize, w_ih, w_hh, bias, w_hr, peephole, lengths, gates, h_prev,
+                   c_prev, m_all, rec, h_next, m_step, proj, panels, ih_panels, packed)
+        if itemsize == 4:
+            _forward(<float*>NULL, &a, reverse, batch_first, steps, num_threads, split_batch, packed)
         else:
-            _forward(<double*>NULL, &held, x, w_ih, w_hh, bias, w_hr, peephole, h, c, lengths,
-                     reverse, batch_first, steps, gates, y, h_prev, c_prev, m_all, rec, h_next,
-                     m_step, proj, panels, ih_panels, num_threads, split_batch, packed)
+            _forward(<double*>NULL, &a, reverse, batch_first, steps, num_threads, split_batch, packed)
     finally:
         _release(&held)
 
 
-cdef int _forward(floating* kind, Held* held, object x_, object w_ih_, object w_hh_,
-                  object bias_, object w_hr_, object peephole_, object h_, object c_,
-                  object lengths_, bint reverse, bint batch_first, Py_ssize_t steps,
-                  object gates_, object y_, object h_prev_, object c_prev_, object m_all_,
-                  object rec_, object h_next_, object m_step_, object proj_, object panels_,
-                  object ih_panels_, int num_threads, bint split_batch,
-                  bint packed) except -1:
-    """forward in `floating` (`kind` selects it; never read), its arrays held in `held`."""
-    cdef Mat x, w_ih, w_hh, bias, w_hr, peephole, h, c, lengths, gates, y, h_prev, c_prev
-    cdef Mat m_all, rec, h_next, m_step, proj, panels, ih_panels
-    _take(held, x_, "x", sizeof(floating), 2, False, &x)
-    _take(held, w_ih_, "w_ih", sizeof(floating), 2, False, &w_ih)
-    _take(held, w_hh_, "w_hh", sizeof(floating), 2, False, &w_hh)
-    _take(held, bias_, "bias", sizeof(floating), 1, False, &bias)
-    _take(held, w_hr_, "w_hr", sizeof(floating), 2, False, &w_hr)
-    _take(held, peephole_, "peephole", sizeof(floating), 2, False, &peephole)
-    _take(held, h_, "h", sizeof(floating), 2, True, &h)
-    _take(held, c_, "c", sizeof(floating), 2, True, &c)
-    _take(held, lengths_, "lengths", 0, 1, False, &lengths)
-    _take(held, gates_, "gates", sizeof(floating), 2, True, &gates)
-    _take(held, y_, "y", sizeof(floating), 2, True, &y)
-    _take(held, h_prev_, "h_prev", sizeof(floating), 2, True, &h_prev)
-    _take(held, c_prev_, "c_prev", sizeof(floating), 2, True, &c_prev)
-    _take(held, m_all_, "m_all", sizeof(floating), 2, True, &m_all)
-    _take(held, rec_, "rec", sizeof(floating), 2, True, &rec)
-    _take(held, h_next_, "h_next", sizeof(floating), 2, True, &h_next)
-    _take(held, m_step_, "m_step", sizeof(floating), 2, True, &m_step)
-    _take(held, proj_, "proj", sizeof(floating), 2, True, &proj)
-    _take(held, panels_, "panels", sizeof(floating), 1, not packed, &panels)
-    _take(held, ih_panels_, "ih_panels", sizeof(floating), 1, not packed, &ih_panels)
+cdef class ForwardPlan:
+    """A forward call made ready for any number of calls with inputs of one shape: every
+    array argument but x, h, c and y (the weights, lengths and scratch) taken once.
+
+    Takes `forward`'s keyword arguments but those four; the scratch arrays become the
+    plan's. One call at a time: `run` returns False, and does nothing, while another
+    thread's call runs on the plan.
+    """
+    cdef Held held
+    cdef ForwardArrays kept
+    cdef Py_ssize_t itemsize, steps
+    cdef bint reverse, batch_first, split_batch, packed, busy
+    cdef int num_threads
+
+    def __cinit__(self):
+        self.held.n = 0
+
+    def __init__(self, *, w_ih, w_hh, bias, w_hr, peephole, lengths, bint reverse,
+                 bint batch_first, Py_ssize_t steps, gates, h_prev, c_prev, m_all, rec, h_next,
+                 m_step, proj, panels, ih_panels, int num_threads, bint split_batch,
+                 bint packed=False):
+        _release(&self.held)
+        self.itemsize = _float_size(w_hh, "w_hh")
+        _take_kept(&self.held, &self.kept, self.itemsize, w_ih, w_hh, bias, w_hr, peephole,
+                   lengths, gates, h_prev, c_prev, m_all, rec, h_next, m_step, proj, panels,
+                   ih_panels, packed)
+        self.reverse, self.batch_first, self.steps = reverse, batch_first, steps
+        self.num_threads, self.split_batch, self.packed = num_threads, split_batch, packed
+
+    def __dealloc__(self):
+        _release(&self.held)
+
+    def run(self, x, h, c, y) -> bool:
+        """forward with the plan's arrays and x (T*B, I), h (B, P), c (B, H) and y (T*B, P)
+        as there; False if another call is running on the plan (then nothing is done)."""
+        cdef Held held
+        cdef ForwardArrays a = self.kept
+        if self.busy:
+            return False
+        self.busy = True  # under the GIL, which the kernel releases only below
+        held.n = 0
+        try:
+            _take_io(&held, &a, self.itemsize, x, h, c, y)
+            if self.itemsize == 4:
+                _forward(<float*>NULL, &a, self.reverse, self.batch_first, self.steps,
+                         self.num_threads, self.split_batch, self.packed)
+            else:
+                _forward(<double*>NULL, &a, self.reverse, self.batch_first, self.steps,
+                         self.num_threads, self.split_batch, self.packed)
+        finally:
+            _release(&held)
+            self.busy = False
+        return True
+
+
+cdef int _forward(floating* kind, ForwardArrays* a, bint reverse, bint batch_first,
+                  Py_ssize_t steps, int num_threads, bint split_batch, bint packed) except -1:
+    """forward in `floating` (`kind` selects it; never read) on the arrays in `a`."""
+    cdef Mat x = a.x, w_ih = a.w_ih, w_hh = a.w_hh, bias = a.bias, w_hr = a.w_hr
+    cdef Mat peephole = a.peephole, h = a.h, c = a.c, lengths = a.lengths, gates = a.gates
+    cdef Mat y = a.y, h_prev = a.h_prev, c_prev = a.c_prev, m_all = a.m_all, rec = a.rec
+    cdef Mat h_next = a.h_next, m_step = a.m_step, proj = a.proj, panels = a.panels
+    cdef Mat ih_panels = a.ih_panels
     _require("x", x)
     _require("h", h)
     _require("c", c)

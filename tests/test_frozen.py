@@ -1,6 +1,7 @@
 """LSTM.freeze: a snapshot of the weights packed once, giving the module's inference bit for bit."""
 
 import pickle
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -238,3 +239,38 @@ def test_a_frozen_stack_of_layers_is_not_prepared():
     frozen = LSTM(I, H, num_layers=2, seed=10).freeze()
     frozen(np.ones((T, B, I), np.float32))
     assert frozen._ready is None
+
+
+def test_a_prepared_call_busy_in_another_thread_takes_the_general_way(monkeypatch):
+    # The prepared kernel call serves one call at a time: while another thread's call runs
+    # on it, a call goes the general way (its own scratch) with the same results.
+    m = LSTM(I, H, seed=14)
+    frozen = m.freeze()
+    m.eval()
+    rng = np.random.default_rng(15)
+    frozen(rng.standard_normal((T, B, I)).astype(np.float32))
+    ready = frozen._ready
+
+    class Busy:
+        tried = 0
+
+        def run(self, x, h, c, y):
+            Busy.tried += 1
+            return False
+
+    monkeypatch.setattr(ready.call, "plan", Busy())
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    assert_identical(inference(frozen, x, None), inference(m, x, None))
+    assert Busy.tried == 1
+
+
+def test_threads_calling_one_frozen_lstm_at_once_get_the_serial_results():
+    m = LSTM(I, 64, seed=16)
+    frozen = m.freeze()
+    rng = np.random.default_rng(17)
+    xs = [rng.standard_normal((200, B, I)).astype(np.float32) for _ in range(24)]
+    serial = [inference(frozen, x, None) for x in xs]
+    with ThreadPoolExecutor(4) as pool:
+        concurrent = list(pool.map(lambda x: inference(frozen, x, None), xs))
+    for got, expected in zip(concurrent, serial):
+        assert_identical(got, expected)
