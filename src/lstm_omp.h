@@ -201,12 +201,14 @@ static int lstm_helpers_run(int threads, lstm_team_fn fn, void *ctx) {
     while (h->started < threads - 1) {
         pthread_attr_t attr;
         pthread_t thread;
-        int failed = pthread_attr_init(&attr);
+        int failed = 1;
         h->seen[h->started] = h->posted;
-        failed = failed || pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) ||
-                 pthread_create(&thread, &attr, lstm_helper_main, (void *)(intptr_t)h->started);
-        pthread_attr_destroy(&attr);
-        if (failed || !lstm_helpers_atfork) {
+        if (lstm_helpers_atfork && pthread_attr_init(&attr) == 0) {
+            failed = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) ||
+                     pthread_create(&thread, &attr, lstm_helper_main, (void *)(intptr_t)h->started);
+            pthread_attr_destroy(&attr);
+        }
+        if (failed) {
             pthread_mutex_unlock(&lstm_helpers_busy);
             return 0;
         }
