@@ -78,8 +78,9 @@ class FrozenLSTM:
     the layout the kernels read, once; each call then gives what the module in
     eval mode gives for those parameters, without packing the weights again: bit
     for bit when each W_ih takes at most 4 MiB, to rounding above (the module
-    then hands W_ih's products to BLAS, which packs it at every call). Changes made to the module later are not seen: freeze it
-    again. A FrozenLSTM never changes, so threads may call it at once.
+    then hands W_ih's products to BLAS, which packs it at every call). Changes
+    made to the module later are not seen: freeze it again. A FrozenLSTM never
+    changes, so threads may call it at once.
 
     Attributes
     ----------

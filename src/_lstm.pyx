@@ -1145,12 +1145,17 @@ def forward(
         _take_io(&held, &a, itemsize, x, h, c, y)
         _take_kept(&held, &a, itemsize, w_ih, w_hh, bias, w_hr, peephole, lengths, gates, h_prev,
                    c_prev, m_all, rec, h_next, m_step, proj, panels, ih_panels, packed)
-        if itemsize == 4:
-            _forward(<float*>NULL, &a, reverse, batch_first, steps, num_threads, split_batch, packed)
-        else:
-            _forward(<double*>NULL, &a, reverse, batch_first, steps, num_threads, split_batch, packed)
+        _forward_in(itemsize, &a, reverse, batch_first, steps, num_threads, split_batch, packed)
     finally:
         _release(&held)
+
+
+cdef int _forward_in(Py_ssize_t itemsize, ForwardArrays* a, bint reverse, bint batch_first,
+                     Py_ssize_t steps, int num_threads, bint split_batch, bint packed) except -1:
+    """_forward in float32 (itemsize 4) or float64."""
+    if itemsize == 4:
+        return _forward(<float*>NULL, a, reverse, batch_first, steps, num_threads, split_batch, packed)
+    return _forward(<double*>NULL, a, reverse, batch_first, steps, num_threads, split_batch, packed)
 
 
 cdef class ForwardPlan:
@@ -1196,12 +1201,8 @@ cdef class ForwardPlan:
         held.n = 0
         try:
             _take_io(&held, &a, self.itemsize, x, h, c, y)
-            if self.itemsize == 4:
-                _forward(<float*>NULL, &a, self.reverse, self.batch_first, self.steps,
-                         self.num_threads, self.split_batch, self.packed)
-            else:
-                _forward(<double*>NULL, &a, self.reverse, self.batch_first, self.steps,
-                         self.num_threads, self.split_batch, self.packed)
+            _forward_in(self.itemsize, &a, self.reverse, self.batch_first, self.steps,
+                        self.num_threads, self.split_batch, self.packed)
         finally:
             _release(&held)
             self.busy = False

@@ -81,6 +81,8 @@ static void lstm_barrier_init(lstm_barrier_t *b) {
 }
 
 #if defined(_OPENMP) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+/* Waits of our own (polling, then a futex), for the barrier and LSTM.step's helpers. */
+#define LSTM_FUTEX_WAITS 1
 #include <limits.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
@@ -147,7 +149,7 @@ static void lstm_barrier_wait(lstm_barrier_t *b, int team) {
  * the GIL while it runs (LSTM.step's plan): the other threads never touch Python. */
 typedef void (*lstm_team_fn)(void *ctx, int tid, int team);
 
-#if defined(_OPENMP) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__))
+#ifdef LSTM_FUTEX_WAITS
 #include <pthread.h>
 #include <string.h>
 #define LSTM_HAVE_HELPERS 1
