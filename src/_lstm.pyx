@@ -103,6 +103,14 @@ cdef extern from "lstm_cell.h" nogil:
     void lstm_forward_row_d(Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1, double* g, const double* r,
                             const double* bias, const double* peep, double* c, double* c_prev,
                             double* out)
+    void lstm_forward_cell_f(Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1, float* g, const float* r,
+                             const float* bias, const float* peep, float* c, float* c_prev,
+                             float* out)
+    void lstm_forward_cell_d(Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1, double* g, const double* r,
+                             const double* bias, const double* peep, double* c, double* c_prev,
+                             double* out)
+    void lstm_forward_output_f(Py_ssize_t j0, Py_ssize_t j1, const float* c, float* out)
+    void lstm_forward_output_d(Py_ssize_t j0, Py_ssize_t j1, const double* c, double* out)
     void lstm_backward_row_f(Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1, const float* a,
                              const float* c_prev, const float* peep, const float* dh_in,
                              const float* dy, float* dc, float* dg, float* ds)
@@ -404,6 +412,24 @@ cdef inline void _forward_row(Py_ssize_t H, Slice u, floating* g, const floating
         lstm_forward_row_f(H, u.lo, u.hi, g, r, bias, peep, c, c_prev, out)
     else:
         lstm_forward_row_d(H, u.lo, u.hi, g, r, bias, peep, c, c_prev, out)
+
+
+cdef inline void _forward_cell(Py_ssize_t H, Slice u, floating* g, const floating* r,
+                               const floating* bias, const floating* peep, floating* c,
+                               floating* c_prev, floating* out) noexcept nogil:
+    """_forward_row's first pass: leaves o in out, for _forward_output."""
+    if floating is float:
+        lstm_forward_cell_f(H, u.lo, u.hi, g, r, bias, peep, c, c_prev, out)
+    else:
+        lstm_forward_cell_d(H, u.lo, u.hi, g, r, bias, peep, c, c_prev, out)
+
+
+cdef inline void _forward_output(Slice u, const floating* c, floating* out) noexcept nogil:
+    """_forward_row's second pass: out = o * tanh(c)."""
+    if floating is float:
+        lstm_forward_output_f(u.lo, u.hi, c, out)
+    else:
+        lstm_forward_output_d(u.lo, u.hi, c, out)
 
 
 cdef inline void _backward_row(Py_ssize_t H, Slice u, const floating* a, const floating* c_prev,
@@ -851,15 +877,21 @@ cdef void _forward_units(
                 else:
                     _zero(m_all, p * H, u.lo, u.hi)
             continue
+        if m_step == NULL and training:
+            memcpy(h_prev + p * H + u.lo, h + b * H + u.lo, size)
+        _forward_cell(H, u, g, rec + b * 4 * H, bias, peep, c + b * H,
+                      c_prev + p * H if training else NULL,
+                      (h_out if m_step == NULL else m_step) + b * H)
+    # The second pass of every row after the first of all (lstm_cell.h).
+    for b in range(r.lo, r.hi):
+        if s >= st.lengths[b]:
+            continue
+        p = _position(st, s, b)
         if m_step == NULL:
-            if training:
-                memcpy(h_prev + p * H + u.lo, h + b * H + u.lo, size)
-            _forward_row(H, u, g, rec + b * 4 * H, bias, peep, c + b * H,
-                         c_prev + p * H if training else NULL, h_out + b * H)
+            _forward_output(u, c + b * H, h_out + b * H)
             memcpy(y + p * H + u.lo, h_out + b * H + u.lo, size)
         else:
-            _forward_row(H, u, g, rec + b * 4 * H, bias, peep, c + b * H,
-                         c_prev + p * H if training else NULL, m_step + b * H)
+            _forward_output(u, c + b * H, m_step + b * H)
             if training:
                 memcpy(m_all + p * H + u.lo, m_step + b * H + u.lo, size)
 

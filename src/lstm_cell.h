@@ -164,11 +164,9 @@ LSTM_INLINE float lstm_tanh_f(float x) {
                 c_prev[j] = c_old;                                                            \
             }                                                                                 \
         }                                                                                     \
-        /* out = o * tanh(c) in a second pass: in the first, this last link of a long      \
-         * chain of dependent operations left the core waiting (10% slower). */             \
-        for (ptrdiff_t j = j0; j < j1; j++) out[j] *= lstm_tanh_##SUF(c[j]);                  \
     }                                                                                         \
-    LSTM_DISPATCH static void lstm_forward_row_##SUF(                                         \
+    /* The cell's first pass, which leaves o in out (lstm_forward_output finishes it). */    \
+    LSTM_DISPATCH static void lstm_forward_cell_##SUF(                                        \
         ptrdiff_t H, ptrdiff_t j0, ptrdiff_t j1, T *g, const T *r, const T *bias,             \
         const T *peep, T *c, T *c_prev, T *out) {                                             \
         if (peep && c_prev)                                                                   \
@@ -183,6 +181,20 @@ LSTM_INLINE float lstm_tanh_f(float x) {
         else                                                                                  \
             lstm_forward_impl_##SUF(j0, j1, g, g + H, g + 2 * H, g + 3 * H, r, r + H,         \
                                     r + 2 * H, r + 3 * H, bias, H, peep, c, c_prev, out, 0, 0); \
+    }                                                                                         \
+    /* out = o * tanh(c), in a second pass: in the first, this last link of a long chain   \
+     * of dependent operations left the core waiting (10% slower). A step runs it after  \
+     * the first pass of all its rows, so that it waits for none of their chains.        */ \
+    LSTM_DISPATCH static void lstm_forward_output_##SUF(ptrdiff_t j0, ptrdiff_t j1,           \
+                                                       const T *LSTM_RESTRICT c,              \
+                                                       T *LSTM_RESTRICT out) {                \
+        for (ptrdiff_t j = j0; j < j1; j++) out[j] *= lstm_tanh_##SUF(c[j]);                  \
+    }                                                                                         \
+    static void lstm_forward_row_##SUF(ptrdiff_t H, ptrdiff_t j0, ptrdiff_t j1, T *g,         \
+                                       const T *r, const T *bias, const T *peep, T *c,        \
+                                       T *c_prev, T *out) {                                   \
+        lstm_forward_cell_##SUF(H, j0, j1, g, r, bias, peep, c, c_prev, out);                 \
+        lstm_forward_output_##SUF(j0, j1, c, out);                                            \
     }
 
 /* Backward, one row: from the activations a, the incoming c (c_prev) and the
