@@ -97,12 +97,6 @@ cdef extern from "lstm_omp.h" nogil:
 
 cdef extern from "lstm_cell.h" nogil:
     # The vectorised pointwise math of one row (see the header).
-    void lstm_forward_row_f(Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1, float* g, const float* r,
-                            const float* bias, const float* peep, float* c, float* c_prev,
-                            float* out)
-    void lstm_forward_row_d(Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1, double* g, const double* r,
-                            const double* bias, const double* peep, double* c, double* c_prev,
-                            double* out)
     void lstm_forward_cell_f(Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1, float* g, const float* r,
                              const float* bias, const float* peep, float* c, float* c_prev,
                              float* out)
@@ -405,19 +399,11 @@ cdef struct Slice:
     Py_ssize_t lo, hi
 
 
-cdef inline void _forward_row(Py_ssize_t H, Slice u, floating* g, const floating* r,
-                              const floating* bias, const floating* peep, floating* c,
-                              floating* c_prev, floating* out) noexcept nogil:
-    if floating is float:
-        lstm_forward_row_f(H, u.lo, u.hi, g, r, bias, peep, c, c_prev, out)
-    else:
-        lstm_forward_row_d(H, u.lo, u.hi, g, r, bias, peep, c, c_prev, out)
-
-
 cdef inline void _forward_cell(Py_ssize_t H, Slice u, floating* g, const floating* r,
                                const floating* bias, const floating* peep, floating* c,
                                floating* c_prev, floating* out) noexcept nogil:
-    """_forward_row's first pass: leaves o in out, for _forward_output."""
+    """Forward, hidden units u of one row (lstm_cell.h), but for its output: leaves o in
+    out, for _forward_output (after the other rows' _forward_cell)."""
     if floating is float:
         lstm_forward_cell_f(H, u.lo, u.hi, g, r, bias, peep, c, c_prev, out)
     else:
@@ -425,7 +411,7 @@ cdef inline void _forward_cell(Py_ssize_t H, Slice u, floating* g, const floatin
 
 
 cdef inline void _forward_output(Slice u, const floating* c, floating* out) noexcept nogil:
-    """_forward_row's second pass: out = o * tanh(c)."""
+    """The output of a row's units u after _forward_cell: out = o * tanh(c)."""
     if floating is float:
         lstm_forward_output_f(u.lo, u.hi, c, out)
     else:
@@ -1865,8 +1851,10 @@ cdef void _step_rows(Py_ssize_t n, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
                 for k in range(4):
                     memset(rec + b * G + k * H + u.lo, 0, width * sizeof(floating))
         for b in range(n):
-            _forward_row(H, u, gates + b * G, rec + b * G, bias, peep, c + b * H, NULL,
-                         (m + b * H) if w_hr != NULL else (h + b * P))
+            _forward_cell(H, u, gates + b * G, rec + b * G, bias, peep, c + b * H, NULL,
+                          (m + b * H) if w_hr != NULL else (h + b * P))
+        for b in range(n):
+            _forward_output(u, c + b * H, (m + b * H) if w_hr != NULL else (h + b * P))
     if w_hr != NULL:
         if team > 1:
             lstm_barrier_wait(barrier, team)  # the projection reads every unit of m

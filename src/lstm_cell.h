@@ -126,12 +126,13 @@ LSTM_INLINE float lstm_tanh_f(float x) {
 
 /* ------------------------------------------------------------ the cell */
 
-/* Forward, one row: pre-activations g (x W_ih^T) + r (h W_hh^T) + bias, plus
- * peepholes when `peep` is set; updates c in place and writes the output
- * o * tanh(c) to out. Training (c_prev set) overwrites g with the activations
- * i, f, g, o and saves the incoming c in c_prev. The four gate blocks of a
- * written row get a restrict pointer each: one pointer with offsets k*H would
- * leave the compiler unsure whether they overlap. */
+/* Forward, one row, in two passes: lstm_forward_cell from the pre-activations g
+ * (x W_ih^T) + r (h W_hh^T) + bias, plus peepholes when `peep` is set, updates c in
+ * place and writes o to out; lstm_forward_output then makes out the output
+ * o * tanh(c). Training (c_prev set) overwrites g with the activations i, f, g, o
+ * and saves the incoming c in c_prev. The four gate blocks of a written row get a
+ * restrict pointer each: one pointer with offsets k*H would leave the compiler
+ * unsure whether they overlap. */
 #define LSTM_DEFINE_FORWARD(T, SUF)                                                          \
     LSTM_INLINE void lstm_forward_impl_##SUF(                                                \
         ptrdiff_t j0, ptrdiff_t j1, T *LSTM_RESTRICT gi, T *LSTM_RESTRICT gf,                 \
@@ -189,12 +190,6 @@ LSTM_INLINE float lstm_tanh_f(float x) {
                                                        const T *LSTM_RESTRICT c,              \
                                                        T *LSTM_RESTRICT out) {                \
         for (ptrdiff_t j = j0; j < j1; j++) out[j] *= lstm_tanh_##SUF(c[j]);                  \
-    }                                                                                         \
-    static void lstm_forward_row_##SUF(ptrdiff_t H, ptrdiff_t j0, ptrdiff_t j1, T *g,         \
-                                       const T *r, const T *bias, const T *peep, T *c,        \
-                                       T *c_prev, T *out) {                                   \
-        lstm_forward_cell_##SUF(H, j0, j1, g, r, bias, peep, c, c_prev, out);                 \
-        lstm_forward_output_##SUF(j0, j1, c, out);                                            \
     }
 
 /* Backward, one row: from the activations a, the incoming c (c_prev) and the
