@@ -139,7 +139,7 @@ def step(
 ) -> None:
     """One time step of one layer for streaming inference (results written into the outputs)."""
 
-def inference_chunk_steps(steps: int, batch: int) -> int:
+def inference_chunk_steps(steps: int, batch: int, hidden_size: int, input_size: int, itemsize: int) -> int:
     """Steps per chunk of the input projection in an inference forward (at most `steps`)."""
 
 def set_blas_thread_functions(get_address: int, set_address: int) -> None:

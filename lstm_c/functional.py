@@ -368,8 +368,12 @@ def _workspace(args: ForwardArgs, phase: str) -> tuple[_scratch.Shapes, _scratch
     # so that its scratch does not grow with T.
     if training:
         outputs["gates"] = shape_if((rows, G))
+        chunked_gates = {}
+    else:
+        chunk = _lstm.inference_chunk_steps(args.steps, B, H, I, dtype.itemsize)
+        chunked_gates = {"gates": (chunk * B, G)}
     return outputs, {
-        **({} if training else {"gates": (_lstm.inference_chunk_steps(args.steps, B) * B, G)}),
+        **chunked_gates,
         "rec": (B, G),
         "h_next": shape_if((B, P), not projected),
         "m_step": shape_if((B, H), projected),

@@ -434,10 +434,20 @@ def small_chunks(request):
 
 
 def test_inference_chunks_cover_the_sequence():
-    assert _lstm.inference_chunk_steps(10_000, 1) <= 1024
-    assert _lstm.inference_chunk_steps(5, 1) == 5
-    assert _lstm.inference_chunk_steps(100, 4096) == 1
-    assert _lstm.inference_chunk_steps(0, 3) == 0
+    for H, I in [(8, 8), (256, 256), (1024, 1024)]:
+        assert _lstm.inference_chunk_steps(10_000, 1, H, I, 4) <= 1024
+        assert _lstm.inference_chunk_steps(5, 1, H, I, 4) == 5
+        assert _lstm.inference_chunk_steps(100, 4096, H, I, 4) == 1
+        assert _lstm.inference_chunk_steps(0, 3, H, I, 4) == 0
+
+
+def test_inference_chunks_keep_their_gates_in_l2_while_w_ih_fits_there():
+    # W_ih of 1 MiB (H = I = 256, float32): chunks of 256 KiB of gates, 64 rows of 4 KiB.
+    assert _lstm.inference_chunk_steps(1000, 16, 256, 256, 4) == 4
+    assert _lstm.inference_chunk_steps(1000, 1, 128, 128, 8) == 64
+    # A larger W_ih (here 2 MiB) is read once per chunk from L3: chunks of 1024 positions.
+    assert _lstm.inference_chunk_steps(1000, 16, 256, 512, 4) == 64
+    assert _lstm.inference_chunk_steps(1000, 16, 256, 256, 8) == 64
 
 
 @pytest.mark.parametrize("input_products", ["panels", "blas"])
@@ -512,7 +522,7 @@ def test_inference_scratch_does_not_grow_with_the_sequence():
         peaks[T] = peak - y.nbytes
     # Beyond the output y, a long inference call holds at most one chunk of gate
     # pre-activations, never T*B*4H of them (which would be 4 MiB and 16 MiB here).
-    chunk_bytes = _lstm.inference_chunk_steps(16384, B) * B * 4 * H * 8
+    chunk_bytes = _lstm.inference_chunk_steps(16384, B, H, I, 8) * B * 4 * H * 8
     for T, extra in peaks.items():
         assert extra < chunk_bytes + 256 * 1024, (T, extra)
 

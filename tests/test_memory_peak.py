@@ -57,7 +57,7 @@ def test_inference_peak_is_output_plus_one_chunk_of_gate_preactivations(inputs):
     _scratch.clear()
     _scratch.clear_outputs()  # no kept memory for the output to take
     first, peak = peak_of(lambda: lstm_c.lstm_forward(**inputs, training=False))
-    chunk = lstm_c._lstm.inference_chunk_steps(T, B)
+    chunk = lstm_c._lstm.inference_chunk_steps(T, B, H, I, ITEM)
     output = N * H * ITEM
     scratch = chunk * B * 4 * H * ITEM + packed_weights(H, H, H, I)  # one chunk of the input projection
     assert output + scratch <= peak <= output + scratch + SMALL
