@@ -78,8 +78,17 @@ cdef extern from "lstm_omp.h" nogil:
     int64_t lstm_barrier_spin_ns
     void lstm_barrier_init(lstm_barrier_t* barrier)
     void lstm_barrier_wait(lstm_barrier_t* barrier, int team)
+    ctypedef struct lstm_phases_t:
+        pass
+    int lstm_phases_init(lstm_phases_t* phases, int parts)
+    void lstm_phases_free(lstm_phases_t* phases)
+    int lstm_phase_first(lstm_phases_t* phases, int own, unsigned phase, int parts)
+    int lstm_phase_wait(lstm_phases_t* phases, unsigned phase, int parts)
+    void lstm_phase_done(lstm_phases_t* phases)
     ctypedef void (*lstm_team_fn)(void* ctx, int tid, int team) noexcept nogil
-    void lstm_run_team(int threads, lstm_team_fn fn, void* ctx)
+    int LSTM_TEAM_ALL, LSTM_TEAM_OPEN, LSTM_TEAM_OPENMP
+    void lstm_run_team(int threads, lstm_team_fn fn, void* ctx, int how)
+    int64_t lstm_helpers_late_ns
     ctypedef struct lstm_poll_t:
         int raised
     int64_t lstm_now_ns()
@@ -669,6 +678,16 @@ def _set_barrier_spin_ns(int64_t ns) -> int:
     return previous
 
 
+def _set_late_helpers(int64_t ns) -> int:
+    """Make lstm_c's helper threads wait `ns` nanoseconds before they join a call's work
+    (0: none) and return the previous value; for tests only (Linux: elsewhere a call's
+    threads are OpenMP's)."""
+    global lstm_helpers_late_ns
+    previous = lstm_helpers_late_ns
+    lstm_helpers_late_ns = max(0, ns)
+    return previous
+
+
 def _set_row_block(Py_ssize_t rows) -> int:
     """Set the rows per block of a batch shared by rows (0: the default rule) and return
     the previous value; for tests and measurements only."""
@@ -678,15 +697,14 @@ def _set_row_block(Py_ssize_t rows) -> int:
     return previous
 
 
-cdef void _finish_blocks(Py_ssize_t* finished, int tid, int team,
+cdef void _finish_blocks(Py_ssize_t* done, Py_ssize_t blocks, int tid,
                          lstm_poll_t* poll) noexcept nogil:
-    """A thread with no block of rows left counts itself finished; thread 0, which
-    alone answers signals, keeps answering them until every thread has finished (a
-    slower thread may still run its block for long)."""
-    lstm_take(finished)
+    """Thread 0, once no block of rows is left to take, keeps answering signals until all
+    `blocks` are done (a slower thread may still run its block for long), or the call is
+    stopping."""
     if tid != 0:
         return
-    while lstm_peek(finished) < team:
+    while lstm_peek(done) < blocks and not lstm_poll_raised(poll):
         if lstm_poll_due_now(poll):
             _check_signals(poll)
         lstm_cpu_relax()
@@ -708,11 +726,9 @@ cdef inline Py_ssize_t _row_block(Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
     return (B + team - 1) // team
 
 
-cdef inline Slice _next_rows(Py_ssize_t* taken, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
-                             int team) noexcept nogil:
-    """The next block of rows (_row_block) for the calling thread, from the counter of
-    blocks `taken` shared by the team; empty when none is left."""
-    cdef Py_ssize_t block = _row_block(B, H, P, team)
+cdef inline Slice _next_rows(Py_ssize_t* taken, Py_ssize_t B, Py_ssize_t block) noexcept nogil:
+    """The next block of `block` rows (_row_block) for the calling thread, from the
+    counter of blocks `taken` shared by the team; empty when none is left."""
     cdef Slice rows
     rows.lo = min(B, lstm_take(taken) * block)
     rows.hi = min(B, rows.lo + block)
@@ -786,30 +802,31 @@ cdef inline Tile _tile(Py_ssize_t rows, Py_ssize_t cols, int tid, int team) noex
 
 cdef void _project(Py_ssize_t n, const floating* x, Py_ssize_t ldx, floating* out,
                    Py_ssize_t ldo, Py_ssize_t I, Py_ssize_t G, const floating* w_ih,
-                   const floating* ih_panels, Slice u, int tid, int team, bint alone,
-                   lstm_poll_t* poll) noexcept nogil:
-    """out (n rows, ld ldo) = x (n rows, ld ldx) W_ih^T, this thread's share: with
-    ih_panels (W_ih packed, _pack_panels) its units u of every row, else its _tile
-    through BLAS; `alone`: all of it (these rows are this thread's alone)."""
+                   const floating* ih_panels, Slice u, int part, int parts, bint alone,
+                   lstm_poll_t* poll, bint master) noexcept nogil:
+    """out (n rows, ld ldo) = x (n rows, ld ldx) W_ih^T, one share of it: with ih_panels
+    (W_ih packed, _pack_panels) units u of every row, else _tile `part` of `parts`
+    through BLAS; `alone`: all of it (these rows are this thread's alone). `master`:
+    the calling thread is thread 0 (which answers signals)."""
     cdef Tile tile
     if ih_panels != NULL:
-        _panel_rows(False, ih_panels, n, G // 4, I, u, x, ldx, out, ldo, poll, tid == 0)
+        _panel_rows(False, ih_panels, n, G // 4, I, u, x, ldx, out, ldo, poll, master)
         return
-    tile = _tile(n, G, 0, 1) if alone else _tile(n, G, tid, team)
+    tile = _tile(n, G, 0, 1) if alone else _tile(n, G, part, parts)
     if tile.cols.hi > tile.cols.lo:
         _gemm_pieces(False, True, <int>(tile.rows.hi - tile.rows.lo),
                      <int>(tile.cols.hi - tile.cols.lo), <int>I, x + tile.rows.lo * ldx,
                      <int>ldx, w_ih + tile.cols.lo * I, <int>I,
                      out + tile.rows.lo * ldo + tile.cols.lo, <int>ldo, _piece_work,
-                     _piece_min_rows, poll, tid == 0)
+                     _piece_min_rows, poll, master)
 
 
 cdef void _project_chunk(Steps st, Slice r, bint alone, Py_ssize_t s0, Py_ssize_t s1,
                          Py_ssize_t I, Py_ssize_t G, const floating* x, const floating* w_ih,
-                         const floating* ih_panels, Slice u, int tid, int team, floating* gates,
-                         lstm_poll_t* poll) noexcept nogil:
-    """gates rows of steps [s0, s1) = their inputs W_ih^T for rows r of the batch, this
-    thread's share (_project; `alone`: rows r are this thread's, all of their units).
+                         const floating* ih_panels, Slice u, int part, int parts, floating* gates,
+                         lstm_poll_t* poll, bint master) noexcept nogil:
+    """gates rows of steps [s0, s1) = their inputs W_ih^T for rows r of the batch, one
+    share of it (_project; `alone`: rows r are this thread's, all of their units).
 
     Row b's step s lands in chunk row _chunk_row(s, b). Forward in time-major
     layout, the chunk is one block of positions (a single product; one per
@@ -820,20 +837,21 @@ cdef void _project_chunk(Steps st, Slice r, bint alone, Py_ssize_t s0, Py_ssize_
     cdef Py_ssize_t b, t, valid, t0, B = st.batch
     if not st.reverse and st.stride_b == 1:
         if r.lo == 0 and r.hi == B:
-            _project((s1 - s0) * B, x + s0 * B * I, I, gates, G, I, G, w_ih, ih_panels, u, tid,
-                     team, alone, poll)
+            _project((s1 - s0) * B, x + s0 * B * I, I, gates, G, I, G, w_ih, ih_panels, u, part,
+                     parts, alone, poll, master)
         elif r.hi > r.lo:
             for t in range(s0, s1):
                 _project(r.hi - r.lo, x + (t * B + r.lo) * I, I,
                          gates + ((t - s0) * B + r.lo) * G, G, I, G, w_ih,
-                         ih_panels, u, tid, team, alone, poll)
+                         ih_panels, u, part, parts, alone, poll, master)
         return
     for b in range(r.lo, r.hi):
         valid = min(s1, st.lengths[b]) - s0
         if valid > 0:
             t0 = st.lengths[b] - s0 - valid if st.reverse else s0
             _project(valid, x + (t0 * st.stride_t + b * st.stride_b) * I, st.stride_t * I,
-                     gates + b * G, B * G, I, G, w_ih, ih_panels, u, tid, team, alone, poll)
+                     gates + b * G, B * G, I, G, w_ih, ih_panels, u, part, parts, alone, poll,
+                     master)
 
 
 cdef void _forward_units(
@@ -1242,9 +1260,51 @@ cdef class ForwardPlan:
         return True
 
 
+cdef void _step_product(const floating* panels, const floating* w_hh, Slice r, Py_ssize_t H,
+                        Py_ssize_t P, Slice u, const floating* h, floating* rec, lstm_poll_t* poll,
+                        bint master) noexcept nogil:
+    """Units u of all four gates of rows r of a step: rec = h_{t-1} W_hh[rows of u]^T,
+    from W_hh's panels, or through BLAS when there are none (panels NULL)."""
+    cdef Py_ssize_t k, G = 4 * H
+    if panels != NULL:
+        _panel_product(panels, r.hi - r.lo, H, P, u, h + r.lo * P, P, rec + r.lo * G, G)
+        return
+    for k in range(4):
+        _gemm_pieces(False, True, <int>(r.hi - r.lo), <int>(u.hi - u.lo), <int>P, h + r.lo * P,
+                     <int>P, w_hh + (k * H + u.lo) * P, <int>P, rec + r.lo * G + k * H + u.lo,
+                     <int>G, _step_piece_work, _step_piece_min_rows, poll, master)
+
+
+cdef void _project_step(Py_ssize_t s, bint running, Slice q, Slice r, Py_ssize_t H, Py_ssize_t P,
+                        Steps st, const floating* w_hr, const floating* m, floating* proj,
+                        floating* h, floating* y, floating* h_prev, lstm_poll_t* poll,
+                        bint master) noexcept nogil:
+    """With a projection, features q of rows r at step s: proj = m W_hr[q]^T (when some
+    row is `running`), then the new h and y (_projected_outputs)."""
+    if running and q.hi > q.lo and r.hi > r.lo:
+        _gemm_pieces(False, True, <int>(r.hi - r.lo), <int>(q.hi - q.lo), <int>H, m + r.lo * H,
+                     <int>H, w_hr + q.lo * H, <int>H, proj + r.lo * P + q.lo, <int>P,
+                     _step_piece_work, _step_piece_min_rows, poll, master)
+    _projected_outputs(s, q, r, P, st, proj, h, y, h_prev)
+
+
+cdef struct ForwardCall:
+    # A forward call as the threads of its team see it (_forward_team).
+    ForwardArrays* a
+    int itemsize
+    Steps st
+    Py_ssize_t steps, chunk, max_length
+    bint chunked, split_batch, packed
+    lstm_poll_t poll
+    lstm_phases_t phases
+    # With split_batch: the blocks of rows taken, and those finished.
+    Py_ssize_t blocks_taken, blocks_done
+
+
 cdef int _forward(floating* kind, ForwardArrays* a, bint reverse, bint batch_first,
                   Py_ssize_t steps, int num_threads, bint split_batch, bint packed) except -1:
-    """forward in `floating` (`kind` selects it; never read) on the arrays in `a`."""
+    """forward in `floating` (`kind` selects it; never read) on the arrays in `a`: checks
+    them, then runs _forward_team on a team of `num_threads` threads."""
     cdef Mat x = a.x, w_ih = a.w_ih, w_hh = a.w_hh, bias = a.bias, w_hr = a.w_hr
     cdef Mat peephole = a.peephole, h = a.h, c = a.c, lengths = a.lengths, gates = a.gates
     cdef Mat y = a.y, h_prev = a.h_prev, c_prev = a.c_prev, m_all = a.m_all, rec = a.rec
@@ -1254,48 +1314,9 @@ cdef int _forward(floating* kind, ForwardArrays* a, bint reverse, bint batch_fir
     _require("h", h)
     _require("c", c)
     cdef Py_ssize_t B = c.shape[0], H = c.shape[1], P = h.shape[1], I = x.shape[1]
-    cdef Py_ssize_t G = 4 * H, rows = steps * B
-    # Initialised only because Cython makes them firstprivate in the parallel region.
-    cdef Py_ssize_t s = 0, k = 0, max_length = _max_length(lengths)
-    cdef Steps st = _steps(lengths, reverse, batch_first, steps)
-    cdef bint projected = w_hr.given, training, chunked
-    cdef Py_ssize_t chunk = steps, s0 = 0, s1 = 0
-    cdef int tid = 0, team = 1
-    # u, q: this thread's hidden units and output features (packing, the projection
-    # of all positions); in the time loop it runs units lu and features lq of rows r
-    # (its u and q of every row, or with split_batch every unit of the rows of each
-    # block it takes).
-    cdef Slice u, q, lu, lq, r
-    # With split_batch: the blocks of rows taken and the threads that have none left
-    # (both shared by the team).
-    cdef Py_ssize_t blocks_taken = 0, finished = 0
-    # Every array's first element (NULL for None or empty), taken once for the region
-    # without the GIL. Backward repeats this list for its own arrays, on purpose.
-    cdef const floating* x_p = <const floating*>x.data
-    cdef const floating* w_ih_p = <const floating*>w_ih.data
-    cdef const floating* w_hh_p = <const floating*>w_hh.data
-    cdef const floating* w_hr_p = <const floating*>w_hr.data
-    cdef const floating* peep_p = <const floating*>peephole.data
-    cdef floating* gates_p = <floating*>gates.data
-    cdef floating* rec_p = <floating*>rec.data
-    cdef floating* h_p = <floating*>h.data
-    cdef floating* c_p = <floating*>c.data
-    cdef floating* y_p = <floating*>y.data
-    cdef floating* h_prev_p = <floating*>h_prev.data
-    cdef floating* c_prev_p = <floating*>c_prev.data
-    cdef floating* m_all_p = <floating*>m_all.data
-    cdef floating* m_step_p = <floating*>m_step.data
-    cdef floating* proj_p = <floating*>proj.data
-    cdef floating* h_next_p = <floating*>h_next.data
-    # Without a projection the hidden state alternates between h and h_next.
-    cdef floating* h_in = h_p
-    cdef floating* h_out = h_next_p
-    cdef floating* h_swap = NULL
-    cdef const floating* bias_p = <floating*>bias.data
-    cdef floating* panels_p = <floating*>panels.data
-    cdef floating* ih_panels_p = <floating*>ih_panels.data
-    cdef lstm_barrier_t barrier
-    cdef lstm_poll_t poll
+    cdef Py_ssize_t G = 4 * H, rows = steps * B, chunk = steps
+    cdef bint projected = w_hr.given, training
+    cdef ForwardCall call
     # IN x (T*B, I), w_ih (4H, I), w_hh (4H, P), bias (4H,), w_hr (P, H) or None,
     # peephole (3, H) or None, lengths (B,); INOUT h (B, P), c (B, H); OUT y (T*B, P);
     # training OUT h_prev (T*B, P), c_prev (T*B, H), m_all (T*B, H) with w_hr, gates
@@ -1305,9 +1326,6 @@ cdef int _forward(floating* kind, ForwardArrays* a, bint reverse, bint batch_fir
     training = c_prev.given
     if not training:
         chunk = inference_chunk_steps(steps, B, H, I, sizeof(floating))
-    # One chunk is the whole sequence: then inference projects exactly as training
-    # does (the same products, so the same outputs, bitwise).
-    chunked = chunk < steps
     _check_matrix("x", x, rows, I, True)
     _check_matrix("w_ih", w_ih, G, I, True)
     _check_matrix("w_hh", w_hh, G, P, True)
@@ -1329,101 +1347,198 @@ cdef int _forward(floating* kind, ForwardArrays* a, bint reverse, bint batch_fir
     _check_matrix("proj", proj, B, P, projected)
     _check_panels("panels", panels, H, P, sizeof(floating))
     _check_panels("ih_panels", ih_panels, H, I, sizeof(floating))
-    lstm_barrier_init(&barrier)
     if rows == 0:
         return 0  # nothing to compute: h and c already hold h_n = h0 and c_n = c0
+    call.a = a
+    call.itemsize = sizeof(floating)
+    call.st = _steps(lengths, reverse, batch_first, steps)
+    call.steps, call.chunk, call.max_length = steps, chunk, _max_length(lengths)
+    # One chunk is the whole sequence: then inference projects exactly as training
+    # does (the same products, so the same outputs, bitwise).
+    call.chunked, call.split_batch, call.packed = chunk < steps, split_batch, packed
+    call.blocks_taken = call.blocks_done = 0
     # Thread 0 polls once per step (about this much work apart) for signals.
-    lstm_poll_init(&poll, _may_check_signals(),
+    lstm_poll_init(&call.poll, _may_check_signals(),
                    2.0 * B * G * P + (2.0 * B * P * H if projected else 0) + 40.0 * B * H)
-    with nogil, parallel(num_threads=num_threads):
-        tid = lstm_omp_thread_num()
-        team = lstm_omp_num_threads()
-        u = _slice(H, ALIGN, tid, team)
-        q = _slice(P, ALIGN, tid, team)
-        r = _slice(B, 1, 0, 1)
-        lu = _slice(H, ALIGN, 0, 1) if split_batch else u
-        lq = _slice(P, ALIGN, 0, 1) if split_batch else q
+    if lstm_phases_init(&call.phases, num_threads) != 0:
+        raise MemoryError()
+    # Inference on lstm_c's own threads, which a thread late to start does not hold up;
+    # training on the backward pass's (lstm_run_team).
+    with nogil:
+        lstm_run_team(num_threads, _forward_team, &call,
+                      LSTM_TEAM_OPENMP if training else LSTM_TEAM_OPEN)
+    lstm_phases_free(&call.phases)
+    if call.poll.raised:
+        _raise_pending()
+    return 0
+
+
+cdef void _forward_team(void* arg, int tid, int team) noexcept nogil:
+    """A thread's part of a ForwardCall (lstm_run_team): the slices of its phases it runs
+    (lstm_omp.h), or with split_batch the blocks of rows it takes."""
+    cdef ForwardCall* call = <ForwardCall*>arg
+    if call.itemsize == 4:
+        _forward_thread(<float*>NULL, call, tid, team)
+    else:
+        _forward_thread(<double*>NULL, call, tid, team)
+
+
+cdef void _forward_thread(floating* kind, ForwardCall* call, int tid, int team) noexcept nogil:
+    """_forward_team in `floating` (`kind` selects it; never read)."""
+    cdef ForwardArrays* a = call.a
+    cdef Py_ssize_t B = a.c.shape[0], H = a.c.shape[1], P = a.h.shape[1], I = a.x.shape[1]
+    cdef Py_ssize_t G = 4 * H, steps = call.steps, rows = steps * B, chunk = call.chunk
+    cdef Py_ssize_t max_length = call.max_length, s, k, s0 = 0, s1 = 0, block = B
+    cdef Steps st = call.st
+    cdef bint projected = a.w_hr.given, chunked = call.chunked, packed = call.packed
+    cdef lstm_poll_t* poll = &call.poll
+    cdef lstm_phases_t* phases = &call.phases
+    # This thread's count of the call's phases, and the slice it runs.
+    cdef unsigned phase = 0
+    cdef int i
+    # u: the hidden units of a slice (packing, the projection of all positions); in the
+    # time loop units lu and features lq of rows r (a slice's units of every row, or
+    # with split_batch every unit of the rows of each block a thread takes).
+    cdef Slice u, lu, lq, r = _slice(B, 1, 0, 1)
+    # Every array's first element (NULL for None or empty). Backward repeats this list
+    # for its own arrays, on purpose.
+    cdef const floating* x_p = <const floating*>a.x.data
+    cdef const floating* w_ih_p = <const floating*>a.w_ih.data
+    cdef const floating* w_hh_p = <const floating*>a.w_hh.data
+    cdef const floating* w_hr_p = <const floating*>a.w_hr.data
+    cdef const floating* peep_p = <const floating*>a.peephole.data
+    cdef floating* gates_p = <floating*>a.gates.data
+    cdef floating* rec_p = <floating*>a.rec.data
+    cdef floating* h_p = <floating*>a.h.data
+    cdef floating* c_p = <floating*>a.c.data
+    cdef floating* y_p = <floating*>a.y.data
+    cdef floating* h_prev_p = <floating*>a.h_prev.data
+    cdef floating* c_prev_p = <floating*>a.c_prev.data
+    cdef floating* m_all_p = <floating*>a.m_all.data
+    cdef floating* m_step_p = <floating*>a.m_step.data
+    cdef floating* proj_p = <floating*>a.proj.data
+    cdef floating* h_next_p = <floating*>a.h_next.data
+    cdef const floating* bias_p = <floating*>a.bias.data
+    cdef floating* panels_p = <floating*>a.panels.data
+    cdef floating* ih_panels_p = <floating*>a.ih_panels.data
+    # Without a projection the hidden state alternates between h and h_next.
+    cdef floating* h_in = h_p
+    cdef floating* h_out = h_next_p
+    cdef floating* h_swap = NULL
+    # The first phase (lstm_omp.h), slice i: units u of W_ih's and W_hh's panels
+    # (unless packed) and of the projection of every position (unless chunked;
+    # through BLAS its tile i).
+    i = lstm_phase_first(phases, tid, phase, team)
+    while i >= 0:
+        u = _slice(H, ALIGN, i, team)
         if ih_panels_p != NULL and not packed:
-            # This thread's units of W_ih: it alone projects, and reads, their gates
-            # (with split_batch every thread reads them all, after the barrier below).
             _pack_panels(w_ih_p, H, I, u, ih_panels_p)
         if not chunked:
-            # The input projection of every position at once (in training the
-            # gates are kept for the backward pass anyway).
-            _project(rows, x_p, I, gates_p, G, I, G, w_ih_p, ih_panels_p, u, tid, team, False,
-                     &poll)
-        if panels_p != NULL and not packed and not lstm_poll_raised(&poll):
+            # In training the gates are kept for the backward pass anyway.
+            _project(rows, x_p, I, gates_p, G, I, G, w_ih_p, ih_panels_p, u, i, team,
+                     False, poll, tid == 0)
+        if panels_p != NULL and not packed and not lstm_poll_raised(poll):
             _pack_panels(w_hh_p, H, P, u, panels_p)
-        lstm_barrier_wait(&barrier, team)
-        # With split_batch the rows go in blocks (_row_block), each taken by the next free
-        # thread and run through all the steps: a thread slowed by other work takes fewer.
-        while True:
-            if split_batch:
-                r = _next_rows(&blocks_taken, B, H, P, team)
-                if r.hi <= r.lo:
-                    break
-                h_in = h_p
-                h_out = h_next_p
+        lstm_phase_done(phases)
+        i = lstm_phase_wait(phases, phase, team)
+    phase = phase + 1
+    if call.split_batch:
+        # The rows go in blocks (_row_block), each taken by the next free thread and
+        # run through all the steps: a thread slowed by other work takes fewer.
+        lu = _slice(H, ALIGN, 0, 1)
+        lq = _slice(P, ALIGN, 0, 1)
+        block = _row_block(B, H, P, team)
+        while not lstm_poll_raised(poll):
+            r = _next_rows(&call.blocks_taken, B, block)
+            if r.hi <= r.lo:
+                break
+            h_in = h_p
+            h_out = h_next_p
             for s in range(steps):
                 if chunked and s % chunk == 0:
                     # Inference: the input projection of the next chunk of steps.
                     s0 = s
                     s1 = min(steps, s + chunk)
-                    if not lstm_poll_raised(&poll):
-                        _project_chunk(st, r, split_batch, s0, s1, I, G, x_p, w_ih_p, ih_panels_p,
-                                       lu, tid, team, gates_p, &poll)
-                    if ih_panels_p == NULL and not split_batch:
-                        lstm_barrier_wait(&barrier, team)  # BLAS split the chunk across units
+                    if not lstm_poll_raised(poll):
+                        _project_chunk(st, r, True, s0, s1, I, G, x_p, w_ih_p, ih_panels_p,
+                                       lu, 0, 1, gates_p, poll, tid == 0)
                 if tid == 0:
-                    _poll(&poll, s)
-                if s < max_length and lu.hi > lu.lo and r.hi > r.lo and not lstm_poll_raised(&poll):
-                    # Units lu of all four gates of rows r: h_{t-1} W_hh[rows of lu]^T.
-                    if panels_p != NULL:
-                        _panel_product(panels_p, r.hi - r.lo, H, P, lu, h_in + r.lo * P, P,
-                                       rec_p + r.lo * G, G)
-                    else:
-                        for k in range(4):
-                            _gemm_pieces(False, True, <int>(r.hi - r.lo), <int>(lu.hi - lu.lo), <int>P,
-                                         h_in + r.lo * P, <int>P,
-                                         w_hh_p + (k * H + lu.lo) * P, <int>P,
-                                         rec_p + r.lo * G + k * H + lu.lo, <int>G,
-                                         _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
-                # The same units' new state (this thread's columns of rec: no barrier between).
-                _forward_units(s, lu, r, H, st, gates_p, rec_p, bias_p, peep_p, h_in, h_out, c_p, y_p,
-                               h_prev_p, c_prev_p, m_step_p, m_all_p, chunked, s0, s1)
-                if split_batch:
-                    if lstm_poll_raised(&poll):
-                        break  # no barrier follows in the loop: each thread may leave at its step
-                else:
-                    lstm_barrier_wait(&barrier, team)
-                    if lstm_poll_stopping(&poll, s):
-                        # Decided by thread 0 before this barrier: every thread leaves here.
-                        break
+                    _poll(poll, s)
+                if lstm_poll_raised(poll):
+                    break
+                if s < max_length and lu.hi > lu.lo:
+                    _step_product(panels_p, w_hh_p, r, H, P, lu, h_in, rec_p, poll,
+                                  tid == 0)
+                _forward_units(s, lu, r, H, st, gates_p, rec_p, bias_p, peep_p, h_in, h_out,
+                               c_p, y_p, h_prev_p, c_prev_p, m_step_p, m_all_p, chunked,
+                               s0, s1)
                 if projected:
-                    # h is written only here, after every thread has read it this step.
-                    if s < max_length and lq.hi > lq.lo and r.hi > r.lo:
-                        _gemm_pieces(False, True, <int>(r.hi - r.lo), <int>(lq.hi - lq.lo), <int>H,
-                                     m_step_p + r.lo * H, <int>H, w_hr_p + lq.lo * H,
-                                     <int>H, proj_p + r.lo * P + lq.lo, <int>P,
-                                     _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
-                    _projected_outputs(s, lq, r, P, st, proj_p, h_p, y_p, h_prev_p)
-                    if not split_batch:
-                        lstm_barrier_wait(&barrier, team)
+                    _project_step(s, s < max_length, lq, r, H, P, st, w_hr_p, m_step_p,
+                                  proj_p, h_p, y_p, h_prev_p, poll, tid == 0)
                 else:
                     h_swap = h_in
                     h_in = h_out
                     h_out = h_swap
             # Without a projection the final state is in h_in: bring it to h.
-            if not projected and h_in != h_p and not lstm_poll_raised(&poll) and lu.hi > lu.lo:
-                for k in range(r.lo, r.hi):
-                    memcpy(h_p + k * H + lu.lo, h_in + k * H + lu.lo, (lu.hi - lu.lo) * sizeof(floating))
-            if not split_batch or lstm_poll_raised(&poll):
-                break
-        if split_batch:
-            _finish_blocks(&finished, tid, team, &poll)
-    if poll.raised:
-        _raise_pending()
-    return 0
+            if not projected and h_in != h_p and not lstm_poll_raised(poll):
+                memcpy(h_p + r.lo * H, h_in + r.lo * H, (r.hi - r.lo) * H * sizeof(floating))
+            lstm_take(&call.blocks_done)
+        _finish_blocks(&call.blocks_done, (B + block - 1) // block, tid, poll)
+    else:
+        # Every step is a phase, slice i its units lu of every row (with a
+        # projection, a second phase: its output features lq).
+        for s in range(steps):
+            if tid == 0:
+                _poll(poll, s)
+            if lstm_poll_raised(poll):
+                break  # the call is stopping (the others run any slice left)
+            if chunked and s % chunk == 0:
+                # Inference: the input projection of the next chunk of steps.
+                s0 = s
+                s1 = min(steps, s + chunk)
+                if ih_panels_p == NULL:
+                    # Through BLAS, by tiles (not units): a phase of its own.
+                    i = lstm_phase_first(phases, tid, phase, team)
+                    while i >= 0:
+                        if not lstm_poll_raised(poll):
+                            _project_chunk(st, r, False, s0, s1, I, G, x_p, w_ih_p, NULL,
+                                           r, i, team, gates_p, poll, tid == 0)
+                        lstm_phase_done(phases)
+                        i = lstm_phase_wait(phases, phase, team)
+                    phase = phase + 1
+            # Without a projection the hidden state alternates between h and h_next.
+            h_in = h_p if projected or s % 2 == 0 else h_next_p
+            h_out = h_next_p if s % 2 == 0 else h_p
+            i = lstm_phase_first(phases, tid, phase, team)
+            while i >= 0:
+                lu = _slice(H, ALIGN, i, team)
+                if chunked and s == s0 and ih_panels_p != NULL and not lstm_poll_raised(poll):
+                    _project_chunk(st, r, False, s0, s1, I, G, x_p, w_ih_p, ih_panels_p,
+                                   lu, i, team, gates_p, poll, tid == 0)
+                if s < max_length and lu.hi > lu.lo and not lstm_poll_raised(poll):
+                    _step_product(panels_p, w_hh_p, r, H, P, lu, h_in, rec_p, poll,
+                                  tid == 0)
+                # The same units' new state (the slice's columns of rec).
+                _forward_units(s, lu, r, H, st, gates_p, rec_p, bias_p, peep_p, h_in, h_out,
+                               c_p, y_p, h_prev_p, c_prev_p, m_step_p, m_all_p, chunked,
+                               s0, s1)
+                lstm_phase_done(phases)
+                i = lstm_phase_wait(phases, phase, team)
+            phase = phase + 1
+            if projected:
+                # h is written only here, after every slice has read it this step.
+                i = lstm_phase_first(phases, tid, phase, team)
+                while i >= 0:
+                    _project_step(s, s < max_length, _slice(P, ALIGN, i, team), r, H, P,
+                                  st, w_hr_p, m_step_p, proj_p, h_p, y_p, h_prev_p, poll,
+                                  tid == 0)
+                    lstm_phase_done(phases)
+                    i = lstm_phase_wait(phases, phase, team)
+                phase = phase + 1
+        # Without a projection the final state is in h_next after an odd number of
+        # steps: thread 0, which always comes, brings it to h (every step has ended).
+        if tid == 0 and not projected and steps % 2 == 1 and not lstm_poll_raised(poll):
+            memcpy(h_p, h_next_p, B * H * sizeof(floating))
 
 
 # ---------------------------------------------------------------- backward
@@ -1618,7 +1733,7 @@ cdef int _backward(floating* kind, Held* held, object x_, object w_ih_, object w
     # u, q, gcols: this thread's units, features and gate columns outside the time
     # loop; in it, units lu and features lq of rows rb (as in forward).
     cdef Slice r, u, q, gcols, icols, lu, lq, rb
-    cdef Py_ssize_t blocks_taken = 0, finished = 0
+    cdef Py_ssize_t blocks_taken = 0, blocks_done = 0, block = B
     cdef Tile tile
     # Every array's first element, as in forward (the same shape of list, on purpose).
     cdef const floating* x_p = <const floating*>x.data
@@ -1706,6 +1821,7 @@ cdef int _backward(floating* kind, Held* held, object x_, object w_ih_, object w
     with nogil, parallel(num_threads=num_threads):
         tid = lstm_omp_thread_num()
         team = lstm_omp_num_threads()
+        block = _row_block(B, H, P, team)
         u = _slice(H, ALIGN, tid, team)
         q = _slice(P, ALIGN, tid, team)
         gcols = _slice(G, ALIGN, tid, team)
@@ -1720,7 +1836,7 @@ cdef int _backward(floating* kind, Held* held, object x_, object w_ih_, object w
         # With split_batch, blocks of rows as in forward.
         while True:
             if split_batch:
-                rb = _next_rows(&blocks_taken, B, H, P, team)
+                rb = _next_rows(&blocks_taken, B, block)
                 if rb.hi <= rb.lo:
                     break
             for s in range(steps - 1, -1, -1):
@@ -1761,8 +1877,9 @@ cdef int _backward(floating* kind, Held* held, object x_, object w_ih_, object w
                                      _step_piece_work, _step_piece_min_rows, &poll, tid == 0)
             if not split_batch or lstm_poll_raised(&poll):
                 break
+            lstm_take(&blocks_done)
         if split_batch:
-            _finish_blocks(&finished, tid, team, &poll)
+            _finish_blocks(&blocks_done, (B + block - 1) // block, tid, &poll)
             lstm_barrier_wait(&barrier, team)  # the products below read every row's dgates
         # Skipped once a handler has raised: the loop broke, or thread 0 learnt it
         # since (then reading `raised` only skips work: no barrier follows).
@@ -2283,7 +2400,7 @@ cdef void _run_step(Stepper plan, Py_ssize_t B, const void* x, const void* h0, c
     if B == 1 and plan.split and threads > 1:
         _run_single(plan, threads, &call)
     else:
-        lstm_run_team(1, _step_team, &call)
+        lstm_run_team(1, _step_team, &call, LSTM_TEAM_ALL)
     if saved != 1:
         _blas_set_threads(saved)
 
@@ -2312,7 +2429,7 @@ cdef void _run_single(Stepper plan, int threads, StepCall* call) noexcept:
         plan.alone_steps += 1
         recent = &plan._alone_ns
     start = lstm_now_ns()
-    lstm_run_team(threads if team else 1, _step_team, call)
+    lstm_run_team(threads if team else 1, _step_team, call, LSTM_TEAM_ALL)
     took = max(1.0, <double>(lstm_now_ns() - start))
     if recent[0] == 0 or took < recent[0] / 2:
         recent[0] = took

@@ -1,10 +1,12 @@
 /* OpenMP helpers that also compile without OpenMP (the build switch LSTM_C_NO_OPENMP).
  *
- * lstm_barrier_wait is the barrier between the phases of a time step. On Linux
- * it polls for up to 2 ms and then sleeps on a futex: a thread whose partner
- * lost its core to another process does not burn its own core for long.
- * Elsewhere it is OpenMP's own barrier (an orphaned one, bound to the
- * enclosing region).
+ * lstm_barrier_wait is the barrier between the phases of a time step of the
+ * backward pass and of LSTM.step; a forward call's threads instead share each
+ * step's work as they come (lstm_phase_*), on a team of lstm_c's own threads for
+ * inference (lstm_run_team). On Linux a waiting thread polls for up to 2 ms and
+ * then sleeps on a futex: a thread whose partner lost its core to another process
+ * does not burn its own core for long. Elsewhere the barrier is OpenMP's own (an
+ * orphaned one, bound to the enclosing region).
  */
 #ifndef LSTM_OMP_H
 #define LSTM_OMP_H
@@ -24,6 +26,7 @@ static int lstm_omp_num_threads(void) { return 1; }
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #if defined(_WIN32)
 #ifndef WIN32_LEAN_AND_MEAN
 #define WIN32_LEAN_AND_MEAN
@@ -66,6 +69,8 @@ static inline void lstm_cpu_relax(void) {
  * a variable so that the tests can make every wait sleep. Unused where the barrier is
  * OpenMP's own. */
 static int64_t lstm_barrier_spin_ns = 2000000;
+/* A polling thread reads the clock once per this many polls. */
+#define LSTM_BARRIER_CLOCK_SPINS 256
 
 /* Shared by the team; lstm_barrier_init it before the parallel region. */
 typedef struct {
@@ -95,13 +100,21 @@ static void lstm_barrier_init(lstm_barrier_t *b) {
  * descheduled: with 20-60 microseconds of polling, a call made 20 ms after the
  * last one took 7.8 ms instead of 1.3 (2 threads, KVM guest); with 2 ms, 1.9.
  * The clock is read once per LSTM_BARRIER_CLOCK_SPINS polls. */
-#define LSTM_BARRIER_CLOCK_SPINS 256
 
-/* Until *word differs from `old`: poll for lstm_barrier_spin_ns, then sleep on it,
- * counted in *asleep. Returns the new value. Sequentially consistent on both sides
- * (see lstm_wake), a sleeper's count and the change cannot both be missed: either the
- * writer sees the sleeper, or the sleeper sees the change (and FUTEX_WAIT returns at
- * once if the word changed since). */
+/* Sleep until *word differs from `old`, counted in *asleep; returns the new value.
+ * Sequentially consistent on both sides (see lstm_wake), a sleeper's count and the
+ * change cannot both be missed: either the writer sees the sleeper, or the sleeper
+ * sees the change (and FUTEX_WAIT returns at once if the word changed since). */
+static int lstm_sleep_change(int *word, int old, int *asleep) {
+    int now;
+    __atomic_add_fetch(asleep, 1, __ATOMIC_SEQ_CST);
+    while ((now = __atomic_load_n(word, __ATOMIC_SEQ_CST)) == old)
+        syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, old, NULL, NULL, 0);
+    __atomic_sub_fetch(asleep, 1, __ATOMIC_SEQ_CST);
+    return now;
+}
+
+/* Until *word differs from `old`: poll for lstm_barrier_spin_ns, then sleep. */
 static int lstm_wait_change(int *word, int old, int *asleep) {
     int now;
     for (int64_t until = lstm_now_ns() + lstm_barrier_spin_ns; lstm_now_ns() < until;)
@@ -109,11 +122,7 @@ static int lstm_wait_change(int *word, int old, int *asleep) {
             if ((now = __atomic_load_n(word, __ATOMIC_ACQUIRE)) != old) return now;
             lstm_cpu_relax();
         }
-    __atomic_add_fetch(asleep, 1, __ATOMIC_SEQ_CST);
-    while ((now = __atomic_load_n(word, __ATOMIC_SEQ_CST)) == old)
-        syscall(SYS_futex, word, FUTEX_WAIT_PRIVATE, old, NULL, NULL, 0);
-    __atomic_sub_fetch(asleep, 1, __ATOMIC_SEQ_CST);
-    return now;
+    return lstm_sleep_change(word, old, asleep);
 }
 
 /* Wake whoever sleeps on *word, after a sequentially consistent change of it: only when
@@ -144,10 +153,129 @@ static void lstm_barrier_wait(lstm_barrier_t *b, int team) {
 }
 #endif
 
+/* ------------------------------------------------------------------ claimed phases
+ *
+ * A time loop without a barrier that waits for every thread: its phases (a time
+ * step, or a part of one) are each cut into as many slices of work as the team has
+ * threads, and any thread may run any slice. A thread first claims its own slice of
+ * a phase (lstm_phase_first); once done with it (lstm_phase_done) it runs whatever
+ * slice of the phase no thread has claimed yet, then waits for the phase to end
+ * (lstm_phase_wait). A thread that lost its core, or that started late (an OpenMP
+ * thread woken after a pause can take milliseconds to run when its virtual CPU
+ * slept), thus holds the others up for one slice at most; whoever runs a slice
+ * computes the same numbers. A thread may leave the loop at any step (the call is
+ * stopping): the others then run its slices.
+ *
+ * `done` counts the slices done over all phases (phase p has ended once it reaches
+ * (p + 1) * team; unsigned, so that it may wrap); claims[i] holds the last phase
+ * slice i was claimed for, each on a cache line of its own.
+ */
+typedef struct {
+    unsigned phase;
+    char pad[64 - sizeof(unsigned)];
+} lstm_claim_t;
+
+typedef struct {
+    unsigned done;
+    int sleepers; /* threads asleep on `done` */
+    lstm_claim_t *claims;
+} lstm_phases_t;
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#include <intrin.h>
+#define LSTM_CAS_U(p, old, new) \
+    (_InterlockedCompareExchange((volatile long *)(p), (long)(new), (long)(old)) == (long)(old))
+#define LSTM_INCREMENT_U(p) ((void)_InterlockedIncrement((volatile long *)(p)))
+#define LSTM_LOAD_U(p) (*(volatile unsigned *)(p))
+#else
+#define LSTM_CAS_U(p, old, new) \
+    __extension__({ unsigned expected_ = (old); \
+        __atomic_compare_exchange_n((p), &expected_, (new), 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED); })
+#define LSTM_INCREMENT_U(p) ((void)__atomic_add_fetch((p), 1u, __ATOMIC_SEQ_CST))
+#define LSTM_LOAD_U(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#endif
+
+/* Give the core away for a moment (where a waiting thread cannot sleep on a futex). */
+#if defined(_WIN32)
+static void lstm_yield(void) { SwitchToThread(); }
+#else
+#include <sched.h>
+static void lstm_yield(void) { sched_yield(); }
+#endif
+
+/* Before the parallel region, for a team of at most `parts` threads: 0, or -1 when
+ * out of memory. */
+static int lstm_phases_init(lstm_phases_t *ph, int parts) {
+    ph->done = 0;
+    ph->sleepers = 0;
+    ph->claims = (lstm_claim_t *)malloc((size_t)(parts > 1 ? parts : 1) * sizeof(lstm_claim_t));
+    if (ph->claims == NULL) return -1;
+    for (int i = 0; i < parts; i++) ph->claims[i].phase = (unsigned)-1;
+    return 0;
+}
+
+static void lstm_phases_free(lstm_phases_t *ph) {
+    free(ph->claims);
+    ph->claims = NULL;
+}
+
+static inline int lstm_claim(lstm_phases_t *ph, int slice, unsigned phase) {
+    return LSTM_CAS_U(&ph->claims[slice].phase, phase - 1, phase);
+}
+
+/* After a slice: publishes its results to the thread that sees the phase end. */
+static inline void lstm_phase_done(lstm_phases_t *ph) {
+    LSTM_INCREMENT_U(&ph->done);
+#ifdef LSTM_FUTEX_WAITS
+    lstm_wake((int *)&ph->done, &ph->sleepers);
+#endif
+}
+
+/* The next slice of `phase` for this thread to run, now claimed by it, or -1 once the
+ * phase has ended (every slice done). A slice still unclaimed after a few polls is
+ * taken: the thread it belongs to is late (on time, it claims its own slice as soon
+ * as the phase starts). Polls for lstm_barrier_spin_ns, then sleeps
+ * (lstm_sleep_change): by then every slice has been claimed, and only the end of
+ * the phase is awaited. */
+static int lstm_phase_wait(lstm_phases_t *ph, unsigned phase, int parts) {
+    const unsigned end = (phase + 1) * (unsigned)parts;
+    int64_t until = 0;
+    for (int round = 0;; round++) {
+        for (int i = 0; i < LSTM_BARRIER_CLOCK_SPINS; i++) {
+            if ((int)(LSTM_LOAD_U(&ph->done) - end) >= 0) return -1;
+            if (i % 16 == 15)
+                for (int s = 0; s < parts; s++)
+                    if (LSTM_LOAD_U(&ph->claims[s].phase) == phase - 1 && lstm_claim(ph, s, phase))
+                        return s;
+            lstm_cpu_relax();
+        }
+        if (round == 0) {
+            until = lstm_now_ns() + lstm_barrier_spin_ns;
+        } else if (lstm_now_ns() >= until) {
+#ifdef LSTM_FUTEX_WAITS
+            unsigned done = __atomic_load_n(&ph->done, __ATOMIC_SEQ_CST);
+            if ((int)(done - end) < 0) lstm_sleep_change((int *)&ph->done, (int)done, &ph->sleepers);
+#else
+            lstm_yield();
+#endif
+        }
+    }
+}
+
+/* The first slice of `phase` for this thread: its own (`own`), unless another thread
+ * took it, then as lstm_phase_wait. */
+static inline int lstm_phase_first(lstm_phases_t *ph, int own, unsigned phase, int parts) {
+    return lstm_claim(ph, own, phase) ? own : lstm_phase_wait(ph, phase, parts);
+}
+
 /* fn(ctx, tid, team) on each thread of a team of `threads` (the calling thread is
- * tid 0), or on the calling thread alone. For work of microseconds that must keep
- * the GIL while it runs (LSTM.step's plan): the other threads never touch Python. */
+ * tid 0), or on the calling thread alone (lstm_run_team). For work that must keep
+ * the GIL while it runs (LSTM.step's plan: the other threads never touch Python), and
+ * for a forward call, whose threads share its work as they come (lstm_phase_*). */
 typedef void (*lstm_team_fn)(void *ctx, int tid, int team);
+
+/* For the tests: how long a helper waits before it joins a post (a late helper). */
+static int64_t lstm_helpers_late_ns = 0;
 
 #ifdef LSTM_FUTEX_WAITS
 #include <pthread.h>
@@ -159,13 +287,22 @@ typedef void (*lstm_team_fn)(void *ctx, int tid, int team);
  * answer through two shared words 0.1 us; a step of LSTM.step takes a few.
  *
  * `posted` counts the pieces of work posted (the futex word the helpers sleep on),
- * `answered` the helpers done with the last one (the caller's, when it sleeps). One
- * caller at a time (`lstm_helpers_busy`); another one meanwhile uses an OpenMP region. */
+ * `answered` the helpers done with the last one (the caller's, when it sleeps).
+ * A helper joins a post through `entry`: the post's number (its low 16 bits, the
+ * tag), whether it is closed, and how many helpers joined; the first to join is
+ * thread 1 of the team, and so on. A helper that wakes too late for a post (closed,
+ * or with its team complete) does not touch it; a late one never takes a later post
+ * for an earlier one, since the tag must match. One caller at a time
+ * (`lstm_helpers_busy`); another one meanwhile uses an OpenMP region. */
 #define LSTM_MAX_HELPERS 15
+#define LSTM_ENTRY_CLOSED 0x8000u
+#define LSTM_ENTRY_JOINED 0x7fffu
 typedef struct {
-    int posted, answered, helpers_asleep, caller_asleep;
+    unsigned posted;
+    int answered, helpers_asleep, caller_asleep;
+    unsigned entry;                   /* tag << 16 | closed | helpers joined */
     int started;                      /* helpers running */
-    int seen[LSTM_MAX_HELPERS];       /* `posted` when each helper started */
+    unsigned seen[LSTM_MAX_HELPERS];  /* `posted` when each helper started */
     lstm_team_fn fn;
     void *ctx;
     int team;
@@ -174,14 +311,26 @@ static lstm_helpers_t lstm_helpers;
 static pthread_mutex_t lstm_helpers_busy = PTHREAD_MUTEX_INITIALIZER;
 static int lstm_helpers_atfork = 0;
 
-/* Every helper answers every post, those beyond its team without working: none can
- * lag behind and take a later post's team for an earlier one's. */
+/* Join post `post` if it is still open and its team not complete: the thread number
+ * in the team (1 for the first helper), or 0. */
+static int lstm_helper_join(lstm_helpers_t *h, unsigned post) {
+    unsigned e = __atomic_load_n(&h->entry, __ATOMIC_ACQUIRE);
+    while ((e >> 16) == (post & 0xffffu) && !(e & LSTM_ENTRY_CLOSED) &&
+           (int)(e & LSTM_ENTRY_JOINED) + 1 < h->team)
+        if (__atomic_compare_exchange_n(&h->entry, &e, e + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            return (int)(e & LSTM_ENTRY_JOINED) + 1;
+    return 0;
+}
+
 static void *lstm_helper_main(void *arg) {
     lstm_helpers_t *h = &lstm_helpers;
-    const int i = (int)(intptr_t)arg; /* helper i is thread i + 1 of a team */
-    for (int seen = h->seen[i];;) {
-        seen = lstm_wait_change(&h->posted, seen, &h->helpers_asleep);
-        if (i + 1 < h->team) h->fn(h->ctx, i + 1, h->team);
+    for (unsigned seen = h->seen[(int)(intptr_t)arg];;) {
+        int tid;
+        seen = (unsigned)lstm_wait_change((int *)&h->posted, (int)seen, &h->helpers_asleep);
+        for (int64_t until = lstm_now_ns() + lstm_helpers_late_ns; lstm_now_ns() < until;)
+            lstm_cpu_relax();
+        if ((tid = lstm_helper_join(h, seen)) == 0) continue;
+        h->fn(h->ctx, tid, h->team);
         __atomic_add_fetch(&h->answered, 1, __ATOMIC_SEQ_CST);
         lstm_wake(&h->answered, &h->caller_asleep);
     }
@@ -195,9 +344,12 @@ static void lstm_helpers_after_fork(void) {
 }
 
 /* fn on `threads` threads, this one and helpers (started at the first need); 0 if it
- * cannot (too many threads, a helper that cannot start, or another caller at work). */
-static int lstm_helpers_run(int threads, lstm_team_fn fn, void *ctx) {
+ * cannot (too many threads, a helper that cannot start, or another caller at work).
+ * `open`: once fn has returned on this thread, helpers that have not joined yet no
+ * longer may (fn must then get its work done by whichever threads come). */
+static int lstm_helpers_run(int threads, lstm_team_fn fn, void *ctx, int open) {
     lstm_helpers_t *h = &lstm_helpers;
+    unsigned post, joined;
     if (threads - 1 > LSTM_MAX_HELPERS || pthread_mutex_trylock(&lstm_helpers_busy) != 0) return 0;
     if (!lstm_helpers_atfork) lstm_helpers_atfork = pthread_atfork(NULL, NULL, lstm_helpers_after_fork) == 0;
     while (h->started < threads - 1) {
@@ -216,14 +368,20 @@ static int lstm_helpers_run(int threads, lstm_team_fn fn, void *ctx) {
         }
         h->started++;
     }
+    post = h->posted + 1;
     h->fn = fn;
     h->ctx = ctx;
     h->team = threads;
     __atomic_store_n(&h->answered, 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&h->posted, h->posted + 1, __ATOMIC_SEQ_CST);
-    lstm_wake(&h->posted, &h->helpers_asleep);
+    __atomic_store_n(&h->entry, (post & 0xffffu) << 16, __ATOMIC_RELEASE);
+    __atomic_store_n(&h->posted, post, __ATOMIC_SEQ_CST);
+    lstm_wake((int *)&h->posted, &h->helpers_asleep);
     fn(ctx, 0, threads);
-    for (int answered = 0; answered < h->started;)
+    if (open)
+        joined = __atomic_fetch_or(&h->entry, LSTM_ENTRY_CLOSED, __ATOMIC_ACQ_REL) & LSTM_ENTRY_JOINED;
+    else
+        joined = (unsigned)(threads - 1);
+    for (int answered = 0; answered < (int)joined;)
         answered = lstm_wait_change(&h->answered, answered, &h->caller_asleep);
     pthread_mutex_unlock(&lstm_helpers_busy);
     return 1;
@@ -232,17 +390,32 @@ static int lstm_helpers_run(int threads, lstm_team_fn fn, void *ctx) {
 #define LSTM_HAVE_HELPERS 0
 #endif
 
-static void lstm_run_team(int threads, lstm_team_fn fn, void *ctx) {
+/* How lstm_run_team runs a team: on our helpers, all of which join (LSTM_TEAM_ALL);
+ * on our helpers, the late ones skipped (LSTM_TEAM_OPEN: fn gets its work done by
+ * whichever threads come, as lstm_phase_* do, and threads that have not started by
+ * the time this one is done never run); or in an OpenMP region (LSTM_TEAM_OPENMP:
+ * the pool of the backward pass, which a training call's forward then shares: two
+ * pools, one polling while the other works, would take each other's cores). Our
+ * helpers serve one caller at a time: others get an OpenMP region. */
+#define LSTM_TEAM_ALL 0
+#define LSTM_TEAM_OPEN 1
+#define LSTM_TEAM_OPENMP 2
+
+/* fn(ctx, tid, team) on a team of `threads` threads (this one is tid 0), or on this
+ * one alone. */
+static void lstm_run_team(int threads, lstm_team_fn fn, void *ctx, int how) {
 #ifdef _OPENMP
     if (threads > 1) {
 #if LSTM_HAVE_HELPERS
-        if (lstm_helpers_run(threads, fn, ctx)) return;
+        if (how != LSTM_TEAM_OPENMP && lstm_helpers_run(threads, fn, ctx, how == LSTM_TEAM_OPEN))
+            return;
 #endif
 #pragma omp parallel num_threads(threads)
         fn(ctx, omp_get_thread_num(), omp_get_num_threads());
         return;
     }
 #endif
+    (void)how;
     fn(ctx, 0, 1);
 }
 

@@ -55,6 +55,15 @@ def forward_backward(w, j, num_threads, **options):
     return (y, h, c) + tuple(a for a in g if a is not None)
 
 
+def every_pass(w, j, num_threads, **options):
+    """An inference forward's results (its threads are lstm_c's own on Linux), then
+    forward_backward's (OpenMP's)."""
+    y, h, c = lstm_c.lstm_forward(
+        j["x"], **w, lengths=j["lengths"], num_threads=num_threads, training=False, **options
+    )[:3]
+    return (y, h, c) + forward_backward(w, j, num_threads, **options)
+
+
 def digest(arrays) -> str:
     h = hashlib.sha256()
     for a in arrays:
@@ -364,43 +373,64 @@ def steps_of_one_row(threads):
     return outputs
 
 
-_ASLEEP_CHILD = """
+_CHILD_DIGESTS = """
 import sys
 sys.path[:0] = {path!r}
 import test_threads as t
 from lstm_c import _lstm, functional
-_lstm._set_barrier_spin_ns(0)  # every wait at a barrier, or for a step's helpers, sleeps at once
+{setting}
 for rows in (functional._SPLIT_BATCH_MIN_ROWS, 10**9):  # the batch shared by rows, then by units
     functional._SPLIT_BATCH_MIN_ROWS = rows
     for case in t.REPRODUCIBLE:
         w, j, options = t.reproducible_case(case)
-        print(t.digest(t.forward_backward(w, j, 2, **options)))
+        print(t.digest(t.every_pass(w, j, 2, **options)))
 print(t.digest(t.steps_of_one_row(2)))
 """
 
 
-@pytest.mark.skipif(
-    not (lstm_c.openmp_enabled() and sys.platform.startswith("linux")),
-    reason="the barrier that sleeps is lstm_c's own on Linux only",
-)
-def test_threads_asleep_at_the_barrier_are_woken_at_every_step(tmp_path, monkeypatch):
-    """Each wait at the per-step barrier goes to sleep at once and is woken by the last
-    thread to arrive, and so do LSTM.step's helper threads between steps and the caller
-    waiting for them: the same bits as with polling. A lost wake-up would hang, hence
-    the child process with a time limit."""
+def digests_here_and_in_a_child(setting, tmp_path, monkeypatch):
+    """The digests of every_pass on 2 threads (the batch shared by rows, then by units)
+    and of steps_of_one_row: here, and in a child process that first runs `setting`,
+    with a time limit (a thread left waiting would hang)."""
     here = []
     for rows in (lstm_c.functional._SPLIT_BATCH_MIN_ROWS, 10**9):
         monkeypatch.setattr(lstm_c.functional, "_SPLIT_BATCH_MIN_ROWS", rows)
         for case in REPRODUCIBLE:
             w, j, options = reproducible_case(case)
-            here.append(digest(forward_backward(w, j, 2, **options)))
+            here.append(digest(every_pass(w, j, 2, **options)))
     here.append(digest(steps_of_one_row(2)))
-    script = _ASLEEP_CHILD.format(path=[os.path.dirname(os.path.abspath(__file__))])
+    script = _CHILD_DIGESTS.format(path=[os.path.dirname(os.path.abspath(__file__))], setting=setting)
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == here
+    return here, result.stdout.split()
+
+
+ON_LINUX_WITH_OPENMP = pytest.mark.skipif(
+    not (lstm_c.openmp_enabled() and sys.platform.startswith("linux")),
+    reason="the waits that sleep and the helper threads are lstm_c's own on Linux only",
+)
+
+
+@ON_LINUX_WITH_OPENMP
+def test_threads_asleep_at_the_barrier_are_woken_at_every_step(tmp_path, monkeypatch):
+    """Each wait at a step's barrier (backward) or for a step's slices (forward) goes to
+    sleep at once and is woken by the thread that ends the step, and so do the helper
+    threads between calls and steps and the caller waiting for them: the same bits as
+    with polling."""
+    here, child = digests_here_and_in_a_child("_lstm._set_barrier_spin_ns(0)", tmp_path, monkeypatch)
+    assert child == here
+
+
+@ON_LINUX_WITH_OPENMP
+@pytest.mark.parametrize("late_ns", [10_000, 50_000_000], ids=["joins_late", "joins_too_late"])
+def test_a_helper_thread_that_comes_late_leaves_its_share_to_the_others(late_ns, tmp_path, monkeypatch):
+    """An inference call's helper thread that starts its work late (as one woken after a
+    pause may) finds its share taken by the calling thread, or the call done without it:
+    the same bits as on time."""
+    here, child = digests_here_and_in_a_child(f"_lstm._set_late_helpers({late_ns})", tmp_path, monkeypatch)
+    assert child == here
 
 
 # ----------------------------------------------------------------------------- fork
