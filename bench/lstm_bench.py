@@ -41,9 +41,18 @@ from lstm_c._cli.peers import BUILDERS, DTYPES, LABELS, Case, flops
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # The coexistence cases time each of these right after the other two ran, with no pause
-# (id: the implementation's with AFTER_PEERS appended), and after a pause.
+# (id: the implementation's with AFTER_PEERS appended), after a pause and a warm-up call
+# (the quiet time), and as the first call after a pause of PAUSE_BEFORE seconds, when
+# its threads have gone to sleep (AFTER_PAUSE appended).
 COEXISTING = ("lstm_c", "torch", "onnxruntime")
 AFTER_PEERS = "_after_peers"
+AFTER_PAUSE = "_after_pause"
+PAUSE_BEFORE = 0.2
+
+
+def base_impl(impl: str) -> str:
+    """The implementation a column times: `impl` without AFTER_PEERS or AFTER_PAUSE."""
+    return impl.removesuffix(AFTER_PEERS).removesuffix(AFTER_PAUSE)
 
 
 def others(impl: str) -> tuple[str, ...]:
@@ -52,13 +61,15 @@ def others(impl: str) -> tuple[str, ...]:
 
 
 # Implementation ids: those of `lstm_c._cli.peers.BUILDERS`, and the coexistence columns.
-IMPLS = (*BUILDERS, *(i + AFTER_PEERS for i in COEXISTING))
+AFTER = (*(i + AFTER_PEERS for i in COEXISTING), *(i + AFTER_PAUSE for i in COEXISTING))
+IMPLS = (*BUILDERS, *AFTER)
 IMPL_LABELS = {
     **LABELS,
     **{
         i + AFTER_PEERS: f"{LABELS[i]} right after {' + '.join(LABELS[o] for o in others(i))}"
         for i in COEXISTING
     },
+    **{i + AFTER_PAUSE: f"{LABELS[i]}, first call after a {PAUSE_BEFORE:g} s pause" for i in COEXISTING},
 }
 
 
@@ -204,7 +215,8 @@ def suite(threads: tuple[int, ...]) -> list[BenchCase]:
             dtypes=DTYPES,
         )
     )
-    # Coexistence: each implementation after a pause against it right after the other two ran.
+    # Coexistence: each implementation after a pause against it right after the other two
+    # ran, and as the first call after a pause.
     coexist = (
         ("inference", 50, 2, 96, 384, True),
         ("training", 60, 32, 64, 64, True),
@@ -223,7 +235,7 @@ def suite(threads: tuple[int, ...]) -> list[BenchCase]:
                 H,
                 threads=top,
                 group="coexist",
-                impls=(*COEXISTING, *(i + AFTER_PEERS for i in COEXISTING)),
+                impls=(*COEXISTING, *AFTER),
                 quick=("float32",) if quick_case else (),
                 note="coexistence",
             )

@@ -28,8 +28,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 try:
     sys.path.insert(0, HERE)
     from lstm_bench import IMPL_LABELS as _SUITE_LABELS
+    from lstm_bench import PAUSE_BEFORE as _PAUSE_BEFORE
 except ImportError:
-    _SUITE_LABELS = {}
+    _SUITE_LABELS, _PAUSE_BEFORE = {}, None
 LABELS: dict[str, str] = dict(_SUITE_LABELS)
 
 # Column order.
@@ -418,6 +419,21 @@ def coexistence(rows: list[dict], impl: str = "lstm_c") -> list[tuple[float, dic
     return out
 
 
+def after_pause(rows: list[dict]) -> list[tuple[dict, dict[str, tuple[dict, dict]]]]:
+    """Per coexistence case, one of its rows and {impl: (quiet row, row of its first calls
+    after a pause)} of each implementation for which both ran."""
+    out = []
+    for impls in index([r for r in rows if r["group"] == "coexist"]).values():
+        pairs = {
+            i: (impls[i], impls[i + "_after_pause"])
+            for i in ("lstm_c", "torch", "onnxruntime")
+            if i in impls and i + "_after_pause" in impls
+        }
+        if pairs:
+            out.append((next(iter(pairs.values()))[0], pairs))
+    return out
+
+
 def coexistence_shares(rows: list[dict], impl: str) -> dict[str, float]:
     """{case name: share of the quiet speed} of `impl` in the coexistence cases."""
     return {q["case"]: s for s, q, _ in coexistence(rows, impl)}
@@ -576,6 +592,27 @@ def markdown(rows: list[dict], machine: dict, png_name: str | None) -> str:
                     for p in ("torch", "onnxruntime")
                 ]
                 for s, q, a in coex
+            ],
+        ) + [""]
+    pauses = after_pause(rows)
+    if pauses:
+        lines += [
+            "## A first call after a pause",
+            "",
+            f"Each round sleeps {f'{_PAUSE_BEFORE:g} s' if _PAUSE_BEFORE else 'a while'}, then times "
+            "one call: by then the threads of every implementation have gone to sleep, and in a virtual "
+            "machine their idle virtual CPUs may take milliseconds to come back. Back to back is the "
+            "quiet time of the table above.",
+            "",
+        ]
+        present = [i for i in ("lstm_c", "torch", "onnxruntime") if any(i in p for _, p in pauses)]
+        lines += table(
+            ["shape", "kind", "threads"]
+            + [f"{LABELS[i]}: back to back / first call after a pause" for i in present],
+            [
+                [q["shape"], q["kind"], str(q["threads"])]
+                + [f"{fmt_cell(p[i][0])} / {fmt_cell(p[i][1])}" if i in p else "—" for i in present]
+                for q, p in pauses
             ],
         ) + [""]
     others = [c for c in index([r for r in rows if r["group"] not in ("grid", "coexist")]).values()]

@@ -28,7 +28,16 @@ import pytest
 
 pytest.importorskip("pytest_benchmark")
 
-from lstm_bench import AFTER_PEERS, IMPL_LABELS, others, suite, thread_counts  # noqa: E402  (see conftest.py)
+from lstm_bench import (  # noqa: E402  (see conftest.py)
+    AFTER_PAUSE,
+    AFTER_PEERS,
+    IMPL_LABELS,
+    PAUSE_BEFORE,
+    base_impl,
+    others,
+    suite,
+    thread_counts,
+)
 
 from lstm_c._cli import peers  # noqa: E402
 from lstm_c._cli.peers import BUILDERS, Unavailable  # noqa: E402
@@ -137,6 +146,10 @@ def _peers_before(case, state, impl) -> tuple[list[str], object, float]:
     return names, run_peers, time.perf_counter() - start
 
 
+# Rounds of a first call after a pause (each round one pause and one call).
+AFTER_PAUSE_ROUNDS = 12
+
+
 def _build(case, dtype, impl, state, settings) -> dict:
     """Build the runner, check it against the reference, warm it up and plan its rounds."""
     if impl == "reference" and state["reference_seconds"] > settings["reference_limit"]:
@@ -145,7 +158,7 @@ def _build(case, dtype, impl, state, settings) -> dict:
             f"(over the {settings['reference_limit']:g} s limit)"
         }
     try:
-        runner, first_seconds = _checked(case, dtype, impl.removesuffix(AFTER_PEERS), state)
+        runner, first_seconds = _checked(case, dtype, base_impl(impl), state)
     except Unavailable as exc:
         return {"skip": str(exc)}
     except AssertionError as exc:
@@ -158,6 +171,12 @@ def _build(case, dtype, impl, state, settings) -> dict:
             return {"skip": "neither PyTorch nor ONNX Runtime is installed"}
         # One call per round, right after the peers' calls (pytest-benchmark's setup).
         plan.update(iterations=1, peers_before=names, setup=run_peers, round_seconds=per_call + peers_seconds)
+    elif impl.endswith(AFTER_PAUSE):
+        # One call per round, after the pause (pytest-benchmark's setup); a fixed number of
+        # rounds, since the pauses, not the calls, take the time.
+        plan.update(iterations=1, setup=lambda: time.sleep(PAUSE_BEFORE), round_seconds=None)
+        plan["rounds_per_pass"] = max(1, math.ceil(AFTER_PAUSE_ROUNDS / settings["passes"]))
+        return plan
     else:
         # Rounds of at least 1 ms (several calls for the streaming step).
         iterations = max(1, math.ceil(1e-3 / per_call))
@@ -180,7 +199,7 @@ def test_lstm(benchmark, bench_settings, case_name, dtype, pass_index, impl):
     if "fail" in plan:
         pytest.fail(plan["fail"])
     runner = plan["runner"]
-    if not impl.endswith(AFTER_PEERS):
+    if not impl.endswith((AFTER_PEERS, AFTER_PAUSE)):
         # Let the previous implementation's threads go idle, then warm up again (unless just built).
         time.sleep(bench_settings["pause"])
         if not plan.pop("fresh", False) and plan["per_call"] < 0.25:
