@@ -1388,7 +1388,7 @@ cdef void _forward_thread(floating* kind, ForwardCall* call, int tid, int team) 
     cdef ForwardArrays* a = call.a
     cdef Py_ssize_t B = a.c.shape[0], H = a.c.shape[1], P = a.h.shape[1], I = a.x.shape[1]
     cdef Py_ssize_t G = 4 * H, steps = call.steps, rows = steps * B, chunk = call.chunk
-    cdef Py_ssize_t max_length = call.max_length, s, k, s0 = 0, s1 = 0, block = B
+    cdef Py_ssize_t max_length = call.max_length, s, s0 = 0, s1 = 0, block = B
     cdef Steps st = call.st
     cdef bint projected = a.w_hr.given, chunked = call.chunked, packed = call.packed
     cdef lstm_poll_t* poll = &call.poll
