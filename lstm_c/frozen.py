@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from lstm_c import _threads, functional
+from lstm_c import _scratch, _threads, functional
 from lstm_c._params import layer_arrays
 from lstm_c._validation import check_forward, check_num_threads
 
@@ -93,7 +93,7 @@ class FrozenLSTM:
     def __init__(self, module: LSTM) -> None:
         # Its own attributes, through LSTM.__getstate__ (no step plan); the arrays are copied below.
         frozen = copy.copy(module)
-        frozen._params = {name: value.copy() for name, value in module._params.items()}
+        frozen._params = {name: _scratch.aligned_copy(value) for name, value in module._params.items()}
         frozen.grads, frozen._trace = {}, None
         frozen.checkpoint_every = None  # inference keeps no activations anyway
         frozen.eval()

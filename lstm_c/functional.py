@@ -136,11 +136,11 @@ def pack_weights(w_ih: np.ndarray, w_hh: np.ndarray) -> PackedWeights:
     width = _lstm.panel_width(dtype.itemsize)
     if width == 0:
         return PackedWeights(None, None)
-    panels = np.empty(_packed(H, P, width), dtype)
+    panels = _scratch.empty(_packed(H, P, width), dtype)
     _lstm.pack_weights(w_hh, panels)
     ih_panels = None
     if H and I:
-        ih_panels = np.empty(_packed(H, I, width), dtype)
+        ih_panels = _scratch.empty(_packed(H, I, width), dtype)
         _lstm.pack_weights(w_ih, ih_panels)
     return PackedWeights(panels, ih_panels)
 

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
-from lstm_c import _lstm, _threads, _validation, functional
+from lstm_c import _lstm, _scratch, _threads, _validation, functional
 from lstm_c._params import ParamNames, layer_arrays, layer_param_names, param_shapes
 from lstm_c._stack import StackTrace, stack_backward, stack_forward
 from lstm_c._types import CheckpointCache, LSTMCache
@@ -218,7 +218,7 @@ class LSTM:
         init_rng = np.random.default_rng(seed)
         bound = 1.0 / math.sqrt(self.hidden_size)
         self._params: dict[str, np.ndarray] = {
-            name: init_rng.uniform(-bound, bound, shape).astype(self.dtype)
+            name: _scratch.aligned_copy(init_rng.uniform(-bound, bound, shape), self.dtype)
             for name, shape in self._shapes.items()
         }
         self.dropout_rng: np.random.Generator = np.random.default_rng(
@@ -292,7 +292,8 @@ class LSTM:
         """The live parameter arrays (not copies), keyed and ordered as `state_dict`.
 
         Update them in place to train (``p -= lr * m.grads[name]``), after a
-        `backward` and before the next forward, never in between.
+        `backward` and before the next forward, never in between. Each is a view
+        of memory that starts on a 64-byte cache line (faster for the kernels).
         """
         return dict(self._params)
 
@@ -368,7 +369,7 @@ class LSTM:
                 raise ValueError(
                     f"state_dict[{name!r}] must have shape {self._shapes[name]}, got {value.shape}"
                 )
-            loaded[name] = np.array(value, dtype=self.dtype, order="C", copy=True)
+            loaded[name] = _scratch.aligned_copy(value, self.dtype)
         self._params.update(loaded)
         self._step_shortcut = None  # it skips the check that the plan's arrays are these
 

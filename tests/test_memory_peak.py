@@ -212,3 +212,52 @@ def test_a_call_never_writes_into_the_outputs_of_an_earlier_call_still_alive(no_
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(lstm_c.lstm_backward(cache, np.ones_like(y)).dx, grads.dx)
     assert _scratch.kept_output_bytes() > 0
+
+
+# --------------------------------------------------------------------------------------
+# The arrays the kernels stream start on a cache line, wherever NumPy's allocator puts
+# an array of its own (16-byte aligned)
+
+
+def on_a_line(a):
+    return a.ctypes.data % _scratch.ALIGNMENT == 0
+
+
+def off_a_line(a, offset=16):
+    """A copy of `a` whose data starts `offset` bytes into a cache line."""
+    raw = np.empty(a.nbytes + 2 * _scratch.ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % _scratch.ALIGNMENT + offset
+    out = raw[start : start + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    assert not on_a_line(out)
+    return out
+
+
+def test_scratch_packed_weights_and_large_outputs_start_on_a_cache_line(no_kept_outputs):
+    f4, f8 = np.dtype(np.float32), np.dtype(np.float64)
+    for shape in [(1,), (3, 5), (7, 1000)]:
+        a = _scratch.empty(shape, f4)
+        assert on_a_line(a) and a.shape == shape and a.dtype == f4 and a.flags.c_contiguous
+    arrays = _scratch.allocate(f8, {"gates": (40, 33), "rec": (3, 12), "unused": None})
+    assert arrays["unused"] is None and all(on_a_line(arrays[k]) for k in ("gates", "rec"))
+    rng = np.random.default_rng(4)
+    w_ih, w_hh = off_a_line(rng.standard_normal((4 * H, I))), off_a_line(rng.standard_normal((4 * H, H)))
+    packed = functional.pack_weights(w_ih, w_hh)
+    assert on_a_line(packed.panels) and on_a_line(packed.ih_panels)
+    shape = (_scratch.OUTPUT_MIN_BYTES // 8 + 3, 1)  # large enough to be kept
+    first = _scratch.output(shape, f8)
+    del first
+    again = _scratch.output((shape[0] - 1, 1), f8)  # on the first's block
+    assert on_a_line(again) and again.base is _scratch._blocks[-1]
+
+
+def test_a_modules_parameters_start_on_a_cache_line():
+    m = lstm_c.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=8)
+    assert all(on_a_line(p) for p in m.params.values())
+    loaded = {name: off_a_line(p.astype(np.float64) + 1) for name, p in m.params.items()}
+    m.load_state_dict(loaded)  # converted to the module's float32
+    for name, p in m.params.items():
+        assert on_a_line(p) and p.dtype == m.dtype and p.flags.c_contiguous and p.flags.writeable
+        np.testing.assert_array_equal(p, loaded[name].astype(m.dtype))
+    frozen = m.freeze()
+    assert all(on_a_line(p) for p in frozen._module._params.values())
