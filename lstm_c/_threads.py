@@ -35,6 +35,16 @@ MIN_PARALLEL_WORK = 50_000
 # and 1.1-1.25x in training at H = 32-64, B = 4-8; H = 16, B = 16 lost (0.91x).
 SMALL_STEP_MIN_ROWS = 2
 SMALL_STEP_MIN_HIDDEN = 32
+# Up to this much work per time step, threads that share a step by hidden units spend
+# more waiting for each other at every step than they save; from one row of the batch
+# per thread they share it by rows instead (each reads all of W_hh at every step).
+# Measured in inference on 2 cores of an Intel Xeon with AVX-512 (KVM guest), T = 50,
+# by rows against by units: 1.33x at B = 4, H = 64 and at B = 2, H = 96; 1.1x at
+# B = 2, H = 128 (work 141,312) and at B = 4, H = 80; 1.04x at B = 4, H = 96
+# (162,816); even at B = 4, H = 128 (282,624); 0.98x at B = 6, H = 96 and 0.8x at
+# B = 6, H = 128. (The backward pass has a limit of its own: see
+# functional._split_batch.)
+MAX_BARRIER_BOUND_WORK = 200_000
 # LSTM.step's compiled plan, which keeps the GIL and answers no signal while it
 # runs, takes batches whose step is below this much work (a few microseconds),
 # and a single row below MAX_PLANNED_ROW_WORK (about 2 MFLOP, H = 700); larger
@@ -153,6 +163,12 @@ def _step_work(batch: int, hidden: int, output: int) -> int:
 def is_small_step(batch: int, hidden: int, output: int) -> bool:
     """Whether one time step of a sequence is too little work to split between threads."""
     return _step_work(batch, hidden, output) < MIN_PARALLEL_WORK
+
+
+def is_barrier_bound_step(batch: int, hidden: int, output: int) -> bool:
+    """Whether one time step is too little work to share by hidden units (see
+    MAX_BARRIER_BOUND_WORK): its threads then share it by rows of the batch."""
+    return _step_work(batch, hidden, output) <= MAX_BARRIER_BOUND_WORK
 
 
 def lone_step_plan(hidden: int, output: int) -> tuple[int, bool]:

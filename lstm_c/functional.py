@@ -219,7 +219,7 @@ class ForwardCall:
             "batch_first": args.batch_first,
             "steps": args.steps,
             "num_threads": threads,
-            "split_batch": _split_batch(threads, args.batch, args.w_hh),
+            "split_batch": _split_batch(threads, args.batch, args.w_hh, False),
             "packed": packed is not None,
             **given,
             **{name: None for name in output_shapes if name not in self.output_shapes},
@@ -297,28 +297,42 @@ def _calls_blas(args: ForwardArgs, panels: bool, ih_panels: bool) -> bool:
 
 
 # The threads of a call share its time steps by hidden units (each its units of
-# every row, all meeting at a barrier every step) or by rows of the batch (each
-# runs every unit of the blocks of rows it takes through all the steps: no
-# barrier, but every thread reads all of W_hh at every step). Measured on 2 cores (Zen 4), by rows
-# against by units: 1.1-1.7x faster from 4 rows per thread up to a W_hh of 4 MiB
-# (H = 512 in float32), 0.7-0.9x with 2 rows per thread at H >= 128, and 0.97x
-# at H = 1024 (16 MiB, which then streams from L3 on both cores).
+# every row, all meeting at every step) or by rows of the batch (each runs every
+# unit of the blocks of rows it takes through all the steps: it never waits for the
+# others, but every thread reads all of W_hh at every step). Measured on 2 cores
+# (Zen 4), by rows against by units: 1.1-1.7x faster from 4 rows per thread up to a
+# W_hh of 4 MiB (H = 512 in float32), and 0.97x at H = 1024 (16 MiB, which then
+# streams from L3 on both cores). With fewer rows, by rows wins where a step is
+# little work (_threads.is_barrier_bound_step) and, in the backward pass, up to a W_hh
+# of 512 KiB. Measured in training on 2 cores of an Intel Xeon with AVX-512 (KVM
+# guest), T = 50, both passes by rows: 1.14-1.3x at H = 64-128, B = 2-6 in float32
+# and 1.07-1.26x in float64 (H = 128 is 512 KiB); in float32 at H = 256 (1 MiB)
+# 1.06x at B = 4 but 0.96-0.97x at B = 2 and 6; 0.7x at H = 512, B = 4. A forward pass shares its steps as inference does, training or
+# not, so that the two give the same bits (see guarantees.rst; by rows and by units
+# differ in the last bits when H is not a multiple of 16): with only the backward
+# pass by rows, training took 1.09-1.12x less time at H = 96-128, B = 2-6 and 1.29x
+# at H = 64, B = 4.
 _SPLIT_BATCH_MIN_ROWS = 4
 _SPLIT_BATCH_MAX_WEIGHT_BYTES = 4 << 20
+_SPLIT_BATCH_BACKWARD_MAX_WEIGHT_BYTES = 512 << 10
 
 
-def _split_batch(threads: int, batch: int, w_hh: np.ndarray) -> bool:
-    """Whether a call on `threads` threads shares its time steps by rows of the batch:
-    from _SPLIT_BATCH_MIN_ROWS rows per thread, and always when a step is too small to
-    share by hidden units (`_threads.plan` gives such a step threads for its rows only)."""
-    return (
-        threads > 1
-        and w_hh.nbytes <= _SPLIT_BATCH_MAX_WEIGHT_BYTES
-        and (
-            batch >= _SPLIT_BATCH_MIN_ROWS * threads
-            or _threads.is_small_step(batch, w_hh.shape[0] // 4, w_hh.shape[1])
-        )
-    )
+def _split_batch(threads: int, batch: int, w_hh: np.ndarray, backward: bool) -> bool:
+    """Whether a call on `threads` threads shares its time steps by rows of the batch
+    (a backward pass when `backward`): from _SPLIT_BATCH_MIN_ROWS rows per thread, from
+    one row per thread when a step is too little work to share by units (see above),
+    and always when a step is too small to share by hidden units at all
+    (`_threads.plan` gives such a step threads for its rows only)."""
+    if threads <= 1 or w_hh.nbytes > _SPLIT_BATCH_MAX_WEIGHT_BYTES:
+        return False
+    hidden, output = w_hh.shape[0] // 4, w_hh.shape[1]
+    if batch >= _SPLIT_BATCH_MIN_ROWS * threads or _threads.is_small_step(batch, hidden, output):
+        return True
+    if batch < threads:
+        return False
+    if backward and w_hh.nbytes <= _SPLIT_BATCH_BACKWARD_MAX_WEIGHT_BYTES:
+        return True
+    return _threads.is_barrier_bound_step(batch, hidden, output)
 
 
 def _workspace(args: ForwardArgs, phase: str) -> tuple[_scratch.Shapes, _scratch.Shapes]:
@@ -528,7 +542,7 @@ def lstm_backward(
             dh_n=np.zeros((batch, out), dtype) if dh_n is None else dh_n,
             dc0=dc0,
             num_threads=threads,
-            split_batch=_split_batch(threads, batch, args.w_hh),
+            split_batch=_split_batch(threads, batch, args.w_hh, True),
             **work,
             **scratch.arrays,
         )
@@ -618,5 +632,5 @@ def _step_unchecked(
             panels=None,
             ih_panels=None,
             num_threads=threads,
-            split_batch=_split_batch(threads, batch, w_hh),
+            split_batch=_split_batch(threads, batch, w_hh, False),
         )

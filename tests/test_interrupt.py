@@ -78,6 +78,9 @@ def blas_threads():
     return sorted((i["filepath"], i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas")
 
 
+if kind == "forward_by_rows":
+    # Before the first call: the blocks of rows decide the bits of a call shared by rows.
+    _lstm._set_row_block(2)
 fresh = small_call()
 blas_before = blas_threads()
 
@@ -111,9 +114,8 @@ T, B, I, H = 4000, 1, 8, 2048
 if kind == "forward_by_rows":
     # Eight rows through a W_hh of 4 MiB: two threads share the steps by rows, with
     # no barrier between them (each leaves the loop on its own once the call stops),
-    # in blocks of 2 rows that each thread takes in turn.
+    # in blocks of 2 rows that each thread takes in turn (set above).
     T, B, H = 40000, 8, 512
-    _lstm._set_row_block(2)
 x = rng.standard_normal((T, B, I)).astype(np.float32)
 w_ih = (0.05 * rng.standard_normal((4 * H, I))).astype(np.float32)
 w_hh = (0.02 * rng.standard_normal((4 * H, H))).astype(np.float32)
@@ -174,7 +176,7 @@ print(json.dumps({
     "users": _threads.single_threaded_blas._users,
     "blas_restored": blas_threads() == blas_before,
     "same_results": small_call() == fresh,
-    "split_batch": functional._split_batch(threads, B, w_hh),
+    "split_batch": functional._split_batch(threads, B, w_hh, False),
 }))
 """
 

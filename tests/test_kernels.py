@@ -263,35 +263,65 @@ def test_each_weight_gradients_product_matches_the_reference(case, dtype, thread
     compare(case, OUTER_CASES[case], dtype, num_threads=threads)
 
 
-def test_the_steps_are_shared_by_rows_from_four_rows_per_thread_and_up_to_4_mib_of_w_hh():
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "backward"])
+def test_the_steps_are_shared_by_rows_from_four_rows_per_thread_and_up_to_4_mib_of_w_hh(backward):
     w_hh = np.empty((4 * 512, 512), np.float32)  # 4 MiB
-    assert functional._split_batch(2, 8, w_hh)
-    assert not functional._split_batch(2, 7, w_hh)
-    assert not functional._split_batch(1, 64, w_hh)
-    assert functional._split_batch(3, 12, w_hh)
-    assert not functional._split_batch(2, 64, np.empty((4 * 512, 513), np.float32))
+    assert functional._split_batch(2, 8, w_hh, backward)
+    assert not functional._split_batch(2, 7, w_hh, backward)
+    assert not functional._split_batch(1, 64, w_hh, backward)
+    assert functional._split_batch(3, 12, w_hh, backward)
+    assert not functional._split_batch(2, 64, np.empty((4 * 512, 513), np.float32), backward)
 
 
-# Steps too small to share by hidden units: shared by rows from 2 rows per thread and H = 32.
-SMALL_STEP_CASES = {
-    "four_rows": dict(T=7, B=4, I=5, H=32, lengths=[7, 0, 3, 6]),
-    "five_rows_projection_peephole_reverse": dict(
-        T=6, B=5, I=3, H=40, P=12, peephole=True, reverse=True, lengths=[6, 2, 0, 5, 6]
+def w_hh_of(hidden, dtype=np.float32):
+    return np.empty((4 * hidden, hidden), dtype)
+
+
+def test_little_work_per_step_is_shared_by_rows_from_one_row_per_thread():
+    # Forward passes: while a step is at most _threads.MAX_BARRIER_BOUND_WORK.
+    assert functional._split_batch(2, 4, w_hh_of(64), False)
+    assert functional._split_batch(2, 2, w_hh_of(128), False)
+    assert not functional._split_batch(2, 4, w_hh_of(128), False)
+    assert not functional._split_batch(2, 1, w_hh_of(128), False)  # fewer rows than threads
+    # Backward passes: also up to a W_hh of 512 KiB, whatever the work.
+    assert functional._split_batch(2, 6, w_hh_of(128), True)
+    assert functional._split_batch(2, 2, w_hh_of(128, np.float64), True)  # 512 KiB
+    assert not functional._split_batch(2, 4, w_hh_of(256), True)  # 1 MiB
+    assert not functional._split_batch(2, 1, w_hh_of(128), True)
+    assert not functional._split_batch(1, 4, w_hh_of(64), True)
+
+
+# Fewer than 4 rows per thread, with the sharing each pass takes by default:
+# (inference, training forward, backward); by rows is True.
+FEW_ROWS_CASES = {
+    "two_rows_lengths": (dict(T=6, B=2, I=5, H=96, lengths=[6, 3]), [True] * 3),
+    "three_rows_projection_peephole_reverse": (
+        dict(T=5, B=3, I=4, H=96, P=64, peephole=True, reverse=True),
+        [True] * 3,
     ),
-    "six_rows_batch_first": dict(T=5, B=6, I=4, H=33, batch_first=True),
+    "six_rows_batch_first": (
+        dict(T=4, B=6, I=8, H=64, batch_first=True, lengths=[4, 0, 2, 4, 1, 3]),
+        [True] * 3,
+    ),
+    "six_rows_backward_only": (dict(T=3, B=6, I=8, H=128, lengths=[3, 1, 0, 2, 3, 3]), [False, False, True]),
 }
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", SMALL_STEP_CASES)
-def test_a_step_too_small_for_units_is_shared_by_rows_and_matches_the_reference(case, dtype, kernel_path):
+@pytest.mark.parametrize("case", FEW_ROWS_CASES)
+def test_few_rows_per_thread_match_the_reference_in_inference_and_training(case, dtype, kernel_path):
     taken = kernel_path("panels", "default")
-    spec = SMALL_STEP_CASES[case]
-    assert _threads.is_small_step(spec["B"], spec["H"], spec.get("P") or spec["H"])
-    compare(case, spec, dtype, num_threads=2)
+    spec, shared_by_rows = FEW_ROWS_CASES[case]
+    make, options = split(spec)
+    rng = np.random.default_rng(zlib.crc32(case.encode()))
+    problem = make_problem(rng, **make, dtype=dtype)
+    ours = lstm_c.lstm_forward(**problem, **options, training=False, num_threads=2)
+    theirs = reference.lstm_forward(**problem, **options, training=False)
+    assert_close(ours[:3], theirs[:3], dtype, names=["y", "h_n", "c_n"])
+    compare(case, spec, dtype, num_threads=2)  # training: forward and backward
     if lstm_c.openmp_enabled():
-        assert [used for _, used in taken["plans"]] == [2, 2]  # forward and backward
-        assert taken["split_batch"] == [True, True]
+        assert [used for _, used in taken["plans"]] == [2, 2, 2]
+        assert taken["split_batch"] == shared_by_rows
 
 
 def test_a_small_step_takes_two_threads_only_with_two_rows_each_and_h_from_32():
@@ -302,7 +332,7 @@ def test_a_small_step_takes_two_threads_only_with_two_rows_each_and_h_from_32():
     assert _threads.plan(2, 16, 16, 16) == 1  # H below 32
     assert _threads.plan(3, 5, 32, 32) == 2  # as many threads as get 2 rows
     assert _threads.plan(1, 8, 32, 32) == 1
-    assert functional._split_batch(2, 4, np.empty((4 * 32, 32), np.float32))
+    assert functional._split_batch(2, 4, w_hh_of(32), False)
 
 
 @pytest.mark.parametrize("path", PATHS)

@@ -379,8 +379,9 @@ sys.path[:0] = {path!r}
 import test_threads as t
 from lstm_c import _lstm, functional
 {setting}
-for rows in (functional._SPLIT_BATCH_MIN_ROWS, 10**9):  # the batch shared by rows, then by units
-    functional._SPLIT_BATCH_MIN_ROWS = rows
+for rows, weights in ((functional._SPLIT_BATCH_MIN_ROWS, functional._SPLIT_BATCH_MAX_WEIGHT_BYTES), (10**9, 0)):
+    # the batch shared by rows, then by units
+    functional._SPLIT_BATCH_MIN_ROWS, functional._SPLIT_BATCH_MAX_WEIGHT_BYTES = rows, weights
     for case in t.REPRODUCIBLE:
         w, j, options = t.reproducible_case(case)
         print(t.digest(t.every_pass(w, j, 2, **options)))
@@ -393,8 +394,10 @@ def digests_here_and_in_a_child(setting, tmp_path, monkeypatch):
     and of steps_of_one_row: here, and in a child process that first runs `setting`,
     with a time limit (a thread left waiting would hang)."""
     here = []
-    for rows in (lstm_c.functional._SPLIT_BATCH_MIN_ROWS, 10**9):
+    f = lstm_c.functional
+    for rows, weights in ((f._SPLIT_BATCH_MIN_ROWS, f._SPLIT_BATCH_MAX_WEIGHT_BYTES), (10**9, 0)):
         monkeypatch.setattr(lstm_c.functional, "_SPLIT_BATCH_MIN_ROWS", rows)
+        monkeypatch.setattr(lstm_c.functional, "_SPLIT_BATCH_MAX_WEIGHT_BYTES", weights)
         for case in REPRODUCIBLE:
             w, j, options = reproducible_case(case)
             here.append(digest(every_pass(w, j, 2, **options)))
