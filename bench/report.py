@@ -213,8 +213,9 @@ def machine_lines(m: dict) -> list[str]:
         lines.append(f"- {n} thread{'s' if int(n) > 1 else ''}: " + "; ".join(parts))
     if fma:
         lines.append(
-            "- The FMA peak is measured by the suite in the same run: register-only AVX2 FMA loops "
-            "(`bench/fma_peak.c`, compiled with gcc at run time), best of the runs at the start and the end. "
+            "- The FMA peak is measured by the suite in the same run: register-only FMA loops "
+            "(`bench/fma_peak.c`, 256-bit and, where the CPU has AVX-512, 512-bit, the faster counting; "
+            "compiled with gcc at run time), best of the runs at the start and the end. "
             "`% peak` is a figure's share of it."
         )
     else:
