@@ -714,15 +714,18 @@ cdef inline Py_ssize_t _row_block(Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
                                    int team) noexcept nogil:
     """Rows per block when the threads share the batch: a team-th of it, one block per
     thread; or, when every thread gets two blocks or more and a block's step is at
-    least 4 MFLOP (H = P = 256), 8 rows, so that a thread that lost its core to other
-    work takes fewer blocks. Measured on 2 cores with the other core busy: 1.5x at
-    H = 256, B = 64; on a quiet machine smaller blocks lost 5-17% at H <= 128 (more
-    per-step overhead) and were even at H >= 256. Fixed by B, H, P and the team,
-    whatever the lengths: a sequence run in segments gives the same bits."""
+    least 16 MFLOP (H = P = 256), 32 rows, so that a thread that lost its core to other
+    work takes fewer blocks. Measured on 2 cores (Zen 4) with the other core busy,
+    blocks of 8 rows: 1.5x at H = 256, B = 64; on a quiet machine smaller blocks lost
+    5-17% at H <= 128 (more per-step overhead). Every block reads all of W_hh at every
+    step, from L3 once it outgrows L2: on an Intel Xeon (2 MiB of L2 per core), quiet,
+    blocks of 8 rows took 1.14-1.46x the time of one block per thread at H = 256-512,
+    B = 64-256; blocks of 32 rows 1.0-1.15x. Fixed by B, H, P and the team, whatever
+    the lengths: a sequence run in segments gives the same bits."""
     if _row_block_rows > 0:
         return _row_block_rows
-    if B >= 16 * team and 64.0 * H * P >= 4e6:
-        return 8
+    if B >= 64 * team and 256.0 * H * P >= 16e6:
+        return 32
     return (B + team - 1) // team
 
 
