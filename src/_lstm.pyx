@@ -566,9 +566,10 @@ cdef void _panel_rows(bint columns, const floating* panels, Py_ssize_t rows, Py_
 # The weight gradients dgates^T x and dgates^T h_prev go through lstm_outer instead of
 # BLAS's GEMM when x's and h_prev's widths are whole vectors. Measured on Zen 4, whole
 # backward calls: float32 1.02-1.36x from H = 64 to 1024 (1 and 2 threads; 1.09x at
-# H = 256 B = 64), float64 1.04-1.19x from H = 64 to 512. BLAS's GEMM first copies
-# dgates, transposed, with strided reads; lstm_outer reads it as stored. Off only in
-# tests (_use_outer), to compare with BLAS.
+# H = 256 B = 64), float64 1.04-1.19x from H = 64 to 512. On an Intel Xeon, whole
+# training calls at H = 512-1024, B = 16-256: 0.96-1.21x on one thread, 0.99-1.11x on
+# two (rows of 512 floats and more through packed copies; read as stored they took
+# 0.80-0.96x BLAS's speed). Off only in tests (_use_outer), to compare with BLAS.
 cdef bint _outer_enabled = True
 # Positions per block: both operands' blocks stay in L2 while every tile passes over them.
 cdef Py_ssize_t _outer_block_rows = 256

@@ -16,6 +16,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
@@ -372,6 +373,22 @@ typedef double lstm_vd __attribute__((vector_size(64)));
 #ifndef LSTM_OUTER_X_BYTES
 #define LSTM_OUTER_X_BYTES (256 << 10)
 #endif
+/* lstm_outer packs its operands from rows of X of this many bytes (see lstm_outer_packed):
+ * below, X's rows are close enough to stay in L1 and L2 as stored, and packing A costs more
+ * than it saves (measured on an Intel Xeon, one core: in place 1.1-1.3x faster at 128
+ * floats, even at 256, packed 1.1-1.4x faster from 512). */
+#define LSTM_OUTER_PACK_BYTES 2048
+/* The packed path's blocks: X's block of positions by columns stays in L2 (the tiles of
+ * each group of rows stream it), A's block of positions by rows is packed a group of
+ * LSTM_OUTER_ROWS rows at a time and stays in L1 while it meets every tile of X's block. */
+#ifndef LSTM_OUTER_POSITIONS
+#define LSTM_OUTER_POSITIONS 256
+#endif
+#define LSTM_OUTER_X_BLOCK_BYTES (512 << 10)
+#define LSTM_OUTER_ROWS 12
+#ifndef LSTM_OUTER_A_ROWS
+#define LSTM_OUTER_A_ROWS 96
+#endif
 /* lstm_outer_tile with ng and nv fixed at compile time (each pair its own loop). */
 #define LSTM_OUTER_NV(SUF, NG, nv, ...)                                                      \
     switch (nv) {                                                                             \
@@ -455,16 +472,111 @@ typedef double lstm_vd __attribute__((vector_size(64)));
         for (int g = 0; g < ng; g++)                                                          \
             for (int v = 0; v < nv; v++) memcpy(out + g * ldo + v * width, &acc[g][v], sizeof(V)); \
     }                                                                                         \
+    /* LSTM_OUTER_ROWS rows of a weight gradient by two vectors of its columns, from packed \
+     * operands: out[g][0..2W) (+)= the sum over k < K of ap[k][g] xp[k][0..2W), in order of \
+     * k, the first ng rows and nv vectors stored. 24 accumulators, and per k two loads of  \
+     * X (streamed from L2) against twelve values of A (from L1), as BLIS's kernels do.    */ \
+    LSTM_INLINE void lstm_outer_kernel_##SUF(ptrdiff_t K, const T *LSTM_RESTRICT ap,          \
+                                             const T *LSTM_RESTRICT xp, T *LSTM_RESTRICT out, \
+                                             ptrdiff_t ldo, int accumulate, int ng, int nv) {  \
+        const int width = (int)(sizeof(V) / sizeof(T));                                       \
+        V acc[LSTM_OUTER_ROWS][2];                                                            \
+        for (int g = 0; g < LSTM_OUTER_ROWS; g++)                                             \
+            for (int v = 0; v < 2; v++) {                                                     \
+                acc[g][v] = (V){0};                                                           \
+                if (accumulate && g < ng && v < nv)                                           \
+                    memcpy(&acc[g][v], out + g * ldo + v * width, sizeof(V));                  \
+            }                                                                                 \
+        for (ptrdiff_t k = 0; k < K; k++) {                                                   \
+            V x[2];                                                                           \
+            memcpy(&x[0], xp + 2 * k * width, sizeof(V));                                     \
+            memcpy(&x[1], xp + (2 * k + 1) * width, sizeof(V));                               \
+            for (int g = 0; g < LSTM_OUTER_ROWS; g++) {                                       \
+                const T a = ap[k * LSTM_OUTER_ROWS + g];                                      \
+                acc[g][0] += a * x[0];                                                        \
+                acc[g][1] += a * x[1];                                                        \
+            }                                                                                 \
+        }                                                                                     \
+        for (int g = 0; g < ng; g++)                                                          \
+            for (int v = 0; v < nv; v++) memcpy(out + g * ldo + v * width, &acc[g][v], sizeof(V)); \
+    }                                                                                         \
+    /* lstm_outer from packed copies, for X's rows of LSTM_OUTER_PACK_BYTES or more: as      \
+     * stored, those rows (and A's, 4H wide) lie whole multiples of 4 KiB apart or nearly,   \
+     * so a tile's K rows fall in a few of L1's sets and evict each other, and the hardware  \
+     * prefetchers do not follow such strides. Returns 0 (nothing done) when the copies      \
+     * cannot be allocated. Each value of out is still one chain over k in order.          */ \
+    LSTM_INLINE int lstm_outer_packed_##SUF(ptrdiff_t K, ptrdiff_t rows, ptrdiff_t N, const T *A, \
+                                       ptrdiff_t lda, const T *X, ptrdiff_t ldx, T *out,        \
+                                       ptrdiff_t ldo, int accumulate) {                         \
+        const ptrdiff_t width = (ptrdiff_t)(sizeof(V) / sizeof(T)), vectors = N / width;      \
+        const ptrdiff_t kc = K < LSTM_OUTER_POSITIONS ? K : LSTM_OUTER_POSITIONS;             \
+        const ptrdiff_t tile = 2 * width, tiles = (vectors + 1) / 2; /* X's tiles: 2 vectors */ \
+        ptrdiff_t per_block = LSTM_OUTER_X_BLOCK_BYTES / (kc * tile * (ptrdiff_t)sizeof(T));  \
+        if (per_block < 1) per_block = 1;                                                     \
+        if (per_block > tiles) per_block = tiles;                                             \
+        /* Both copies in one allocation, X's first, on a cache line (a tile is 128 bytes). */ \
+        const size_t x_count = (size_t)(per_block * kc * tile);                               \
+        char *base = (char *)malloc((x_count + (size_t)(kc * LSTM_OUTER_A_ROWS)) * sizeof(T) + 64); \
+        if (base == NULL) return 0;                                                           \
+        T *xp = (T *)(base + (64 - (uintptr_t)base % 64) % 64), *ap = xp + x_count;           \
+        for (ptrdiff_t k0 = 0; k0 < K; k0 += kc) {                                            \
+            const ptrdiff_t nk = K - k0 < kc ? K - k0 : kc;                                   \
+            const int acc = accumulate || k0 > 0;                                             \
+            for (ptrdiff_t t0 = 0; t0 < tiles; t0 += per_block) {                             \
+                const ptrdiff_t nt = tiles - t0 < per_block ? tiles - t0 : per_block;         \
+                /* X's block: tile t holds, for each k, its two vectors (zeros past N). */    \
+                for (ptrdiff_t k = 0; k < nk; k++)                                            \
+                    for (ptrdiff_t t = 0; t < nt; t++) {                                      \
+                        const ptrdiff_t v0 = 2 * (t0 + t);                                    \
+                        T *dst = xp + (t * nk + k) * tile;                                    \
+                        const T *src = X + (k0 + k) * ldx + v0 * width;                       \
+                        memcpy(dst, src, (size_t)width * sizeof(T));                          \
+                        if (v0 + 1 < vectors)                                                 \
+                            memcpy(dst + width, src + width, (size_t)width * sizeof(T));      \
+                        else                                                                  \
+                            memset(dst + width, 0, (size_t)width * sizeof(T));                \
+                    }                                                                         \
+                for (ptrdiff_t g0 = 0; g0 < rows; g0 += LSTM_OUTER_A_ROWS) {                  \
+                    const ptrdiff_t na = rows - g0 < LSTM_OUTER_A_ROWS ? rows - g0 : LSTM_OUTER_A_ROWS; \
+                    /* A's block: group q holds, for each k, its LSTM_OUTER_ROWS values (zeros \
+                     * past the rows), read from A's rows in order. */                        \
+                    for (ptrdiff_t k = 0; k < nk; k++) {                                      \
+                        const T *src = A + (k0 + k) * lda + g0;                               \
+                        ptrdiff_t r = 0;                                                      \
+                        for (; r + LSTM_OUTER_ROWS <= na; r += LSTM_OUTER_ROWS)               \
+                            memcpy(ap + (r * nk + k * LSTM_OUTER_ROWS), src + r, LSTM_OUTER_ROWS * sizeof(T)); \
+                        for (int l = 0; r < na && l < LSTM_OUTER_ROWS; l++)                   \
+                            ap[r * nk + k * LSTM_OUTER_ROWS + l] = r + l < na ? src[r + l] : (T)0; \
+                    }                                                                         \
+                    for (ptrdiff_t g = 0; g < na; g += LSTM_OUTER_ROWS) {                     \
+                        const int ng = na - g < LSTM_OUTER_ROWS ? (int)(na - g) : LSTM_OUTER_ROWS; \
+                        for (ptrdiff_t t = 0; t < nt; t++) {                                  \
+                            const ptrdiff_t v0 = 2 * (t0 + t);                                \
+                            lstm_outer_kernel_##SUF(nk, ap + g * nk, xp + t * nk * tile,      \
+                                                    out + (g0 + g) * ldo + v0 * width, ldo, acc, ng, \
+                                                    vectors - v0 < 2 ? 1 : 2);                \
+                        }                                                                     \
+                    }                                                                         \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
+        free(base);                                                                           \
+        return 1;                                                                             \
+    }                                                                                         \
     /* out (rows x N, ld ldo) (+)= A^T X for A (K x rows, ld lda) and X (K x N, ld ldx), N a   \
      * multiple of the vector width: the weight gradients dgates^T x and dgates^T h_prev of  \
-     * a block of positions, both read as stored (BLAS's GEMM would transpose dgates into    \
-     * its own copy first). Tiles of six rows of out by four vectors meet each k; every    \
-     * value of out is one chain over k, whatever its tile.                                */ \
+     * a block of positions (BLAS's GEMM would transpose dgates into its own copy first).    \
+     * Wide rows of X go through packed copies (lstm_outer_packed); narrower ones are read   \
+     * as stored, in tiles of six rows of out by four vectors. Every value of out is one    \
+     * chain over k, whatever its tile or path.                                            */ \
     LSTM_DISPATCH static void lstm_outer_##SUF(ptrdiff_t K, ptrdiff_t rows, ptrdiff_t N,         \
                                               const T *A, ptrdiff_t lda, const T *X,             \
                                               ptrdiff_t ldx, T *out, ptrdiff_t ldo,              \
                                               int accumulate) {                                  \
         const ptrdiff_t width = (ptrdiff_t)(sizeof(V) / sizeof(T)), vectors = N / width;      \
+        if (K > 0 && N * (ptrdiff_t)sizeof(T) >= LSTM_OUTER_PACK_BYTES &&                    \
+            lstm_outer_packed_##SUF(K, rows, N, A, lda, X, ldx, out, ldo, accumulate))        \
+            return;                                                                           \
         const ptrdiff_t fit = LSTM_OUTER_X_BYTES / ((K > 0 ? K : 1) * (ptrdiff_t)sizeof(V)) / 4 * 4; \
         const ptrdiff_t block = fit > 4 ? fit : 4; /* vectors of X's block: it stays in L2 */ \
         for (ptrdiff_t i0 = 0; i0 < vectors; i0 += block)                                     \

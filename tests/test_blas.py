@@ -127,6 +127,9 @@ def test_any_rows_of_the_in_place_product_give_the_same_bits_as_all_of_them(dtyp
         (70, 7, 96, 0, 7),
         (300, 23, 112, 1, 23),
         (520, 13, 1040, 0, 13),
+        (300, 37, 512, 5, 30),
+        (1, 12, 528, 0, 12),
+        (257, 100, 1024, 0, 100),
     ],
     ids=[
         "one_position",
@@ -137,11 +140,15 @@ def test_any_rows_of_the_in_place_product_give_the_same_bits_as_all_of_them(dtyp
         "six_vectors_of_columns",
         "seven_vectors_of_columns_and_a_slice",
         "blocks_of_columns",
+        "packed_a_slice_past_groups_of_rows",
+        "packed_one_position_an_odd_vector",
+        "packed_blocks_of_positions_and_rows",
     ],
 )
 def test_the_weight_gradients_product_matches_numpy(K, G, N, lo, hi, dtype):
-    # Blocks of 256 positions summed in order; tiles of six rows of the gradient by four
-    # vectors of columns, in blocks of columns that stay in L2.
+    # Blocks of 256 positions summed in order. Rows of x under 2 KiB are read as stored,
+    # in tiles of six rows of the gradient by four vectors of columns; wider ones (the
+    # cases named packed) through packed copies, in blocks of 96 rows and of columns.
     rng = np.random.default_rng(K * 100 + G)
     a = rng.standard_normal((K, G)).astype(dtype)
     x = rng.standard_normal((K, N)).astype(dtype)
