@@ -568,7 +568,7 @@ cdef void _panel_rows(bint columns, const floating* panels, Py_ssize_t rows, Py_
 # backward calls: float32 1.02-1.36x from H = 64 to 1024 (1 and 2 threads; 1.09x at
 # H = 256 B = 64), float64 1.04-1.19x from H = 64 to 512. On an Intel Xeon, whole
 # training calls at H = 512-1024, B = 16-256: 0.96-1.21x on one thread, 0.99-1.11x on
-# two (rows of 512 floats and more through packed copies; read as stored they took
+# two (rows of 256 floats and more through packed copies; read as stored they took
 # 0.80-0.96x BLAS's speed). Off only in tests (_use_outer), to compare with BLAS.
 cdef bint _outer_enabled = True
 # Positions per block: both operands' blocks stay in L2 while every tile passes over them.

@@ -374,10 +374,12 @@ typedef double lstm_vd __attribute__((vector_size(64)));
 #define LSTM_OUTER_X_BYTES (256 << 10)
 #endif
 /* lstm_outer packs its operands from rows of X of this many bytes (see lstm_outer_packed):
- * below, X's rows are close enough to stay in L1 and L2 as stored, and packing A costs more
- * than it saves (measured on an Intel Xeon, one core: in place 1.1-1.3x faster at 128
- * floats, even at 256, packed 1.1-1.4x faster from 512). */
-#define LSTM_OUTER_PACK_BYTES 2048
+ * narrower rows stay in L1 and L2 as stored, and packing gains nothing (measured on an
+ * Intel Xeon, one core, 256 positions: packed 0.99-1.05x at 128 floats, 1.21-1.32x at 256,
+ * 1.3-1.6x from 512). */
+#ifndef LSTM_OUTER_PACK_BYTES
+#define LSTM_OUTER_PACK_BYTES 1024
+#endif
 /* The packed path's blocks: X's block of positions by columns stays in L2 (the tiles of
  * each group of rows stream it), A's block of positions by rows is packed a group of
  * LSTM_OUTER_ROWS rows at a time and stays in L1 while it meets every tile of X's block. */
