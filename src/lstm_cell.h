@@ -540,8 +540,8 @@ typedef double lstm_vd __attribute__((vector_size(64)));
                     }                                                                         \
                 for (ptrdiff_t g0 = 0; g0 < rows; g0 += LSTM_OUTER_A_ROWS) {                  \
                     const ptrdiff_t na = rows - g0 < LSTM_OUTER_A_ROWS ? rows - g0 : LSTM_OUTER_A_ROWS; \
-                    /* A's block: group q holds, for each k, its LSTM_OUTER_ROWS values (zeros \
-                     * past the rows), read from A's rows in order. */                        \
+                    /* A's block: each group of LSTM_OUTER_ROWS rows holds, for each k,    \
+                     * its values (zeros past the rows), read from A's rows in order. */     \
                     for (ptrdiff_t k = 0; k < nk; k++) {                                      \
                         const T *src = A + (k0 + k) * lda + g0;                               \
                         ptrdiff_t r = 0;                                                      \

@@ -147,8 +147,8 @@ def test_any_rows_of_the_in_place_product_give_the_same_bits_as_all_of_them(dtyp
 )
 def test_the_weight_gradients_product_matches_numpy(K, G, N, lo, hi, dtype):
     # Blocks of 256 positions summed in order. Rows of x under 1 KiB are read as stored,
-    # in tiles of six rows of the gradient by four vectors of columns; wider ones (the
-    # cases named packed) through packed copies, in blocks of 96 rows and of columns.
+    # in tiles of six rows of the gradient by four vectors of columns; wider ones (from
+    # blocks_of_columns on, both dtypes) through packed copies, in blocks of 96 rows.
     rng = np.random.default_rng(K * 100 + G)
     a = rng.standard_normal((K, G)).astype(dtype)
     x = rng.standard_normal((K, N)).astype(dtype)
