@@ -57,6 +57,9 @@ def test_gemm_refuses_operands_that_do_not_fit():
         (80, 80, 1),
         (130, 9, 2),
         (70, 66, 11),
+        (40, 24, 13),
+        (70, 66, 21),
+        (70, 66, 28),
     ],
 )
 @pytest.mark.parametrize("part", ["all", "from_one_panel_on", "up_to_one_panel"])
@@ -82,6 +85,28 @@ def test_panel_products_match_numpy(H, P, B, part, dtype):
     features = np.arange(P)[(np.arange(P) >= lo) & (np.arange(P) < hi)]
     assert_close(dh[:, features], (dgates @ w_hh)[:, features], dtype)
     assert np.isnan(dh[:, np.setdiff1d(np.arange(P), features)]).all()
+
+
+@pytest.mark.skipif(_lstm.panel_width(4) == 0, reason="this build has no packed-panel products")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_row_of_the_panel_product_has_the_same_bits_in_any_block_of_rows(dtype):
+    # A batch of 4-64 rows goes in blocks of 4-8 rows, by its size: each row is summed over
+    # k in one order whatever its block (the threads sharing a batch by rows give every
+    # thread blocks of their own).
+    rng = np.random.default_rng(5)
+    H, P = 70, 66
+    w_hh = rng.standard_normal((4 * H, P)).astype(dtype)
+    h = rng.standard_normal((64, P)).astype(dtype)
+    dgates = rng.standard_normal((64, 4 * H)).astype(dtype)
+
+    def products(B):
+        rec, dh = np.empty((B, 4 * H), dtype), np.empty((B, P), dtype)
+        _lstm._panel_products(w_hh, h[:B], rec, dgates[:B], dh, 0, H)
+        return rec, dh
+
+    whole = products(64)
+    for B in (4, 5, 8, 12, 13, 16, 20, 21, 28, 36):
+        assert_identical(products(B), [part[:B] for part in whole], [f"rec, B={B}", f"dh, B={B}"])
 
 
 @pytest.mark.skipif(_lstm.panel_width(4) == 0, reason="this build has no vector products")
