@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import lstm_c
@@ -236,6 +237,23 @@ def test_bench_prints_each_row_as_soon_as_its_shape_is_done(tmp_path):
     )
     assert int(CALLS.search(rest).group(1)) >= cells
     assert_no_internal_words("\n".join(lines))
+
+
+def test_an_onnx_runtime_session_that_does_not_spin_gives_the_same_outputs():
+    """bench/spinning.py's setting: the session option is set, and the results do not change."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    case = peers.Case("small", "inference", 5, 3, 4, 6)
+    data = peers.make_data(case, "float32")
+    spinning = peers.build_onnxruntime(case, data, 1)
+    quiet = peers.build_onnxruntime(case, data, 1, spinning=False)
+    (session,) = quiet.keep
+    assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    expected = spinning.normalize(spinning.run())
+    got = quiet.normalize(quiet.run())
+    assert expected.keys() == got.keys()
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
 
 
 def test_bench_names_the_peers_that_are_not_installed(tmp_path):

@@ -377,8 +377,11 @@ def onnx_lstm_model(case: Case, params: dict[str, np.ndarray], dtype: str, with_
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
 
 
-def build_onnxruntime(case: Case, data: Data, threads: int) -> Runner:
-    """An ONNX Runtime session of `onnx_lstm_model` on the CPU; inference and step only."""
+def build_onnxruntime(case: Case, data: Data, threads: int, spinning: bool = True) -> Runner:
+    """An ONNX Runtime session of `onnx_lstm_model` on the CPU; inference and step only.
+
+    `spinning`: whether the session's idle threads poll for work (ONNX Runtime's
+    default) rather than sleep (its ``session.intra_op.allow_spinning`` set to "0")."""
     if case.kind == "training":
         raise Unavailable("ONNX Runtime runs inference only")
     ort = _import("onnxruntime")
@@ -391,6 +394,8 @@ def build_onnxruntime(case: Case, data: Data, threads: int) -> Runner:
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 4  # the float64 probe below would log an error otherwise
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     B, H = case.B, case.H
     run: Callable[[], Any]
