@@ -65,13 +65,12 @@ def measure(spinning: bool, threads: int, rounds: int) -> list[dict]:
     results = []
     with limit_threads(threads):
         for case in (c for c in suite((threads,)) if c.group == "coexist"):
+            data = make_data(case, "float32")  # ONNX Runtime reads its x and weights only
             ort_case = dataclasses.replace(case, kind="inference")
             built = {
-                "lstm_c": BUILDERS["lstm_c"](case, make_data(case, "float32"), threads),
-                "torch": BUILDERS["torch"](case, make_data(case, "float32"), threads),
-                "onnxruntime": build_onnxruntime(
-                    ort_case, make_data(ort_case, "float32"), threads, spinning=spinning
-                ),
+                "lstm_c": BUILDERS["lstm_c"](case, data, threads),
+                "torch": BUILDERS["torch"](case, data, threads),
+                "onnxruntime": build_onnxruntime(ort_case, data, threads, spinning=spinning),
             }
             runners = {name: runner.run for name, runner in built.items()}
             quiet: dict[str, list[float]] = {name: [] for name in runners}
